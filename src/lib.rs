@@ -7,3 +7,4 @@
 //! `Buffer` traits, which `dpdk` implements for real NIC queues and mbufs.
 
 pub mod config;
+pub mod dpdk;
