@@ -1,0 +1,480 @@
+//! Start-up and shut-down: config → EAL → mempools → ports → workers, then the
+//! reverse on SIGINT/SIGTERM.
+//!
+//! Teardown order is what keeps the DPDK binding sound (see `dpdk`): workers
+//! stop and drop their mbufs, ports stop and close (their rings return mbufs),
+//! the mempools are checked for leaks and freed, and EAL is cleaned up last.
+//! Locals are declared in start-up order, so an early `?` unwinds the same way.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use tracing::{error, info, warn};
+use zerohop_dataplane::stats::port_totals;
+use zerohop_dataplane::xconnect::XconnectWorker;
+use zerohop_dataplane::{WorkerStats, VECTOR_SIZE};
+
+use crate::config::{Config, DataplaneConfig, Device, Hugepages};
+use crate::dpdk::{DpdkQueue, Eal, Mempool, Port, PortConfig};
+
+/// Per-lcore mempool cache size (DPDK's maximum is 512).
+const MEMPOOL_CACHE: u32 = 256;
+/// Bytes one mbuf takes in its pool: data room, the 128-byte rte_mbuf and the
+/// mempool object header, rounded up.
+const MBUF_FOOTPRINT: u64 = Mempool::DEFAULT_DATA_ROOM as u64 + 128 + 64;
+
+/// Return the CPUs this process may run on. Must be called before EAL pins
+/// the main thread to one CPU (afterwards it would return only that one).
+pub fn available_cpus() -> Vec<usize> {
+    let mut cpus: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    cpus.sort_unstable();
+    cpus
+}
+
+/// How many mbufs a socket's pool needs: every rx and tx ring full, plus each
+/// worker's vector and cache, plus slack; as 2^n − 1 (the mempool ring's
+/// most efficient size).
+pub fn mbufs_needed(dp: &DataplaneConfig, ports_on_socket: usize) -> u32 {
+    if let Some(n) = dp.mbufs {
+        return n;
+    }
+    let workers = dp.cores.len() as u64;
+    let rings = ports_on_socket as u64
+        * workers
+        * (u64::from(dp.rx_descriptors) + u64::from(dp.tx_descriptors));
+    let per_worker = workers * (VECTOR_SIZE as u64 + u64::from(MEMPOOL_CACHE) * 3 / 2);
+    let want = (rings + per_worker + 1024).max(4095);
+    let pow = (want + 1).next_power_of_two();
+    u32::try_from(pow - 1).unwrap_or(u32::MAX)
+}
+
+/// Hugepage state of this machine, from /proc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HugepageInfo {
+    /// Free hugepages of the default size.
+    pub free_pages: u64,
+    /// Default hugepage size in bytes.
+    pub page_size: u64,
+    /// A hugetlbfs is mounted.
+    pub mounted: bool,
+}
+
+impl HugepageInfo {
+    /// Read /proc/meminfo and /proc/mounts.
+    pub fn read() -> Self {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let field = |key: &str| -> u64 {
+            meminfo
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        Self {
+            free_pages: field("HugePages_Free:"),
+            page_size: field("Hugepagesize:") * 1024,
+            mounted: mounts
+                .lines()
+                .any(|l| l.split_whitespace().nth(2) == Some("hugetlbfs")),
+        }
+    }
+
+    /// Return the free hugepage memory in bytes (0 if none is mounted).
+    pub fn free_bytes(&self) -> u64 {
+        if self.mounted {
+            self.free_pages * self.page_size
+        } else {
+            0
+        }
+    }
+}
+
+/// Whether EAL runs on hugepages, and how much memory it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryPlan {
+    /// Use hugepages (else `--no-huge`).
+    pub hugepages: bool,
+    /// Megabytes EAL must be able to allocate.
+    pub megabytes: u64,
+}
+
+/// Decide hugepages vs. `--no-huge` for the configured mode.
+///
+/// # Errors
+/// `hugepages: on` while too few hugepages are free.
+pub fn plan_memory(dp: &DataplaneConfig, mbufs: u64, huge: &HugepageInfo) -> Result<MemoryPlan> {
+    // Pools plus EAL's own heap (rings, ethdev and driver structures).
+    let megabytes = (mbufs * MBUF_FOOTPRINT).div_ceil(1 << 20) + 128;
+    let fits = huge.free_bytes() >= megabytes << 20;
+    let hugepages =
+        match dp.hugepages {
+            Hugepages::Off => false,
+            Hugepages::On if !fits => {
+                bail!(
+            "dataplane.hugepages: on, but only {} MB of hugepages are free ({} needed){}; run \
+             scripts/setup.sh to reserve them, or set hugepages: auto",
+            huge.free_bytes() >> 20,
+            megabytes,
+            if huge.mounted { "" } else { " and no hugetlbfs is mounted" }
+        )
+            }
+            Hugepages::On => true,
+            Hugepages::Auto => fits,
+        };
+    Ok(MemoryPlan {
+        hugepages,
+        megabytes,
+    })
+}
+
+/// Build EAL's command line: zerohop's own arguments, then the config's
+/// `eal_args` (which may override the file prefix or memory mode).
+pub fn eal_args(dp: &DataplaneConfig, main_cpu: usize, mem: &MemoryPlan) -> Vec<String> {
+    let mut args = vec!["zerohop".to_string(), "-l".into(), main_cpu.to_string()];
+    let user_sets = |flags: &[&str]| {
+        dp.eal_args.iter().any(|a| {
+            flags
+                .iter()
+                .any(|f| a == f || a.starts_with(&format!("{f}=")))
+        })
+    };
+    let user_chose_files = user_sets(&["--file-prefix", "--in-memory", "--no-shconf"]);
+    if mem.hugepages {
+        if !user_chose_files {
+            // No files under /var/run/dpdk, nothing to clash with a parallel
+            // process, nothing left behind.
+            args.push("--in-memory".into());
+        }
+    } else {
+        args.push("--no-huge".into());
+        if !user_sets(&["-m", "--socket-mem"]) {
+            args.push("-m".into());
+            args.push(mem.megabytes.to_string());
+        }
+        if !user_chose_files {
+            args.push("--no-shconf".into());
+        }
+    }
+    // PCI devices are attached at init through the allowlist; vdevs are
+    // probed one by one afterwards, so a failure names its device.
+    for p in &dp.ports {
+        if let Device::Pci { addr } = p.device() {
+            args.push("-a".into());
+            args.push(addr.to_string());
+        }
+    }
+    args.extend(dp.eal_args.iter().cloned());
+    args
+}
+
+/// The CPU for the main thread (admin, signals, stats): the first available
+/// CPU that runs no worker, else the first worker's.
+pub fn main_cpu(dp: &DataplaneConfig, available: &[usize]) -> usize {
+    available
+        .iter()
+        .copied()
+        .find(|c| !dp.cores.contains(c))
+        .or_else(|| dp.cores.first().copied())
+        .unwrap_or(0)
+}
+
+/// Worker threads; dropping the set stops and joins them, so that no worker
+/// polls a port that is being closed.
+struct Workers {
+    stop: Arc<AtomicBool>,
+    handles: Vec<JoinHandle<()>>,
+    stats: Vec<Arc<WorkerStats>>,
+    cores: Vec<usize>,
+}
+
+impl Workers {
+    fn any_finished(&self) -> bool {
+        self.handles.iter().any(|h| h.is_finished())
+    }
+
+    fn stop_and_join(&mut self) -> Result<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut panicked = 0;
+        for h in self.handles.drain(..) {
+            if h.join().is_err() {
+                panicked += 1;
+            }
+        }
+        if panicked > 0 {
+            bail!("{panicked} worker thread(s) panicked");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop_and_join() {
+            error!("{e}");
+        }
+    }
+}
+
+/// Start one pinned, EAL-registered worker per configured core; each owns
+/// queue pair i of every port.
+fn start_workers(dp: &DataplaneConfig, ports: &[Port], stop: &Arc<AtomicBool>) -> Result<Workers> {
+    let peers = dp.xconnect_peers();
+    let mut workers = Workers {
+        stop: stop.clone(),
+        handles: Vec::new(),
+        stats: Vec::new(),
+        cores: dp.cores.clone(),
+    };
+    let (started_tx, started_rx) = mpsc::channel::<Result<(), String>>();
+    for (i, &cpu) in dp.cores.iter().enumerate() {
+        let queue = u16::try_from(i).context("too many workers")?;
+        let queues: Vec<DpdkQueue> = ports
+            .iter()
+            .map(|p| DpdkQueue::new(p.id(), queue))
+            .collect();
+        let stats = Arc::new(WorkerStats::new(ports.len()));
+        let mut worker = XconnectWorker::new(queues, peers.clone(), dp.burst, stats.clone());
+        let stop = stop.clone();
+        let started = started_tx.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("zh-worker-{i}"))
+            .spawn(move || {
+                // Pin first: rte_thread_register records the current affinity.
+                if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                    let _ = started.send(Err(format!("worker {i}: cannot pin to CPU {cpu}")));
+                    return;
+                }
+                let registration = match Eal::register_thread() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = started.send(Err(format!("worker {i}: {e}")));
+                        return;
+                    }
+                };
+                let _ = started.send(Ok(()));
+                worker.run(&stop);
+                // The vector's mbufs go back to this lcore's cache before the
+                // thread stops being an EAL thread.
+                drop(worker);
+                drop(registration);
+            })
+            .with_context(|| format!("spawn worker {i}"))?;
+        workers.handles.push(handle);
+        workers.stats.push(stats);
+    }
+    drop(started_tx);
+    for _ in 0..dp.cores.len() {
+        match started_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => bail!("{e}"),
+            Err(_) => bail!("a worker did not start within 10 s"),
+        }
+    }
+    Ok(workers)
+}
+
+/// Run the dataplane until SIGINT or SIGTERM; return an error for anything
+/// that stops it from starting or leaks on the way out.
+pub fn run(config: &Config, config_path: &Path) -> Result<()> {
+    let dp = &config.dataplane;
+    let available = available_cpus();
+    config.check_cores(&available)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("install signal handler")?;
+    }
+
+    let nports_by_socket_guess = dp.ports.len();
+    let total_mbufs = u64::from(mbufs_needed(dp, nports_by_socket_guess));
+    let mem = plan_memory(dp, total_mbufs, &HugepageInfo::read())?;
+    if !mem.hugepages && dp.hugepages == Hugepages::Auto {
+        info!(
+            "not enough free 2 MB hugepages for {} MB; running with --no-huge (run \
+             scripts/setup.sh to reserve hugepages)",
+            mem.megabytes
+        );
+    }
+    let args = eal_args(dp, main_cpu(dp, &available), &mem);
+    info!(
+        "config {}: starting EAL: {}",
+        config_path.display(),
+        args.join(" ")
+    );
+    let eal = Eal::init(&args).context("EAL initialisation failed")?;
+
+    let mut ports = Vec::with_capacity(dp.ports.len());
+    for p in &dp.ports {
+        let port = match p.device() {
+            Device::Vdev { .. } => Port::probe_vdev(&p.name, &p.device),
+            Device::Pci { addr } => Port::attach(&p.name, addr, &p.device),
+        }
+        .with_context(|| format!("dataplane.ports: device `{}` of port {}", p.device, p.name))?;
+        ports.push(port);
+    }
+
+    // One pool per NUMA socket that has ports, so rings fill from local memory.
+    let mut by_socket: BTreeMap<i32, usize> = BTreeMap::new();
+    for p in &ports {
+        *by_socket.entry(p.socket_id()).or_default() += 1;
+    }
+    let mut pools: BTreeMap<i32, Mempool> = BTreeMap::new();
+    for (&socket, &n) in &by_socket {
+        let count = mbufs_needed(dp, n);
+        let pool = Mempool::new(
+            &format!("zh_pool_s{socket}"),
+            count,
+            MEMPOOL_CACHE,
+            Mempool::DEFAULT_DATA_ROOM,
+            socket,
+        )
+        .context("create the mbuf pool")?;
+        info!("mempool {}: {count} mbufs on socket {socket}", pool.name());
+        pools.insert(socket, pool);
+    }
+
+    let queues = u16::try_from(dp.cores.len()).context("too many cores")?;
+    let peers = dp.xconnect_peers();
+    for (i, port) in ports.iter_mut().enumerate() {
+        let pool = pools
+            .get(&port.socket_id())
+            .ok_or_else(|| anyhow!("no mempool for socket {}", port.socket_id()))?;
+        port.configure(
+            &PortConfig {
+                queues,
+                rx_descriptors: dp.rx_descriptors,
+                tx_descriptors: dp.tx_descriptors,
+            },
+            pool,
+        )?;
+        port.start()?;
+        if peers[i].is_some() {
+            // A cross-connect forwards frames for any MAC.
+            if let Err(e) = port.enable_promiscuous() {
+                warn!("{e}; frames for other MACs may not be received");
+            }
+        }
+        let link = port.link();
+        let mac = port.mac();
+        info!(
+            "port {}: {} (driver {}, port id {}, mac {}, link {} {} Mbps, {} queue pair(s){})",
+            port.name(),
+            port.device(),
+            port.driver_name(),
+            port.id(),
+            format_mac(&mac),
+            if link.up { "up" } else { "down" },
+            link.speed_mbps,
+            port.queues(),
+            if port.promiscuous() {
+                ", promiscuous"
+            } else {
+                ""
+            }
+        );
+    }
+
+    let mut workers = start_workers(dp, &ports, &stop)?;
+    for (i, &(a, b)) in xconnect_pairs(dp).iter().enumerate() {
+        info!(
+            "xconnect {i}: {} <-> {}",
+            dp.ports[a].name, dp.ports[b].name
+        );
+    }
+    info!(
+        "zerohop ready: {} port(s), {} worker(s) on CPU(s) {:?}",
+        ports.len(),
+        workers.handles.len(),
+        workers.cores
+    );
+
+    while !stop.load(Ordering::Relaxed) {
+        if workers.any_finished() {
+            stop.store(true, Ordering::SeqCst);
+            workers.stop_and_join()?;
+            bail!("a worker thread exited unexpectedly");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    info!("signal received: stopping workers");
+    workers.stop_and_join()?;
+    report(&ports, &workers);
+    drop(workers);
+
+    // Closing the ports returns the mbufs held in their rings.
+    drop(ports);
+    let mut leaked = 0;
+    for pool in pools.values() {
+        let in_use = pool.in_use();
+        info!("mempool {}: mbufs_in_use={in_use}", pool.name());
+        leaked += in_use;
+    }
+    drop(pools);
+    drop(eal);
+    if leaked > 0 {
+        bail!("{leaked} mbufs were not returned to their pools");
+    }
+    info!("shutdown complete: mbufs_in_use=0");
+    Ok(())
+}
+
+fn xconnect_pairs(dp: &DataplaneConfig) -> Vec<(usize, usize)> {
+    dp.xconnect
+        .iter()
+        .filter_map(|[a, b]| Some((dp.port_index(a)?, dp.port_index(b)?)))
+        .collect()
+}
+
+/// Log the final counters of every port and worker.
+fn report(ports: &[Port], workers: &Workers) {
+    let totals = port_totals(workers.stats.iter().map(|s| s.as_ref()), ports.len());
+    for (port, t) in ports.iter().zip(&totals) {
+        let hw = port.stats().unwrap_or_default();
+        info!(
+            "port {}: rx_packets={} tx_packets={} rx_dropped={} tx_dropped={} imissed={} \
+             ierrors={} oerrors={} rx_nombuf={}",
+            port.name(),
+            t.rx_packets,
+            t.tx_packets,
+            t.rx_dropped,
+            t.tx_dropped,
+            hw.imissed,
+            hw.ierrors,
+            hw.oerrors,
+            hw.rx_nombuf
+        );
+    }
+    for (i, (s, cpu)) in workers.stats.iter().zip(&workers.cores).enumerate() {
+        let it = s.iterations.get();
+        let busy = s.busy_iterations.get();
+        info!(
+            "worker {i} (cpu {cpu}): iterations={it} busy_iterations={busy} packets={} \
+             busy_ratio={:.6}",
+            s.packets.get(),
+            if it == 0 {
+                0.0
+            } else {
+                busy as f64 / it as f64
+            }
+        );
+    }
+}
+
+/// Format a MAC address as `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
