@@ -1,0 +1,709 @@
+//! Helpers for end-to-end tests: unique names, network namespaces, veth pairs, bounded
+//! commands, and the zerohop binary as a child process.
+//!
+//! Every resource is an owner whose `Drop` removes it, so a failing (panicking) test
+//! leaves no namespace, interface, process or temporary file behind. Declare owners in
+//! creation order: locals drop in reverse, so zerohop stops before its interfaces go.
+//!
+//! Names are unique per process *and* per test ([`unique_id`]), so test binaries and the
+//! tests inside them can run in parallel: namespace and interface names are machine-wide.
+//! Only std is used; the tests drive `ip`, `ethtool`, `sysctl`, `ping`, `curl` and
+//! `python3` (installed by scripts/setup.sh) and need root.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The binary under test, built by cargo for integration tests.
+pub const ZEROHOP: &str = env!("CARGO_BIN_EXE_zerohop");
+
+/// How long zerohop may take from spawn to `zerohop ready` (EAL init, probe, port start).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long zerohop may take to exit after SIGTERM.
+pub const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
+
+const POLL: Duration = Duration::from_millis(20);
+
+/// Return a short id unique across processes and across calls in this process:
+/// the pid and a counter, base 36, fixed width (7 characters), so that a prefix of two
+/// characters plus a suffix of up to six still fits the 15-character interface limit.
+/// Pids below 4_194_304 start with 0-2 in base 36, so ids never start with a letter.
+pub fn unique_id() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{}{}",
+        base36(u64::from(std::process::id()), 5),
+        base36(u64::from(n), 2)
+    )
+}
+
+fn base36(mut v: u64, width: usize) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = vec![b'0'; width];
+    for slot in out.iter_mut().rev() {
+        *slot = DIGITS[(v % 36) as usize];
+        v /= 36;
+    }
+    String::from_utf8(out).expect("ASCII digits")
+}
+
+/// Panic unless running as root: namespaces, veth pairs and DPDK virtual devices need it.
+/// Set `ZEROHOP_SKIP_E2E=1` to skip (return `false`) instead, e.g. on a laptop.
+pub fn require_root() -> bool {
+    let euid = fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX);
+    if euid == 0 {
+        return true;
+    }
+    if std::env::var_os("ZEROHOP_SKIP_E2E").is_some_and(|v| v == "1") {
+        eprintln!("skipping end-to-end test: not root and ZEROHOP_SKIP_E2E=1");
+        return false;
+    }
+    panic!(
+        "end-to-end tests need root (network namespaces, DPDK vdevs): run scripts/test.sh \
+         as root, or set ZEROHOP_SKIP_E2E=1 to skip them"
+    );
+}
+
+/// The output of a finished command.
+#[derive(Debug)]
+pub struct CmdOutput {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl CmdOutput {
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+/// Run `cmd` to completion with stdin closed and outputs captured; kill it and panic if it
+/// runs longer than `timeout` (commands carry their own bounds, this is the safety net).
+pub fn run_timeout(cmd: &mut Command, timeout: Duration) -> CmdOutput {
+    let desc = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {desc}: {e}"));
+    let stdout = read_to_end_in_thread(child.stdout.take().expect("piped stdout"));
+    let stderr = read_to_end_in_thread(child.stderr.take().expect("piped stderr"));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => thread::sleep(POLL),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{desc} did not finish within {timeout:?}");
+            }
+            Err(e) => panic!("waiting for {desc}: {e}"),
+        }
+    };
+    CmdOutput {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: String::from_utf8_lossy(&stderr.join().expect("stderr reader")).into_owned(),
+    }
+}
+
+fn read_to_end_in_thread(mut r: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = r.read_to_end(&mut buf);
+        buf
+    })
+}
+
+/// Run a setup command (`ip`, `sysctl`, …) and panic with its stderr if it fails.
+pub fn must(program: &str, args: &[&str]) -> CmdOutput {
+    let out = run_timeout(Command::new(program).args(args), Duration::from_secs(10));
+    assert!(
+        out.success(),
+        "{program} {} failed ({}): {}",
+        args.join(" "),
+        out.status,
+        out.stderr.trim()
+    );
+    out
+}
+
+/// Run a cleanup command, ignoring failure (the thing may already be gone).
+fn best_effort(program: &str, args: &[&str]) {
+    let _ = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Whether interface `name` exists in the root namespace.
+pub fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+/// Wait until interface `name` exists in the root namespace (net_tap creates it at probe).
+pub fn wait_link(name: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !link_exists(name) {
+        assert!(
+            Instant::now() < deadline,
+            "interface {name} did not appear within {timeout:?}"
+        );
+        thread::sleep(POLL);
+    }
+}
+
+/// A temporary directory, removed with everything in it on drop.
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("zerohop-{tag}-{}", unique_id()));
+        fs::create_dir_all(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        TempDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A network namespace; dropping it kills the processes left inside and deletes it
+/// (which deletes the veth ends and taps inside, and with them their peers).
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Create namespace `name` with loopback up.
+    pub fn new(name: &str) -> Netns {
+        assert!(name.len() <= 15, "namespace name {name} too long");
+        // A leftover from a killed run with a recycled pid would make `add` fail.
+        best_effort("ip", &["netns", "del", name]);
+        must("ip", &["netns", "add", name]);
+        let ns = Netns {
+            name: name.to_owned(),
+        };
+        must("ip", &["-n", name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A command that runs `program args` inside this namespace.
+    pub fn command(&self, program: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]).args(args);
+        cmd
+    }
+
+    /// Run `program args` inside this namespace, bounded by `timeout`.
+    pub fn run(&self, program: &str, args: &[&str], timeout: Duration) -> CmdOutput {
+        run_timeout(&mut self.command(program, args), timeout)
+    }
+
+    /// Run a setup command inside this namespace and panic if it fails.
+    pub fn must(&self, program: &str, args: &[&str]) -> CmdOutput {
+        let out = self.run(program, args, Duration::from_secs(10));
+        assert!(
+            out.success(),
+            "[{}] {program} {} failed ({}): {}",
+            self.name,
+            args.join(" "),
+            out.status,
+            out.stderr.trim()
+        );
+        out
+    }
+
+    /// Start `program args` in the background inside this namespace.
+    pub fn spawn(&self, program: &str, args: &[&str]) -> Background {
+        Background::spawn(self.command(program, args))
+    }
+
+    /// Disable IPv6 and tx checksum offload on `ifname`, give it `addr` (CIDR), bring it up.
+    /// Without `tx off` the kernel hands DPDK frames with partial TCP checksums.
+    pub fn configure_if(&self, ifname: &str, addr: &str) {
+        let _ = self.run(
+            "sysctl",
+            &["-qw", &format!("net.ipv6.conf.{ifname}.disable_ipv6=1")],
+            Duration::from_secs(10),
+        );
+        self.must("ethtool", &["-K", ifname, "tx", "off"]);
+        must(
+            "ip",
+            &["-n", &self.name, "addr", "add", addr, "dev", ifname],
+        );
+        must("ip", &["-n", &self.name, "link", "set", ifname, "up"]);
+    }
+
+    /// Move root-namespace interface `ifname` (e.g. a net_tap) here and configure it.
+    pub fn adopt_if(&self, ifname: &str, addr: &str) {
+        wait_link(ifname, Duration::from_secs(5));
+        must("ip", &["link", "set", ifname, "netns", &self.name]);
+        self.configure_if(ifname, addr);
+    }
+
+    /// Ping `dst` `count` times (0.2 s apart, 2 s deadline per reply).
+    pub fn ping(&self, dst: &str, count: u32) -> CmdOutput {
+        let count = count.to_string();
+        self.run(
+            "ping",
+            &["-n", "-c", &count, "-i", "0.2", "-W", "2", dst],
+            Duration::from_secs(30),
+        )
+    }
+
+    /// HTTP GET `url` with curl (bounded by `max_time_s`) and return the output.
+    pub fn curl(&self, url: &str, max_time_s: u32) -> CmdOutput {
+        let max_time = max_time_s.to_string();
+        self.run(
+            "curl",
+            &[
+                "-sS",
+                "--fail",
+                "--noproxy",
+                "*",
+                "--max-time",
+                &max_time,
+                url,
+            ],
+            Duration::from_secs(u64::from(max_time_s) + 10),
+        )
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .stderr(Stdio::null())
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                best_effort("kill", &["-KILL", pid]);
+            }
+        }
+        best_effort("ip", &["netns", "del", &self.name]);
+    }
+}
+
+/// A veth pair between a host namespace and the proxy's namespace: `ns_if` in `ns`,
+/// addressed; `proxy_if` in `proxy` (`None`: the root namespace), up without an address,
+/// for a DPDK net_af_packet port. Drop deletes it (deleting either end deletes both).
+pub struct Veth {
+    proxy_if: String,
+    proxy_ns: Option<String>,
+}
+
+impl Veth {
+    pub fn new(ns: &Netns, ns_if: &str, proxy: Option<&Netns>, proxy_if: &str, addr: &str) -> Veth {
+        assert!(
+            ns_if.len() <= 15 && proxy_if.len() <= 15,
+            "interface name too long"
+        );
+        let veth = Veth {
+            proxy_if: proxy_if.to_owned(),
+            proxy_ns: proxy.map(|p| p.name().to_owned()),
+        };
+        // A leftover from a killed run with a recycled pid would make `add` fail.
+        best_effort("ip", &veth.ip_args(&["link", "del", proxy_if]));
+        must(
+            "ip",
+            &veth.ip_args(&[
+                "link",
+                "add",
+                proxy_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                ns_if,
+                "netns",
+                ns.name(),
+            ]),
+        );
+        let sysctl = format!("net.ipv6.conf.{proxy_if}.disable_ipv6=1");
+        let mut quiet = match proxy {
+            Some(p) => p.command("sysctl", &["-qw", &sysctl]),
+            None => {
+                let mut cmd = Command::new("sysctl");
+                cmd.args(["-qw", &sysctl]);
+                cmd
+            }
+        };
+        let _ = run_timeout(&mut quiet, Duration::from_secs(10));
+        must("ip", &veth.ip_args(&["link", "set", proxy_if, "up"]));
+        ns.configure_if(ns_if, addr);
+        veth
+    }
+
+    pub fn proxy_if(&self) -> &str {
+        &self.proxy_if
+    }
+
+    /// `ip` arguments addressing the proxy end's namespace.
+    fn ip_args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut v = Vec::with_capacity(args.len() + 2);
+        if let Some(ns) = &self.proxy_ns {
+            v.extend(["-n", ns.as_str()]);
+        }
+        v.extend_from_slice(args);
+        v
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        best_effort("ip", &self.ip_args(&["link", "del", &self.proxy_if]));
+    }
+}
+
+/// A background process (e.g. an HTTP server in a namespace), killed on drop.
+pub struct Background {
+    child: Child,
+}
+
+impl Background {
+    pub fn spawn(mut cmd: Command) -> Background {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
+        Background { child }
+    }
+
+    /// Panic if the process has already exited.
+    pub fn assert_running(&mut self, what: &str) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{what} exited early: {status}");
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A zerohop config with one L2 cross-connect between ports `left` and `right`.
+/// `--no-pci` keeps DPDK away from the machine's own NIC.
+pub fn xconnect_config(left_device: &str, right_device: &str) -> String {
+    let core = if thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+        1
+    } else {
+        0
+    };
+    format!(
+        r#"dataplane:
+  cores: [{core}]
+  hugepages: auto
+  eal_args: ["--no-pci"]
+  ports:
+    - name: left
+      device: "{left_device}"
+    - name: right
+      device: "{right_device}"
+  xconnect: [[left, right]]
+"#
+    )
+}
+
+/// The zerohop binary running as a child process, with its config and log in a temporary
+/// directory. Drop stops it (SIGTERM, then SIGKILL) if the test did not.
+pub struct Zerohop {
+    child: Option<Child>,
+    log_path: PathBuf,
+    config_path: PathBuf,
+    // Last field: dropped after `Drop::drop` has stopped the child.
+    dir: TempDir,
+}
+
+impl Zerohop {
+    /// Write `config` to a file and start `zerohop -c FILE --mode serve -l info` in the
+    /// root namespace, with stdout and stderr going to a log file.
+    pub fn start(config: &str) -> Zerohop {
+        Zerohop::start_in(None, config)
+    }
+
+    /// Like [`Zerohop::start`], inside network namespace `ns` (`ip netns exec` execs, so
+    /// the child's pid is zerohop's own). Needed for net_af_packet: DPDK 22.11 joins each
+    /// af_packet socket to fanout group `(getpid() ^ ifindex) & 0xffff`, and groups are
+    /// per namespace, so two zerohop processes in one namespace can collide and fail to
+    /// probe with "could not set PACKET_FANOUT … Invalid argument".
+    pub fn start_in(ns: Option<&Netns>, config: &str) -> Zerohop {
+        let dir = TempDir::new("run");
+        let config_path = dir.path().join("zerohop.yaml");
+        let log_path = dir.path().join("zerohop.log");
+        fs::write(&config_path, config).expect("write config");
+        let log = File::create(&log_path).expect("create log");
+        let mut cmd = match ns {
+            Some(ns) => ns.command(ZEROHOP, &[]),
+            None => Command::new(ZEROHOP),
+        };
+        let child = cmd
+            .arg("-c")
+            .arg(&config_path)
+            .args(["--mode", "serve", "-l", "info"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {ZEROHOP}: {e}"));
+        Zerohop {
+            child: Some(child),
+            log_path,
+            config_path,
+            dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Everything zerohop has logged so far.
+    pub fn log(&self) -> String {
+        fs::read(&self.log_path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Wait for the `zerohop ready` line; panic with the log if zerohop exits first or
+    /// the line does not come within `timeout`.
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.log().contains("zerohop ready") {
+                return;
+            }
+            let child = self.child.as_mut().expect("running");
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                panic!(
+                    "zerohop exited before ready ({})\nconfig:\n{}\nlog:\n{}",
+                    describe(status),
+                    fs::read_to_string(&self.config_path).unwrap_or_default(),
+                    self.log()
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!("zerohop not ready within {timeout:?}\nlog:\n{}", self.log());
+            }
+            thread::sleep(POLL);
+        }
+    }
+
+    /// Send SIGTERM and wait for the exit; return the exit status and the whole log.
+    /// Panic (after SIGKILL) if zerohop does not exit within [`EXIT_TIMEOUT`].
+    pub fn terminate(mut self) -> (ExitStatus, String) {
+        let mut child = self.child.take().expect("running");
+        match stop(&mut child, EXIT_TIMEOUT) {
+            Ok(status) => (status, self.log()),
+            Err(status) => panic!(
+                "zerohop did not exit within {EXIT_TIMEOUT:?} of SIGTERM (killed: {})\nlog:\n{}",
+                describe(status),
+                self.log()
+            ),
+        }
+    }
+}
+
+impl Drop for Zerohop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGTERM first: a SIGKILLed EAL can leave hugepage files behind.
+            let _ = stop(&mut child, Duration::from_secs(5));
+        }
+    }
+}
+
+/// SIGTERM `child` and wait up to `grace`; then SIGKILL. `Ok` if it exited by itself.
+fn stop(child: &mut Child, grace: Duration) -> Result<ExitStatus, ExitStatus> {
+    if let Ok(Some(status)) = child.try_wait() {
+        return Ok(status);
+    }
+    best_effort("kill", &["-TERM", &child.id().to_string()]);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Ok(status);
+        }
+        thread::sleep(POLL);
+    }
+    let _ = child.kill();
+    Err(child.wait().expect("wait after SIGKILL"))
+}
+
+/// "exit code 1" or "killed by signal 11": what a test failure message should say.
+pub fn describe(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => format!(
+            "killed by signal {sig}{}",
+            if status.core_dumped() {
+                " (core dumped)"
+            } else {
+                ""
+            }
+        ),
+        _ => format!("{status}"),
+    }
+}
+
+/// The `key=value` counters on the last log line containing `port NAME:` and
+/// `rx_packets=` (e.g. `port left: rx_packets=5 tx_packets=4 tx_dropped=0 imissed=0`;
+/// other `port NAME:` lines, such as the one describing the port at start, are skipped).
+pub fn port_counters(log: &str, port: &str) -> HashMap<String, u64> {
+    let tag = format!("port {port}:");
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains(&tag) && l.contains("rx_packets="))
+        .unwrap_or_else(|| panic!("no `{tag} rx_packets=…` counters line in log:\n{log}"));
+    let rest = &line[line.find(&tag).expect("found") + tag.len()..];
+    rest.split(|c: char| c.is_whitespace() || c == ',')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_owned(), v.trim_matches('"').parse().ok()?))
+        })
+        .collect()
+}
+
+/// The value of `mbufs_in_use=N` in the log (mbufs still out of the pool at exit).
+pub fn mbufs_in_use(log: &str) -> Option<u64> {
+    let at = log.rfind("mbufs_in_use=")? + "mbufs_in_use=".len();
+    let digits: String = log[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
+}
+
+/// Assert a clean stop: exit code 0, `mbufs_in_use=0`, and on every port in `ports`
+/// `rx_packets > 0` and `tx_packets > 0` (traffic crossed the cross-connect both ways).
+pub fn assert_clean_exit_after_traffic(status: ExitStatus, log: &str, ports: &[&str]) {
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "zerohop should exit 0 on SIGTERM, got {}\nlog:\n{log}",
+        describe(status)
+    );
+    assert_eq!(
+        mbufs_in_use(log),
+        Some(0),
+        "zerohop should return every mbuf to the pool (mbufs_in_use=0)\nlog:\n{log}"
+    );
+    let mut summary = String::new();
+    for port in ports {
+        let c = port_counters(log, port);
+        let _ = write!(summary, "{port}: {c:?}; ");
+        for key in ["rx_packets", "tx_packets"] {
+            let v = c.get(key).copied();
+            assert!(
+                v.is_some_and(|v| v > 0),
+                "port {port}: expected {key} > 0, got {v:?}\nlog:\n{log}"
+            );
+        }
+    }
+    eprintln!("counters: {summary}");
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so a corrupted transfer is noticed.
+pub fn test_payload(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// `python3 -m http.server` serving a directory inside a namespace; killed on drop.
+pub struct HttpServer {
+    _process: Background,
+    _root: TempDir,
+}
+
+impl HttpServer {
+    /// Serve `files` (name, content) on `addr:port` in `ns`; return once it answers locally.
+    pub fn start(ns: &Netns, addr: &str, port: u16, files: &[(&str, &[u8])]) -> HttpServer {
+        let root = TempDir::new("www");
+        for (name, content) in files {
+            fs::write(root.path().join(name), content).expect("write served file");
+        }
+        let port_s = port.to_string();
+        let dir = root.path().to_str().expect("utf-8 temp path").to_owned();
+        let mut process = ns.spawn(
+            "python3",
+            &[
+                "-m",
+                "http.server",
+                "--bind",
+                addr,
+                "--directory",
+                &dir,
+                &port_s,
+            ],
+        );
+        // Ask from inside the same namespace: local delivery, not through zerohop.
+        let url = format!("http://{addr}:{port}/");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            process.assert_running("python3 -m http.server");
+            if ns.curl(&url, 1).success() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "http.server in {} not answering on {url}",
+                ns.name()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+        HttpServer {
+            _process: process,
+            _root: root,
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! End-to-end: the command line and config errors, as a user meets them.
+//!
+//! A bad config exits 1 and the message says where (YAML path or file); `--mode validate`
+//! checks a config without touching DPDK; a device that fails to probe exits 1 (not a
+//! signal, no core dump) and names the device spec.
+
+mod common;
+
+use common::*;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+const MODES: [&str; 2] = ["serve", "validate"];
+
+/// Run zerohop with `args` (bounded: a config error must not start a dataplane).
+fn zerohop(args: &[&str]) -> CmdOutput {
+    run_timeout(Command::new(ZEROHOP).args(args), Duration::from_secs(60))
+}
+
+/// Write `config` to a temporary file and run zerohop on it in `mode`.
+fn run_config(config: &str, mode: &str) -> CmdOutput {
+    let dir = TempDir::new("cli");
+    let path = dir.path().join("zerohop.yaml");
+    std::fs::write(&path, config).expect("write config");
+    zerohop(&["-c", path.to_str().expect("utf-8 path"), "--mode", mode])
+}
+
+/// Assert exit code exactly 1 (not a signal), plain-text stderr, and every `needles`
+/// entry in stderr.
+fn assert_fails_naming(out: &CmdOutput, needles: &[&str], what: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{what}: want exit code 1, got {}\nstderr:\n{}",
+        describe(out.status),
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains('\x1b'),
+        "{what}: stderr is not a TTY, so no ANSI colour codes\nstderr:\n{:?}",
+        out.stderr
+    );
+    for needle in needles {
+        assert!(
+            out.stderr.contains(needle),
+            "{what}: stderr should name `{needle}`\nstderr:\n{}",
+            out.stderr
+        );
+    }
+}
+
+fn good_config(id: &str) -> String {
+    xconnect_config(
+        &format!("net_tap0,iface=zt{id}v0"),
+        &format!("net_tap1,iface=zt{id}v1"),
+    )
+}
+
+#[test]
+fn validate_accepts_good_config_without_touching_dpdk() {
+    let id = unique_id();
+    let out = run_config(&good_config(&id), "validate");
+    assert!(
+        out.success(),
+        "--mode validate on a good config: want exit 0, got {}\nstderr:\n{}",
+        describe(out.status),
+        out.stderr
+    );
+    // validate must not probe devices: net_tap would have created these interfaces.
+    for tap in [format!("zt{id}v0"), format!("zt{id}v1")] {
+        assert!(
+            !link_exists(&tap),
+            "--mode validate created interface {tap}"
+        );
+    }
+}
+
+#[test]
+fn unknown_key_names_yaml_path() {
+    let id = unique_id();
+    let config = good_config(&id).replacen("device:", "devcie:", 1);
+    for mode in MODES {
+        let out = run_config(&config, mode);
+        assert_fails_naming(
+            &out,
+            &["dataplane.ports[0]", "devcie"],
+            &format!("misspelled key `devcie` (--mode {mode})"),
+        );
+    }
+}
+
+#[test]
+fn unknown_port_in_xconnect_names_yaml_path() {
+    let id = unique_id();
+    let config = good_config(&id).replace("[[left, right]]", "[[left, rigth]]");
+    assert!(config.contains("rigth"), "fixture: xconnect line not found");
+    for mode in MODES {
+        let out = run_config(&config, mode);
+        assert_fails_naming(
+            &out,
+            &["dataplane.xconnect[0][1]", "rigth"],
+            &format!("unknown port `rigth` in xconnect (--mode {mode})"),
+        );
+    }
+}
+
+#[test]
+fn missing_config_file_names_the_file() {
+    let missing = format!("/nonexistent-zerohop/{}/missing.yaml", unique_id());
+    assert!(!Path::new(&missing).exists());
+    for mode in MODES {
+        let out = zerohop(&["-c", &missing, "--mode", mode]);
+        assert_fails_naming(
+            &out,
+            &[&missing],
+            &format!("missing config file (--mode {mode})"),
+        );
+    }
+}
+
+#[test]
+fn device_that_fails_to_probe_exits_1_naming_it() {
+    if !require_root() {
+        return;
+    }
+    assert!(
+        !link_exists("nope"),
+        "fixture: an interface called `nope` exists"
+    );
+    let config = xconnect_config("net_af_packet0,iface=nope", "net_null0")
+        .replace("hugepages: auto", "hugepages: off");
+    assert!(config.contains("hugepages: off") && config.contains("--no-pci"));
+    let out = run_config(&config, "serve");
+    assert!(
+        out.status.signal().is_none() && !out.status.core_dumped(),
+        "a failed probe must exit, not crash: {}\nstderr:\n{}",
+        describe(out.status),
+        out.stderr
+    );
+    assert_fails_naming(
+        &out,
+        &["net_af_packet0,iface=nope"],
+        "device that does not exist",
+    );
+}
