@@ -76,7 +76,19 @@ impl Port {
         let what = || format!("port {name}: cannot probe device `{spec}`");
         let cspec = CString::new(spec).map_err(|_| DpdkError::from_code(what(), libc::EINVAL))?;
         // SAFETY: cspec is a valid C string; EAL is initialised.
-        unsafe { ffi::rte_dev_probe(cspec.as_ptr()) }.rte_ok(what)?;
+        let rc = unsafe { ffi::rte_dev_probe(cspec.as_ptr()) };
+        if rc == -1 {
+            // The bus returns a bare -1 when the driver refuses the device;
+            // as an errno it would read "Operation not permitted".
+            return Err(DpdkError {
+                what: what(),
+                code: 1,
+                message: "the driver could not attach it (DPDK's log lines above say why: \
+                          a missing interface, one in use by another process, a bad argument)"
+                    .into(),
+            });
+        }
+        rc.rte_ok(what)?;
         let devname = spec.split(',').next().unwrap_or(spec);
         Self::attach(name, devname, spec)
     }
