@@ -5,11 +5,14 @@
 //! and NIC queues, and [`testing`] implements them on the heap, so every node
 //! and worker loop is testable without EAL, hugepages or root.
 //!
-//! Today the engine forwards in one mode, the L2 cross-connect
-//! ([`xconnect::XconnectWorker`]); the VPP-style graph builds on the same traits.
+//! A [`worker::Worker`] polls its queue on every port and either
+//! cross-connects frames at L2 or runs them through the VPP-style [`graph`]
+//! of IPv4 nodes ([`l3`]): Ethernet, ARP, IPv4 input, [`acl`], [`fib`]
+//! lookup, ICMP, rewrite.
 #![forbid(unsafe_code)]
 
 pub mod buffer;
+pub mod fib;
 pub mod port;
 pub mod stats;
 pub mod testing;
