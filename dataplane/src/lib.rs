@@ -11,6 +11,7 @@
 //! lookup, ICMP, rewrite.
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod buffer;
 pub mod fib;
 pub mod port;
