@@ -9,6 +9,11 @@ pub trait Buffer: Send {
     fn data(&self) -> &[u8];
     /// Return the frame's bytes, writable.
     fn data_mut(&mut self) -> &mut [u8];
+    /// Shorten the frame to `len` bytes (no-op if it is not longer).
+    fn truncate(&mut self, len: usize);
+    /// Lengthen the frame by `extra` bytes at the end (contents unspecified);
+    /// return false, unchanged, when the buffer has no room.
+    fn grow(&mut self, extra: usize) -> bool;
     /// Return the frame length in bytes.
     fn len(&self) -> usize {
         self.data().len()

@@ -50,6 +50,30 @@ impl Buffer for HeapBuffer {
     fn data_mut(&mut self) -> &mut [u8] {
         &mut self.data
     }
+    fn truncate(&mut self, len: usize) {
+        self.data.truncate(len);
+    }
+    fn grow(&mut self, extra: usize) -> bool {
+        // Like an mbuf: 2048 bytes of data room at most.
+        if self.data.len() + extra > HEAP_BUFFER_ROOM {
+            return false;
+        }
+        self.data.resize(self.data.len() + extra, 0);
+        true
+    }
+}
+
+/// Data room of a [`HeapBuffer`], as in a default DPDK mbuf.
+pub const HEAP_BUFFER_ROOM: usize = 2048;
+
+impl HeapBuffer {
+    /// Return an empty buffer (for allocators in tests).
+    pub fn empty() -> Self {
+        Self {
+            data: Vec::with_capacity(HEAP_BUFFER_ROOM),
+            live: None,
+        }
+    }
 }
 
 #[derive(Default)]

@@ -197,4 +197,16 @@ impl Buffer for Mbuf {
     fn len(&self) -> usize {
         self.raw().data_len as usize
     }
+
+    fn truncate(&mut self, len: usize) {
+        let cur = self.data_len();
+        if len < cur {
+            // Cannot fail: we trim less than the segment holds.
+            let _ = self.trim(cur - len);
+        }
+    }
+
+    fn grow(&mut self, extra: usize) -> bool {
+        self.append(extra).is_ok()
+    }
 }
