@@ -84,6 +84,7 @@ fn main() {
         .allowlist_function("rte_eth_xstats_get_names")
         .allowlist_function("rte_eth_xstats_get")
         .allowlist_function("rte_eth_dev_get_mtu")
+        .allowlist_function("rte_eth_dev_set_mtu")
         .allowlist_function("zh_.*")
         .allowlist_var("RTE_MAX_LCORE")
         .allowlist_var("RTE_MAX_ETHPORTS")

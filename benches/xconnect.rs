@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use zerohop::dpdk::{DpdkQueue, Eal, Mempool, Port, PortConfig};
-use zerohop_dataplane::xconnect::XconnectWorker;
+use zerohop_dataplane::worker::{PortMode, Worker};
 use zerohop_dataplane::{PacketVector, PortQueue, WorkerStats};
 
 /// Frames in flight per port: more than the largest burst, less than a ring.
@@ -72,7 +72,11 @@ fn xconnect(c: &mut Criterion) {
     for burst in [32usize, 256] {
         let stats = Arc::new(WorkerStats::new(2));
         let queues = vec![DpdkQueue::new(a.id(), 0), DpdkQueue::new(b.id(), 0)];
-        let mut worker = XconnectWorker::new(queues, vec![Some(1), Some(0)], burst, stats.clone());
+        let modes = vec![
+            PortMode::Xconnect { peer: 1 },
+            PortMode::Xconnect { peer: 0 },
+        ];
+        let mut worker = Worker::new(queues, modes, burst, stats.clone(), None);
         // Every iteration must move a full burst on both ports, or the
         // per-packet figure would be wrong.
         for _ in 0..100 {

@@ -15,18 +15,24 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use tracing::{error, info, warn};
+use zerohop_dataplane::acl::{Acl, AclAction, AclRule};
+use zerohop_dataplane::fib::{Fib, FibBuilder};
+use zerohop_dataplane::graph::{format_trace, GraphStats};
+use zerohop_dataplane::l3::{build_graph, AclStats, L3Context, L3Policy, L3Port};
 use zerohop_dataplane::stats::port_totals;
-use zerohop_dataplane::xconnect::XconnectWorker;
+use zerohop_dataplane::worker::{L3Stage, PortMode, Worker};
 use zerohop_dataplane::{WorkerStats, VECTOR_SIZE};
 
-use crate::config::{Config, DataplaneConfig, Device, Hugepages};
-use crate::dpdk::{DpdkQueue, Eal, Mempool, Port, PortConfig};
+use crate::config::{self, Config, DataplaneConfig, Device, Hugepages};
+use crate::dpdk::{self, DpdkQueue, Eal, Mbuf, Mempool, Port, PortConfig};
 
 /// Per-lcore mempool cache size (DPDK's maximum is 512).
 const MEMPOOL_CACHE: u32 = 256;
 /// Bytes one mbuf takes in its pool: data room, the 128-byte rte_mbuf and the
 /// mempool object header, rounded up.
 const MBUF_FOOTPRINT: u64 = Mempool::DEFAULT_DATA_ROOM as u64 + 128 + 64;
+/// The MTU every device starts with; zerohop sets another only when asked.
+const DEFAULT_MTU: u16 = 1500;
 
 /// Return the CPUs this process may run on. Must be called before EAL pins
 /// the main thread to one CPU (afterwards it would return only that one).
@@ -55,6 +61,16 @@ pub fn mbufs_needed(dp: &DataplaneConfig, ports_on_socket: usize) -> u32 {
     let want = (rings + per_worker + 1024).max(4095);
     let pow = (want + 1).next_power_of_two();
     u32::try_from(pow - 1).unwrap_or(u32::MAX)
+}
+
+/// Mbuf data room: the default (2048 bytes of frame) unless a port's MTU
+/// needs more, so every frame fits one segment.
+pub fn data_room(dp: &DataplaneConfig) -> u16 {
+    let headroom = Mempool::DEFAULT_DATA_ROOM - 2048;
+    let largest = dp.ports.iter().map(|p| p.mtu).max().unwrap_or(1500);
+    // Ethernet header, one VLAN tag and the CRC a NIC may leave in place.
+    let frame = largest.saturating_add(14 + 4 + 4);
+    Mempool::DEFAULT_DATA_ROOM.max(headroom.saturating_add(frame))
 }
 
 /// Hugepage state of this machine, from /proc.
@@ -115,7 +131,8 @@ pub struct MemoryPlan {
 /// `hugepages: on` while too few hugepages are free.
 pub fn plan_memory(dp: &DataplaneConfig, mbufs: u64, huge: &HugepageInfo) -> Result<MemoryPlan> {
     // Pools plus EAL's own heap (rings, ethdev and driver structures).
-    let megabytes = (mbufs * MBUF_FOOTPRINT).div_ceil(1 << 20) + 128;
+    let footprint = MBUF_FOOTPRINT + u64::from(data_room(dp) - Mempool::DEFAULT_DATA_ROOM);
+    let megabytes = (mbufs * footprint).div_ceil(1 << 20) + 128;
     let fits = huge.free_bytes() >= megabytes << 20;
     let hugepages =
         match dp.hugepages {
@@ -195,6 +212,8 @@ struct Workers {
     stop: Arc<AtomicBool>,
     handles: Vec<JoinHandle<()>>,
     stats: Vec<Arc<WorkerStats>>,
+    /// Per worker that routes: its graph's and ACLs' counters.
+    l3: Vec<(Arc<GraphStats>, Arc<AclStats>)>,
     cores: Vec<usize>,
 }
 
@@ -226,14 +245,121 @@ impl Drop for Workers {
     }
 }
 
+/// How each port forwards, and the L3 tables shared by all workers.
+pub struct ForwardingPlan {
+    /// Per port index.
+    pub modes: Vec<PortMode>,
+    /// The FIB, when any port is L3.
+    pub fib: Option<Arc<Fib>>,
+    /// Per port index: its input ACL.
+    pub acls: Vec<Option<Arc<Acl>>>,
+}
+
+/// Derive port modes, the FIB and the ACLs from the configuration.
+///
+/// # Errors
+/// A FIB that cannot be built (the config validation catches these first).
+pub fn plan_forwarding(dp: &DataplaneConfig) -> Result<ForwardingPlan> {
+    let peers = dp.xconnect_peers();
+    let modes = dp
+        .ports
+        .iter()
+        .zip(&peers)
+        .map(|(p, peer)| match (peer, &p.address) {
+            (Some(peer), _) => PortMode::Xconnect { peer: *peer },
+            (None, Some(_)) => PortMode::L3,
+            (None, None) => PortMode::Unused,
+        })
+        .collect();
+    let l3 = dp.l3_ports();
+    if l3.is_empty() {
+        return Ok(ForwardingPlan {
+            modes,
+            fib: None,
+            acls: vec![None; dp.ports.len()],
+        });
+    }
+    let mut fib = FibBuilder::new();
+    for (i, cidr) in &l3 {
+        fib.interface(*i as u16, cidr.addr, cidr.len);
+    }
+    for r in &dp.routes {
+        fib.route(r.prefix.addr, r.prefix.len, r.via);
+    }
+    let fib = fib.build().context("dataplane.routes")?;
+    let acls = (0..dp.ports.len())
+        .map(|i| {
+            let rules: Vec<AclRule> = dp.acl_for_port(i).into_iter().map(acl_rule).collect();
+            (!rules.is_empty()).then(|| Arc::new(Acl::new(rules)))
+        })
+        .collect();
+    Ok(ForwardingPlan {
+        modes,
+        fib: Some(Arc::new(fib)),
+        acls,
+    })
+}
+
+fn acl_rule(r: &config::AclRuleConfig) -> AclRule {
+    AclRule {
+        action: match r.action {
+            config::AclAction::Permit => AclAction::Permit,
+            config::AclAction::Deny => AclAction::Deny,
+        },
+        src: r.src.map(|c| (c.addr, c.len)),
+        dst: r.dst.map(|c| (c.addr, c.len)),
+        protocol: r.protocol,
+        src_ports: r.src_port.map(|p| (p.first, p.last)),
+        dst_ports: r.dst_port.map(|p| (p.first, p.last)),
+    }
+}
+
+/// Build one worker's IPv4 graph and context.
+fn l3_stage(
+    dp: &DataplaneConfig,
+    plan: &ForwardingPlan,
+    ports: &[Port],
+    pool: &Arc<Mempool>,
+) -> Result<Option<L3Stage<Mbuf>>> {
+    let Some(fib) = &plan.fib else {
+        return Ok(None);
+    };
+    let l3_ports = ports
+        .iter()
+        .zip(&dp.ports)
+        .map(|(port, cfg)| L3Port {
+            mac: port.mac(),
+            address: cfg.address.map(|c| (c.addr, c.len)),
+            mtu: cfg.mtu,
+        })
+        .collect();
+    let pool = pool.clone();
+    let ctx = L3Context::new(
+        l3_ports,
+        fib.clone(),
+        plan.acls.clone(),
+        Box::new(move || pool.alloc()),
+        L3Policy::default(),
+    );
+    let mut graph = build_graph::<Mbuf>(ports.len(), dpdk::cycles).map_err(|e| anyhow!("{e}"))?;
+    graph.trace(dp.trace_packets);
+    Ok(Some(L3Stage::new(graph, ctx).map_err(|e| anyhow!(e))?))
+}
+
 /// Start one pinned, EAL-registered worker per configured core; each owns
 /// queue pair i of every port.
-fn start_workers(dp: &DataplaneConfig, ports: &[Port], stop: &Arc<AtomicBool>) -> Result<Workers> {
-    let peers = dp.xconnect_peers();
+fn start_workers(
+    dp: &DataplaneConfig,
+    plan: &ForwardingPlan,
+    ports: &[Port],
+    pool: &Arc<Mempool>,
+    stop: &Arc<AtomicBool>,
+) -> Result<Workers> {
     let mut workers = Workers {
         stop: stop.clone(),
         handles: Vec::new(),
         stats: Vec::new(),
+        l3: Vec::new(),
         cores: dp.cores.clone(),
     };
     let (started_tx, started_rx) = mpsc::channel::<Result<(), String>>();
@@ -244,7 +370,14 @@ fn start_workers(dp: &DataplaneConfig, ports: &[Port], stop: &Arc<AtomicBool>) -
             .map(|p| DpdkQueue::new(p.id(), queue))
             .collect();
         let stats = Arc::new(WorkerStats::new(ports.len()));
-        let mut worker = XconnectWorker::new(queues, peers.clone(), dp.burst, stats.clone());
+        let l3 = l3_stage(dp, plan, ports, pool)?;
+        if let Some(stage) = &l3 {
+            workers.l3.push((
+                stage.graph().stats().clone(),
+                stage.context().acl_stats.clone(),
+            ));
+        }
+        let mut worker = Worker::new(queues, plan.modes.clone(), dp.burst, stats.clone(), l3);
         let stop = stop.clone();
         let started = started_tx.clone();
         let handle = std::thread::Builder::new()
@@ -264,8 +397,8 @@ fn start_workers(dp: &DataplaneConfig, ports: &[Port], stop: &Arc<AtomicBool>) -
                 };
                 let _ = started.send(Ok(()));
                 worker.run(&stop);
-                // The vector's mbufs go back to this lcore's cache before the
-                // thread stops being an EAL thread.
+                // The worker's mbufs (vectors, packets held for ARP) go back
+                // to this lcore's cache before it stops being an EAL thread.
                 drop(worker);
                 drop(registration);
             })
@@ -329,23 +462,23 @@ pub fn run(config: &Config, config_path: &Path) -> Result<()> {
     for p in &ports {
         *by_socket.entry(p.socket_id()).or_default() += 1;
     }
-    let mut pools: BTreeMap<i32, Mempool> = BTreeMap::new();
+    let plan = plan_forwarding(dp)?;
+    let mut pools: BTreeMap<i32, Arc<Mempool>> = BTreeMap::new();
     for (&socket, &n) in &by_socket {
         let count = mbufs_needed(dp, n);
         let pool = Mempool::new(
             &format!("zh_pool_s{socket}"),
             count,
             MEMPOOL_CACHE,
-            Mempool::DEFAULT_DATA_ROOM,
+            data_room(dp),
             socket,
         )
         .context("create the mbuf pool")?;
         info!("mempool {}: {count} mbufs on socket {socket}", pool.name());
-        pools.insert(socket, pool);
+        pools.insert(socket, Arc::new(pool));
     }
 
     let queues = u16::try_from(dp.cores.len()).context("too many cores")?;
-    let peers = dp.xconnect_peers();
     for (i, port) in ports.iter_mut().enumerate() {
         let pool = pools
             .get(&port.socket_id())
@@ -358,8 +491,12 @@ pub fn run(config: &Config, config_path: &Path) -> Result<()> {
             },
             pool,
         )?;
+        if dp.ports[i].mtu != DEFAULT_MTU {
+            port.set_mtu(dp.ports[i].mtu)
+                .context("the device does not take this MTU; lower dataplane.ports[].mtu")?;
+        }
         port.start()?;
-        if peers[i].is_some() {
+        if matches!(plan.modes[i], PortMode::Xconnect { .. }) {
             // A cross-connect forwards frames for any MAC.
             if let Err(e) = port.enable_promiscuous() {
                 warn!("{e}; frames for other MACs may not be received");
@@ -383,9 +520,28 @@ pub fn run(config: &Config, config_path: &Path) -> Result<()> {
                 ""
             }
         );
+        if let Some(addr) = dp.ports[i].address {
+            info!(
+                "port {}: L3 address {addr}, mtu {}",
+                port.name(),
+                dp.ports[i].mtu
+            );
+        }
     }
+    if let Some(fib) = &plan.fib {
+        for (prefix, len, route) in fib.routes() {
+            info!("fib: {prefix}/{len} -> {route:?}");
+        }
+    }
+    // Workers allocate (ARP requests) from the pool of the first port's socket.
+    let worker_pool = pools
+        .values()
+        .next()
+        .cloned()
+        .ok_or_else(|| anyhow!("no mempool"))?;
 
-    let mut workers = start_workers(dp, &ports, &stop)?;
+    let mut workers = start_workers(dp, &plan, &ports, &worker_pool, &stop)?;
+    drop(worker_pool);
     for (i, &(a, b)) in xconnect_pairs(dp).iter().enumerate() {
         info!(
             "xconnect {i}: {} <-> {}",
@@ -410,6 +566,7 @@ pub fn run(config: &Config, config_path: &Path) -> Result<()> {
     info!("signal received: stopping workers");
     workers.stop_and_join()?;
     report(&ports, &workers);
+    report_l3(dp, &workers);
     drop(workers);
 
     // Closing the ports returns the mbufs held in their rings.
@@ -468,6 +625,63 @@ fn report(ports: &[Port], workers: &Workers) {
                 busy as f64 / it as f64
             }
         );
+    }
+}
+
+/// Log the graph's runtime counters (VPP's `show runtime`), drops by node
+/// and reason (`show errors`), ACL hits and any packet trace.
+fn report_l3(dp: &DataplaneConfig, workers: &Workers) {
+    let hz = dpdk::cycles_hz().max(1) as f64;
+    for (w, (graph, acl)) in workers.l3.iter().enumerate() {
+        info!(
+            "worker {w} runtime: {:<16} {:>10} {:>12} {:>12} {:>14}",
+            "node", "calls", "vectors", "vectors/call", "cycles/packet"
+        );
+        for n in &graph.nodes {
+            let (calls, packets) = (n.calls.get(), n.packets.get());
+            if calls == 0 && packets == 0 {
+                continue;
+            }
+            let cpp = if packets == 0 {
+                0.0
+            } else {
+                n.cycles.get() as f64 / packets as f64
+            };
+            info!(
+                "worker {w} runtime: {:<16} {:>10} {:>12} {:>12.1} {:>14.1}",
+                n.name,
+                calls,
+                packets,
+                packets as f64 / calls.max(1) as f64,
+                cpp
+            );
+        }
+        for (node, reason, count) in graph.errors() {
+            info!("worker {w} error: node={node} reason={reason} count={count}");
+        }
+        for (port, hits) in acl.hits.iter().enumerate() {
+            for (rule, c) in hits.iter().enumerate() {
+                info!(
+                    "worker {w} acl: port={} rule={rule} hits={}",
+                    dp.ports[port].name,
+                    c.get()
+                );
+            }
+            if !hits.is_empty() {
+                info!(
+                    "worker {w} acl: port={} default-deny hits={}",
+                    dp.ports[port].name,
+                    acl.default_deny[port].get()
+                );
+            }
+        }
+        let trace = graph.trace.lock().unwrap_or_else(|e| e.into_inner());
+        if !trace.is_empty() {
+            info!("worker {w} packet trace:\n{}", format_trace(&trace));
+        }
+    }
+    if !workers.l3.is_empty() {
+        info!("cycle counter: {:.0} MHz", hz / 1e6);
     }
 }
 

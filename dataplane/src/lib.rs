@@ -14,11 +14,13 @@
 pub mod acl;
 pub mod buffer;
 pub mod fib;
+pub mod graph;
+pub mod l3;
 pub mod port;
 pub mod stats;
 pub mod testing;
 pub mod vector;
-pub mod xconnect;
+pub mod worker;
 
 pub use buffer::Buffer;
 pub use port::PortQueue;

@@ -1,44 +1,129 @@
-//! L2 cross-connect: frames received on one port leave unchanged through its
-//! peer (testpmd's io forwarding, VPP's `l2 xconnect`).
+//! The poll-mode worker: rx_burst → process → tx_burst over its queue pair on
+//! every port, with loop telemetry.
 //!
-//! This is the foundation's forwarding mode and the poll loop every later mode
-//! keeps: rx_burst → process → tx_burst, with telemetry per iteration.
+//! Each port is in one of three modes:
+//! - **L2 cross-connect**: frames leave unchanged through the peer port
+//!   (testpmd's io forwarding, VPP's `l2 xconnect`), without touching the
+//!   graph;
+//! - **L3**: frames enter the worker's IPv4 graph at `ethernet-input`; the
+//!   graph runs once per received vector and its `port-tx` vectors go out
+//!   through the ports' tx queues;
+//! - **unused**: frames are received (so the ring never fills) and dropped,
+//!   counted as `rx_dropped`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
-use crate::{PacketVector, PortQueue, WorkerStats, VECTOR_SIZE};
+use crate::graph::{Graph, Packet};
+use crate::l3::nodes::Ip4Arp;
+use crate::l3::L3Context;
+use crate::{Buffer, PacketVector, PortQueue, WorkerStats, VECTOR_SIZE};
+
+/// What a worker does with the frames of one port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortMode {
+    /// Send every frame out of port `peer` unchanged.
+    Xconnect {
+        /// Port index of the peer.
+        peer: usize,
+    },
+    /// Hand frames to the IPv4 graph.
+    L3,
+    /// Drop and count.
+    Unused,
+}
+
+/// Poll-loop iterations between clock reads (an idle iteration costs tens of
+/// ns, so the clock is at most ~0.1 ms stale when idle).
+const CLOCK_EVERY: u32 = 1024;
+/// Interval of neighbour-table housekeeping.
+const HOUSEKEEPING_MS: u64 = 100;
+
+/// The IPv4 graph of one worker and the state its nodes share.
+pub struct L3Stage<B: Buffer> {
+    graph: Graph<B, L3Context<B>>,
+    ctx: L3Context<B>,
+    entry: usize,
+    arp_node: usize,
+}
+
+impl<B: Buffer> L3Stage<B> {
+    /// Wrap a graph built by [`crate::l3::build_graph`] and its context.
+    ///
+    /// # Errors
+    /// The graph lacks `ethernet-input` or `ip4-arp`.
+    pub fn new(graph: Graph<B, L3Context<B>>, ctx: L3Context<B>) -> Result<Self, String> {
+        let entry = graph
+            .node_index("ethernet-input")
+            .ok_or("graph has no ethernet-input")?;
+        let arp_node = graph.node_index("ip4-arp").ok_or("graph has no ip4-arp")?;
+        Ok(Self {
+            graph,
+            ctx,
+            entry,
+            arp_node,
+        })
+    }
+
+    /// Return the graph (counters, trace).
+    pub fn graph(&self) -> &Graph<B, L3Context<B>> {
+        &self.graph
+    }
+
+    /// Return the graph mutably (to start a trace).
+    pub fn graph_mut(&mut self) -> &mut Graph<B, L3Context<B>> {
+        &mut self.graph
+    }
+
+    /// Return the nodes' shared context (neighbours, ACL counters).
+    pub fn context(&self) -> &L3Context<B> {
+        &self.ctx
+    }
+}
 
 /// One worker's poll loop over its queue pair on every port.
-pub struct XconnectWorker<Q: PortQueue> {
+pub struct Worker<Q: PortQueue> {
     queues: Vec<Q>,
-    /// For each port index, the port its frames go to (None: counted drop).
-    peers: Vec<Option<usize>>,
+    modes: Vec<PortMode>,
     burst: usize,
     vector: PacketVector<Q::Buffer>,
     stats: Arc<WorkerStats>,
+    l3: Option<L3Stage<Q::Buffer>>,
+    epoch: Instant,
+    until_clock: u32,
+    last_housekeeping_ms: u64,
 }
 
-impl<Q: PortQueue> XconnectWorker<Q> {
-    /// Build a worker over `queues` (index = port index); `peers[i]` names the
-    /// port that frames from port i are sent to. `burst` is clamped to
-    /// 1..=[`VECTOR_SIZE`]; a peer index out of range counts as no peer.
+impl<Q: PortQueue> Worker<Q> {
+    /// Build a worker over `queues` (index = port index) with one mode per
+    /// port. `burst` is clamped to 1..=[`VECTOR_SIZE`]; a missing mode, a
+    /// peer out of range, or L3 without an [`L3Stage`] counts as unused.
     pub fn new(
         queues: Vec<Q>,
-        peers: Vec<Option<usize>>,
+        modes: Vec<PortMode>,
         burst: usize,
         stats: Arc<WorkerStats>,
+        l3: Option<L3Stage<Q::Buffer>>,
     ) -> Self {
         let n = queues.len();
-        let peers = (0..n)
-            .map(|i| peers.get(i).copied().flatten().filter(|&p| p < n))
+        let modes = (0..n)
+            .map(|i| match modes.get(i).copied() {
+                Some(PortMode::Xconnect { peer }) if peer < n => PortMode::Xconnect { peer },
+                Some(PortMode::L3) if l3.is_some() => PortMode::L3,
+                _ => PortMode::Unused,
+            })
             .collect();
         Self {
             queues,
-            peers,
+            modes,
             burst: burst.clamp(1, VECTOR_SIZE),
             vector: PacketVector::new(),
             stats,
+            l3,
+            epoch: Instant::now(),
+            until_clock: 0,
+            last_housekeeping_ms: 0,
         }
     }
 
@@ -47,8 +132,40 @@ impl<Q: PortQueue> XconnectWorker<Q> {
         &self.stats
     }
 
+    /// Return the L3 stage, if this worker routes.
+    pub fn l3(&self) -> Option<&L3Stage<Q::Buffer>> {
+        self.l3.as_ref()
+    }
+
+    /// Return the L3 stage mutably.
+    pub fn l3_mut(&mut self) -> Option<&mut L3Stage<Q::Buffer>> {
+        self.l3.as_mut()
+    }
+
+    /// Advance the L3 clock and run timers (ARP resolution timeouts).
+    fn tick(&mut self) {
+        let Some(l3) = self.l3.as_mut() else {
+            return;
+        };
+        let now = self.epoch.elapsed().as_millis() as u64;
+        l3.ctx.now_ms = now;
+        if now.saturating_sub(self.last_housekeeping_ms) >= HOUSEKEEPING_MS {
+            self.last_housekeeping_ms = now;
+            let dropped = l3.ctx.neighbours.expire(now);
+            if dropped > 0 {
+                l3.graph
+                    .count_error(l3.arp_node, Ip4Arp::E_TIMEOUT, dropped as u64);
+            }
+        }
+    }
+
     /// Run one iteration over every port; return the frames received.
     pub fn poll_once(&mut self) -> usize {
+        if self.until_clock == 0 {
+            self.until_clock = CLOCK_EVERY;
+            self.tick();
+        }
+        self.until_clock -= 1;
         let mut received = 0;
         for port in 0..self.queues.len() {
             let n = self.queues[port].rx_burst(&mut self.vector, self.burst);
@@ -57,8 +174,8 @@ impl<Q: PortQueue> XconnectWorker<Q> {
             }
             received += n;
             self.stats.ports[port].rx_packets.add(n as u64);
-            match self.peers[port] {
-                Some(peer) => {
+            match self.modes[port] {
+                PortMode::Xconnect { peer } => {
                     let sent = self.queues[peer].tx_burst(&mut self.vector);
                     let peer_stats = &self.stats.ports[peer];
                     peer_stats.tx_packets.add(sent as u64);
@@ -67,7 +184,8 @@ impl<Q: PortQueue> XconnectWorker<Q> {
                         peer_stats.tx_dropped.add(refused as u64);
                     }
                 }
-                None => {
+                PortMode::L3 => self.route(port),
+                PortMode::Unused => {
                     let dropped = self.vector.clear();
                     self.stats.ports[port].rx_dropped.add(dropped as u64);
                 }
@@ -79,6 +197,35 @@ impl<Q: PortQueue> XconnectWorker<Q> {
             self.stats.packets.add(received as u64);
         }
         received
+    }
+
+    /// Run the received vector of `port` through the graph and transmit
+    /// what it produced.
+    fn route(&mut self, port: usize) {
+        let (Some(l3), queues, stats) = (self.l3.as_mut(), &mut self.queues, &self.stats) else {
+            self.vector.clear();
+            return;
+        };
+        for buf in self.vector.storage().drain(..) {
+            l3.graph.enqueue(l3.entry, Packet::new(buf, port as u16));
+        }
+        l3.graph.run(
+            &mut l3.ctx,
+            &mut |tx: u16, v: &mut PacketVector<Q::Buffer>| {
+                let (Some(q), Some(s)) =
+                    (queues.get_mut(tx as usize), stats.ports.get(tx as usize))
+                else {
+                    v.clear();
+                    return;
+                };
+                let sent = q.tx_burst(v);
+                s.tx_packets.add(sent as u64);
+                let refused = v.clear();
+                if refused > 0 {
+                    s.tx_dropped.add(refused as u64);
+                }
+            },
+        );
     }
 
     /// Poll until `stop` is set.
@@ -95,6 +242,13 @@ mod tests {
     use crate::testing::{HeapBuffer, MemQueue};
     use crate::Buffer;
 
+    fn xc() -> Vec<PortMode> {
+        vec![
+            PortMode::Xconnect { peer: 1 },
+            PortMode::Xconnect { peer: 0 },
+        ]
+    }
+
     fn frame(tag: u8) -> HeapBuffer {
         HeapBuffer::from(&[tag; 60][..])
     }
@@ -104,7 +258,7 @@ mod tests {
         let (a, a_wire) = MemQueue::pair(1024);
         let (b, b_wire) = MemQueue::pair(1024);
         let stats = Arc::new(WorkerStats::new(2));
-        let mut w = XconnectWorker::new(vec![a, b], vec![Some(1), Some(0)], 32, stats.clone());
+        let mut w = Worker::new(vec![a, b], xc(), 32, stats.clone(), None);
         for i in 0..5 {
             a_wire.inject(frame(i));
         }
@@ -128,7 +282,7 @@ mod tests {
         let (a, a_wire) = MemQueue::pair(1024);
         let (b, b_wire) = MemQueue::pair(1024);
         let stats = Arc::new(WorkerStats::new(2));
-        let mut w = XconnectWorker::new(vec![a, b], vec![Some(1), Some(0)], 4, stats);
+        let mut w = Worker::new(vec![a, b], xc(), 4, stats, None);
         for i in 0..10 {
             a_wire.inject(frame(i));
         }
@@ -143,7 +297,7 @@ mod tests {
         let (a, a_wire) = MemQueue::pair(1024);
         let (b, b_wire) = MemQueue::pair(3); // tx ring takes 3 per burst
         let stats = Arc::new(WorkerStats::new(2));
-        let mut w = XconnectWorker::new(vec![a, b], vec![Some(1), Some(0)], 32, stats.clone());
+        let mut w = Worker::new(vec![a, b], xc(), 32, stats.clone(), None);
         for i in 0..8 {
             a_wire.inject(frame(i));
         }
@@ -159,8 +313,14 @@ mod tests {
         let (a, a_wire) = MemQueue::pair(1024);
         let (b, b_wire) = MemQueue::pair(1024);
         let stats = Arc::new(WorkerStats::new(2));
-        // Port 1 has no peer; a bogus peer index 7 is treated as none.
-        let mut w = XconnectWorker::new(vec![a, b], vec![Some(7), None], 32, stats.clone());
+        // A bogus peer index, and L3 without a graph, count as unused.
+        let mut w = Worker::new(
+            vec![a, b],
+            vec![PortMode::Xconnect { peer: 7 }, PortMode::L3],
+            32,
+            stats.clone(),
+            None,
+        );
         a_wire.inject(frame(1));
         b_wire.inject(frame(2));
         w.poll_once();
@@ -173,7 +333,7 @@ mod tests {
     fn run_returns_when_stopped() {
         let (a, _a_wire) = MemQueue::pair(8);
         let stats = Arc::new(WorkerStats::new(1));
-        let mut w = XconnectWorker::new(vec![a], vec![None], 32, stats.clone());
+        let mut w = Worker::new(vec![a], vec![PortMode::Unused], 32, stats.clone(), None);
         let stop = AtomicBool::new(true);
         w.run(&stop);
         assert_eq!(stats.iterations.get(), 0);

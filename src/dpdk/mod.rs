@@ -24,3 +24,16 @@ pub use mbuf::Mbuf;
 pub use mempool::Mempool;
 pub use port::{LinkStatus, Port, PortConfig, PortStats};
 pub use queue::DpdkQueue;
+
+/// Read the CPU's cycle counter (the TSC on x86): what the graph's
+/// per-node cycle counters count.
+pub fn cycles() -> u64 {
+    // SAFETY: reads the time-stamp counter; no memory is touched.
+    unsafe { ffi::zh_rdtsc() }
+}
+
+/// Return the cycle counter's frequency in Hz (0 before EAL init).
+pub fn cycles_hz() -> u64 {
+    // SAFETY: reads a value EAL computed at init.
+    unsafe { ffi::zh_tsc_hz() }
+}

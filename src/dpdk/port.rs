@@ -221,6 +221,17 @@ impl Port {
         Ok(())
     }
 
+    /// Set the device's MTU (the largest IP packet it receives and sends).
+    ///
+    /// # Errors
+    /// The driver refuses the value (too large for its buffers or hardware).
+    pub fn set_mtu(&mut self, mtu: u16) -> Result<()> {
+        // SAFETY: valid port id; a plain value.
+        unsafe { ffi::rte_eth_dev_set_mtu(self.id, mtu) }
+            .rte_ok(|| format!("port {}: rte_eth_dev_set_mtu({mtu})", self.name))?;
+        Ok(())
+    }
+
     /// Return the number of configured queue pairs.
     pub fn queues(&self) -> u16 {
         self.queues

@@ -49,6 +49,8 @@ unsigned zh_mempool_avail_count(const struct rte_mempool *mp) { return rte_mempo
 unsigned zh_mempool_in_use_count(const struct rte_mempool *mp) { return rte_mempool_in_use_count(mp); }
 
 unsigned zh_lcore_id(void) { return rte_lcore_id(); }
+uint64_t zh_rdtsc(void) { return rte_rdtsc(); }
+uint64_t zh_tsc_hz(void) { return rte_get_tsc_hz(); }
 int zh_errno(void) { return rte_errno; }
 
 unsigned zh_const_max_lcore(void) { return RTE_MAX_LCORE; }

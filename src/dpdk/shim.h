@@ -13,6 +13,7 @@
 #include <rte_ethdev.h>
 #include <rte_dev.h>
 #include <rte_bus.h>
+#include <rte_cycles.h>
 
 /* Data path. */
 uint16_t zh_rx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **pkts, uint16_t n);
@@ -37,6 +38,8 @@ unsigned zh_mempool_in_use_count(const struct rte_mempool *mp);
 
 /* Threads and errors. */
 unsigned zh_lcore_id(void);
+uint64_t zh_rdtsc(void);
+uint64_t zh_tsc_hz(void);
 int zh_errno(void);
 
 /* Header constants, exported so a test can compare them with bindgen's view. */

@@ -1,0 +1,220 @@
+//! The neighbour (ARP) table of one worker, with packets held while their
+//! next hop is being resolved.
+//!
+//! Per worker, like the rest of the hot-path state: a worker learns from the
+//! ARP frames its own queues receive. With one queue per port (vdevs, the
+//! default) every frame reaches the single worker; multi-queue sharing of
+//! resolutions comes with the cross-worker handoff of the TCP layer.
+
+use rustc_hash::FxHashMap;
+
+use crate::graph::Packet;
+
+/// How long a learned entry stays valid without being refreshed.
+pub const DEFAULT_REACHABLE_MS: u64 = 300_000;
+/// How long packets wait for an ARP reply before they are dropped.
+pub const RESOLVE_TIMEOUT_MS: u64 = 3_000;
+/// Minimum gap between ARP requests for the same next hop.
+pub const REQUEST_INTERVAL_MS: u64 = 1_000;
+/// Packets held per unresolved next hop (Linux's unres_qlen is 101; VPP holds
+/// none: a small queue keeps the first packets of a flow without letting one
+/// dead neighbour eat the mempool).
+pub const HOLD_PER_NEIGHBOUR: usize = 4;
+/// Unresolved next hops tracked at once.
+pub const MAX_PENDING: usize = 256;
+
+#[derive(Debug, Clone, Copy)]
+struct Neighbour {
+    mac: [u8; 6],
+    updated_ms: u64,
+}
+
+struct Pending<B> {
+    packets: Vec<Packet<B>>,
+    first_ms: u64,
+    last_request_ms: u64,
+}
+
+/// Outcome of [`NeighbourTable::hold`].
+pub enum Hold<B> {
+    /// Held; send an ARP request now if `request` is true.
+    Queued {
+        /// An ARP request is due for this next hop.
+        request: bool,
+    },
+    /// Not held (queue or table full); the caller drops it.
+    Overflow(Packet<B>),
+}
+
+/// Learned neighbours and packets awaiting resolution, keyed by
+/// (port index, IPv4 address).
+pub struct NeighbourTable<B> {
+    entries: FxHashMap<(u16, [u8; 4]), Neighbour>,
+    pending: FxHashMap<(u16, [u8; 4]), Pending<B>>,
+    reachable_ms: u64,
+}
+
+impl<B> Default for NeighbourTable<B> {
+    fn default() -> Self {
+        Self::new(DEFAULT_REACHABLE_MS)
+    }
+}
+
+impl<B> NeighbourTable<B> {
+    /// Create an empty table whose entries live `reachable_ms` unrefreshed.
+    pub fn new(reachable_ms: u64) -> Self {
+        Self {
+            entries: FxHashMap::default(),
+            pending: FxHashMap::default(),
+            reachable_ms,
+        }
+    }
+
+    /// Return the MAC of `ip` on `port` if known and not aged out.
+    #[inline]
+    pub fn lookup(&self, port: u16, ip: [u8; 4], now_ms: u64) -> Option<[u8; 6]> {
+        self.entries
+            .get(&(port, ip))
+            .filter(|n| now_ms.saturating_sub(n.updated_ms) < self.reachable_ms)
+            .map(|n| n.mac)
+    }
+
+    /// Return whether an entry (even aged) exists, so gratuitous ARP only
+    /// refreshes neighbours we already talk to.
+    pub fn contains(&self, port: u16, ip: [u8; 4]) -> bool {
+        self.entries.contains_key(&(port, ip))
+    }
+
+    /// Learn or refresh `ip` → `mac` on `port`; return the packets that were
+    /// waiting for it (empty when none).
+    pub fn learn(&mut self, port: u16, ip: [u8; 4], mac: [u8; 6], now_ms: u64) -> Vec<Packet<B>> {
+        self.entries.insert(
+            (port, ip),
+            Neighbour {
+                mac,
+                updated_ms: now_ms,
+            },
+        );
+        self.pending
+            .remove(&(port, ip))
+            .map(|p| p.packets)
+            .unwrap_or_default()
+    }
+
+    /// Hold `pkt` until `ip` on `port` resolves.
+    pub fn hold(&mut self, port: u16, ip: [u8; 4], pkt: Packet<B>, now_ms: u64) -> Hold<B> {
+        if !self.pending.contains_key(&(port, ip)) && self.pending.len() >= MAX_PENDING {
+            return Hold::Overflow(pkt);
+        }
+        let p = self.pending.entry((port, ip)).or_insert_with(|| Pending {
+            packets: Vec::with_capacity(HOLD_PER_NEIGHBOUR),
+            first_ms: now_ms,
+            last_request_ms: 0,
+        });
+        if p.packets.len() >= HOLD_PER_NEIGHBOUR {
+            return Hold::Overflow(pkt);
+        }
+        p.packets.push(pkt);
+        let request = p.packets.len() == 1 && p.last_request_ms == 0
+            || now_ms.saturating_sub(p.last_request_ms) >= REQUEST_INTERVAL_MS;
+        if request {
+            p.last_request_ms = now_ms.max(1);
+        }
+        Hold::Queued { request }
+    }
+
+    /// Drop held packets whose resolution timed out and forget aged entries;
+    /// return how many packets were dropped.
+    pub fn expire(&mut self, now_ms: u64) -> usize {
+        let mut dropped = 0;
+        self.pending.retain(|_, p| {
+            let keep = now_ms.saturating_sub(p.first_ms) < RESOLVE_TIMEOUT_MS;
+            if !keep {
+                dropped += p.packets.len();
+            }
+            keep
+        });
+        let reachable = self.reachable_ms;
+        self.entries
+            .retain(|_, n| now_ms.saturating_sub(n.updated_ms) < reachable);
+        dropped
+    }
+
+    /// Return the learned entries as (port, ip, mac, age in ms), sorted.
+    pub fn entries(&self, now_ms: u64) -> Vec<(u16, [u8; 4], [u8; 6], u64)> {
+        let mut v: Vec<_> = self
+            .entries
+            .iter()
+            .map(|(&(port, ip), n)| (port, ip, n.mac, now_ms.saturating_sub(n.updated_ms)))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Return how many packets are held.
+    pub fn held(&self) -> usize {
+        self.pending.values().map(|p| p.packets.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::HeapBuffer;
+
+    fn pkt() -> Packet<HeapBuffer> {
+        Packet::new(HeapBuffer::from(&[0u8; 60][..]), 0)
+    }
+
+    #[test]
+    fn hold_then_learn_releases_in_order() {
+        let mut t = NeighbourTable::new(1000);
+        let ip = [10, 0, 0, 1];
+        assert!(matches!(
+            t.hold(0, ip, pkt(), 5),
+            Hold::Queued { request: true }
+        ));
+        assert!(matches!(
+            t.hold(0, ip, pkt(), 6),
+            Hold::Queued { request: false }
+        ));
+        assert_eq!(t.held(), 2);
+        assert_eq!(t.lookup(0, ip, 7), None);
+        let released = t.learn(0, ip, [2; 6], 7);
+        assert_eq!(released.len(), 2);
+        assert_eq!(t.lookup(0, ip, 8), Some([2; 6]));
+        assert_eq!(t.lookup(1, ip, 8), None, "per port");
+        assert_eq!(t.lookup(0, ip, 1007), None, "aged out");
+    }
+
+    #[test]
+    fn queue_is_bounded_and_requests_are_rate_limited() {
+        let mut t = NeighbourTable::new(1000);
+        let ip = [10, 0, 0, 9];
+        for i in 0..HOLD_PER_NEIGHBOUR {
+            let r = t.hold(0, ip, pkt(), 10 + i as u64);
+            assert!(matches!(r, Hold::Queued { request } if request == (i == 0)));
+        }
+        assert!(matches!(t.hold(0, ip, pkt(), 20), Hold::Overflow(_)));
+        // Timed out: dropped, and a later packet asks again.
+        assert_eq!(t.expire(10 + RESOLVE_TIMEOUT_MS), HOLD_PER_NEIGHBOUR);
+        assert_eq!(t.held(), 0);
+        assert!(matches!(
+            t.hold(0, ip, pkt(), 20 + RESOLVE_TIMEOUT_MS),
+            Hold::Queued { request: true }
+        ));
+    }
+
+    #[test]
+    fn pending_table_is_bounded() {
+        let mut t = NeighbourTable::new(1000);
+        for i in 0..MAX_PENDING {
+            let ip = [10, 1, (i >> 8) as u8, i as u8];
+            assert!(matches!(t.hold(0, ip, pkt(), 1), Hold::Queued { .. }));
+        }
+        assert!(matches!(
+            t.hold(0, [10, 2, 0, 0], pkt(), 1),
+            Hold::Overflow(_)
+        ));
+    }
+}
