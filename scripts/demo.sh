@@ -1,12 +1,26 @@
 #!/usr/bin/env bash
-# zerohop demo: two pairs of network namespaces that can reach each other only through
-# zerohop's L2 cross-connect, one pair over DPDK net_af_packet on veth pairs, one over
-# DPDK net_tap interfaces. Pings and an HTTP GET cross each path, then zerohop is
-# stopped with SIGTERM and prints its port counters.
+# zerohop demo: three pairs of network namespaces that can reach each other only
+# through zerohop. Two pairs are joined by zerohop's L2 cross-connect, one over DPDK
+# net_af_packet on veth pairs, one over DPDK net_tap interfaces: pings and an HTTP GET
+# cross each path. The third pair sits on two different subnets and zerohop routes
+# between them (L3 ports): ping zerohop itself, routed pings (also to a subnet behind
+# zhdB3, by a static route), a routed HTTP GET, a TCP port that zerohop's ACL denies,
+# and TTL 1 answered with ICMP time exceeded. Then zerohop is stopped with SIGTERM and
+# prints its port counters and its graph's runtime, error and ACL counters.
 #
-#   zhdA1 10.199.1.1 ─veth─ zhdA1r [port a1] ⇄ zerohop ⇄ [port b1] zhdB1r ─veth─ 10.199.1.2 zhdB1
-#   zhdA2 10.199.2.1 ─────── zhdA2t [port a2] ⇄ zerohop ⇄ [port b2] zhdB2t ─────── 10.199.2.2 zhdB2
-#                            (net_tap, moved into zhdA2/zhdB2 after zerohop starts)
+#   L2  zhdA1 10.199.1.1 ─veth─ zhdA1r [a1] ⇄ xconnect ⇄ [b1] zhdB1r ─veth─ 10.199.1.2 zhdB1
+#   L2  zhdA2 10.199.2.1 ─────── zhdA2t [a2] ⇄ xconnect ⇄ [b2] zhdB2t ─────── 10.199.2.2 zhdB2
+#                                (net_tap, moved into zhdA2/zhdB2 after zerohop starts)
+#   L3  zhdA3 10.201.1.1 ─veth─ zhdA3r [a3 10.201.1.254] ⇄ ip4 ⇄ [b3 10.201.2.254] zhdB3r ─veth─ 10.201.2.1 zhdB3
+#       default via .1.254        ACL on a3: no TCP to 8081          default via .2.254, 10.201.100.1 on lo
+#                                 static route 10.201.100.0/24 via 10.201.2.1
+#
+# One zerohop process serves all six ports, inside a namespace of its own, zhdP: the
+# proxy ends of the veth pairs (zhd*r) live there, and net_tap creates zhdA2t/zhdB2t
+# there before they are moved into zhdA2/zhdB2. Why not the root namespace: DPDK 22.11's
+# af_packet PMD joins each socket to PACKET_FANOUT group (pid ^ ifindex) & 0xffff, and
+# groups are per namespace, so an af_packet zerohop in the root namespace can collide
+# with another af_packet process there (a test run, another tool) and fail to probe.
 #
 # Needs root. Everything it creates (namespaces, interfaces, processes, temp files) is
 # removed on exit, also on failure or Ctrl-C. Exits non-zero if any step fails.
@@ -20,12 +34,17 @@ PREFIX=zhd # every namespace and interface below starts with this
 HTTP_PORT=8000
 BIN=${ZEROHOP_BIN:-${CARGO_TARGET_DIR:-target}/release/zerohop}
 
+NS_ZH=zhdP       # zerohop's own namespace (see above)
+DENIED_PORT=8081 # the TCP port the ACL on port a3 denies
+
 STEP=0
+# Each `step "…"` line below is one step: count them, so that [n/total] stays right.
+STEPS=$(grep -c '^step "' scripts/demo.sh)
 BOLD='' NORMAL=''
 if [[ -t 1 ]]; then BOLD=$'\e[1m' NORMAL=$'\e[0m'; fi
 step() {
   STEP=$((STEP + 1))
-  printf '\n%s==> [%d/9] %s%s\n' "$BOLD" "$STEP" "$*" "$NORMAL"
+  printf '\n%s==> [%d/%d] %s%s\n' "$BOLD" "$STEP" "$STEPS" "$*" "$NORMAL"
 }
 ok() { printf '    ok: %s\n' "$*"; }
 fail() {
@@ -33,10 +52,6 @@ fail() {
   if [[ -s ${LOG:-} ]]; then
     printf '    zerohop log (%s), last 30 lines:\n' "$LOG" >&2
     tail -n 30 "$LOG" | sed 's/^/      /' >&2
-    if grep -q 'PACKET_FANOUT' "$LOG"; then
-      echo "    hint: DPDK 22.11 af_packet uses fanout group (pid ^ ifindex) & 0xffff per" \
-        "namespace; another af_packet process in the root namespace collided: rerun" >&2
-    fi
   fi
   exit 1
 }
@@ -81,24 +96,45 @@ run_in() {
   return "${PIPESTATUS[0]}"
 }
 
-# http_check NS_CLIENT NS_SERVER SERVER_ADDR: python3 http.server in NS_SERVER, curl from NS_CLIENT.
-http_check() {
-  local client=$1 server=$2 addr=$3 body
-  ip netns exec "$server" python3 -m http.server --bind "$addr" --directory "$TMP/www" \
-    "$HTTP_PORT" >/dev/null 2>&1 &
+# http_serve NS ADDR PORT: start python3 http.server on ADDR:PORT in NS and wait until it
+# answers inside NS (local delivery, not through zerohop).
+http_serve() {
+  local ns=$1 addr=$2 port=$3
+  ip netns exec "$ns" python3 -m http.server --bind "$addr" --directory "$TMP/www" \
+    "$port" >/dev/null 2>&1 &
   HTTP_PIDS+=($!)
-  # Wait until the server answers inside its own namespace (local, not through zerohop).
   for _ in {1..50}; do
-    ip netns exec "$server" curl -s --noproxy '*' --max-time 1 -o /dev/null \
-      "http://$addr:$HTTP_PORT/" && break
+    ip netns exec "$ns" curl -s --noproxy '*' --max-time 1 -o /dev/null \
+      "http://$addr:$port/" && return 0
     sleep 0.1
   done
-  printf '    [%s] $ curl --max-time 5 http://%s:%s/hello.txt\n' "$client" "$addr" "$HTTP_PORT"
+  fail "http.server on $addr:$port in $ns not answering"
+}
+
+# http_check NS_CLIENT NS_SERVER SERVER_ADDR [PORT]: python3 http.server in NS_SERVER,
+# curl from NS_CLIENT.
+http_check() {
+  local client=$1 server=$2 addr=$3 port=${4:-$HTTP_PORT} body
+  http_serve "$server" "$addr" "$port"
+  printf '    [%s] $ curl --max-time 5 http://%s:%s/hello.txt\n' "$client" "$addr" "$port"
   body=$(ip netns exec "$client" curl -sS --fail --noproxy '*' --max-time 5 \
-    "http://$addr:$HTTP_PORT/hello.txt") || fail "HTTP GET $client -> $addr"
+    "http://$addr:$port/hello.txt") || fail "HTTP GET $client -> $addr:$port"
   printf '      %s\n' "$body"
   [[ $body == "hello from $PREFIX through zerohop" ]] || fail "unexpected HTTP body: $body"
   kill "${HTTP_PIDS[-1]}" 2>/dev/null || true
+}
+
+# must_fail_in NS WANT_RC CMD...: like run_in, but CMD must fail with exit code WANT_RC.
+must_fail_in() {
+  local ns=$1 want=$2 rc=0
+  shift 2
+  run_in "$ns" "$@" || rc=$?
+  ((rc == want)) || fail "'$*' in $ns: want exit code $want, got $rc"
+}
+
+# log_lines REGEX: zerohop's log lines matching REGEX, without timestamp and level.
+log_lines() {
+  grep -E "$1" "$LOG" | sed -E 's/^[0-9]{4}-[0-9T:.-]+Z +[A-Z]+ +//'
 }
 
 step "setup (packages, hugepages)"
@@ -113,27 +149,42 @@ fi
 [[ -x $BIN ]] || fail "$BIN not built"
 ok "$BIN"
 
-step "create namespaces zhdA1/zhdB1 with veth pairs (zerohop drives the root ends via net_af_packet)"
+step "create namespaces: $NS_ZH for zerohop; zhdA1..zhdB3 with veth pairs into $NS_ZH (net_af_packet)"
 zh_cleanup "$PREFIX" # leftovers of an interrupted run
-zh_ns_veth zhdA1 zhdA1n zhdA1r 10.199.1.1/24
-zh_ns_veth zhdB1 zhdB1n zhdB1r 10.199.1.2/24
+zh_ns_add "$NS_ZH"
+zh_ns_veth zhdA1 zhdA1n zhdA1r 10.199.1.1/24 "$NS_ZH"
+zh_ns_veth zhdB1 zhdB1n zhdB1r 10.199.1.2/24 "$NS_ZH"
 zh_ns_add zhdA2
 zh_ns_add zhdB2
-ok "zhdA1 10.199.1.1 <-veth-> zhdA1r   zhdB1r <-veth-> zhdB1 10.199.1.2"
-ok "namespaces zhdA2, zhdB2 (taps arrive when zerohop runs)"
+zh_ns_veth zhdA3 zhdA3n zhdA3r 10.201.1.1/24 "$NS_ZH"
+zh_ns_veth zhdB3 zhdB3n zhdB3r 10.201.2.1/24 "$NS_ZH"
+zh_ns_gw zhdA3 10.201.1.254
+zh_ns_gw zhdB3 10.201.2.254
+ip -n zhdB3 addr add 10.201.100.1/32 dev lo # reached through zerohop's static route
+ok "L2: zhdA1 10.199.1.1 <-veth-> zhdA1r   zhdB1r <-veth-> zhdB1 10.199.1.2"
+ok "L2: namespaces zhdA2, zhdB2 (taps arrive when zerohop runs)"
+ok "L3: zhdA3 10.201.1.1/24 <-veth-> zhdA3r   zhdB3r <-veth-> zhdB3 10.201.2.1/24 (+10.201.100.1)"
 if ip netns exec zhdA1 ping -n -c 1 -W 1 10.199.1.2 >/dev/null 2>&1; then
   fail "10.199.1.2 reachable before zerohop runs"
 fi
-ok "no path between zhdA1 and zhdB1 without zerohop"
-ip -n zhdA1 neigh flush all # forget the failed ARP resolution
+for dst in 10.201.1.254 10.201.2.1; do
+  if ip netns exec zhdA3 ping -n -c 1 -W 1 "$dst" >/dev/null 2>&1; then
+    fail "$dst reachable from zhdA3 before zerohop runs"
+  fi
+done
+ok "no path zhdA1 -> zhdB1, nor zhdA3 -> its gateway or zhdB3, without zerohop"
+# Forget the failed ARP resolutions.
+ip -n zhdA1 neigh flush all
+ip -n zhdA3 neigh flush all
 
-step "start zerohop"
+step "start zerohop in $NS_ZH"
 cat >"$TMP/zerohop.yaml" <<EOF
 dataplane:
   cores: [1]
   hugepages: auto
   eal_args: ["--no-pci"]   # never touch the machine's own NIC
   ports:
+    # L2 ports: no address; cross-connected below
     - name: a1
       device: "net_af_packet0,iface=zhdA1r"
     - name: b1
@@ -142,10 +193,23 @@ dataplane:
       device: "net_tap0,iface=zhdA2t"
     - name: b2
       device: "net_tap1,iface=zhdB2t"
+    # L3 ports: an address makes a port routed
+    - name: a3
+      device: "net_af_packet2,iface=zhdA3r"
+      address: 10.201.1.254/24
+    - name: b3
+      device: "net_af_packet3,iface=zhdB3r"
+      address: 10.201.2.254/24
   xconnect: [[a1, b1], [a2, b2]]
+  routes:
+    - { prefix: 10.201.100.0/24, via: 10.201.2.1 }
+  acl: # on packets received on a3; first match wins, no match = deny
+    - { port: a3, action: deny, protocol: tcp, dst_port: $DENIED_PORT }
+    - { port: a3, action: permit }
 EOF
 sed 's/^/      /' "$TMP/zerohop.yaml"
-"$BIN" -c "$TMP/zerohop.yaml" -l info >"$LOG" 2>&1 &
+# `ip netns exec` execs zerohop, so $! is zerohop's own pid.
+ip netns exec "$NS_ZH" "$BIN" -c "$TMP/zerohop.yaml" -l info >"$LOG" 2>&1 &
 ZH_PID=$!
 for _ in {1..300}; do
   grep -q 'zerohop ready' "$LOG" && break
@@ -155,20 +219,53 @@ done
 grep -q 'zerohop ready' "$LOG" || fail "zerohop not ready within 30 s"
 ok "zerohop ready (pid $ZH_PID, log $LOG)"
 
-step "move the taps into zhdA2/zhdB2"
-zh_ns_tap zhdA2 zhdA2t 10.199.2.1/24
-zh_ns_tap zhdB2 zhdB2t 10.199.2.2/24
+step "move the taps from $NS_ZH into zhdA2/zhdB2"
+zh_ns_tap zhdA2 zhdA2t 10.199.2.1/24 "$NS_ZH" || fail "moving zhdA2t"
+zh_ns_tap zhdB2 zhdB2t 10.199.2.2/24 "$NS_ZH" || fail "moving zhdB2t"
 ok "zhdA2 10.199.2.1 (zhdA2t)   zhdB2 10.199.2.2 (zhdB2t)"
 
-step "ping across both paths"
+step "L2: ping across both cross-connects"
 run_in zhdA1 ping -n -c 3 -i 0.2 -W 2 10.199.1.2 || fail "ping over net_af_packet"
 run_in zhdA2 ping -n -c 3 -i 0.2 -W 2 10.199.2.2 || fail "ping over net_tap"
 
-step "HTTP GET across both paths (python3 -m http.server <- curl)"
+step "L2: HTTP GET across both cross-connects (python3 -m http.server <- curl)"
 mkdir -p "$TMP/www"
 echo "hello from $PREFIX through zerohop" >"$TMP/www/hello.txt"
 http_check zhdA1 zhdB1 10.199.1.2
 http_check zhdA2 zhdB2 10.199.2.2
+
+step "L3: ping zerohop's own addresses; ARP gave zhdA3 zerohop's port MAC"
+run_in zhdA3 ping -n -c 2 -i 0.2 -W 2 10.201.1.254 || fail "ping zerohop's address 10.201.1.254"
+run_in zhdA3 ping -n -c 2 -i 0.2 -W 2 10.201.2.254 || fail "ping zerohop's address 10.201.2.254"
+run_in zhdA3 ip neigh show 10.201.1.254
+mac_a3=$(ip -n "$NS_ZH" -o link show zhdA3r | grep -o 'link/ether [0-9a-f:]*' | cut -d' ' -f2)
+ip -n zhdA3 neigh show 10.201.1.254 | grep -q "lladdr $mac_a3 " ||
+  fail "zhdA3 has no ARP entry for 10.201.1.254 with zerohop's MAC $mac_a3"
+ok "10.201.1.254 is at $mac_a3 (zhdA3r, zerohop's port a3)"
+
+step "L3: routed pings between the subnets, and by the static route to 10.201.100.0/24"
+run_in zhdA3 ping -n -c 3 -i 0.2 -W 2 10.201.2.1 || fail "routed ping zhdA3 -> zhdB3"
+run_in zhdB3 ping -n -c 3 -i 0.2 -W 2 10.201.1.1 || fail "routed ping zhdB3 -> zhdA3"
+run_in zhdA3 ping -n -c 3 -i 0.2 -W 2 10.201.100.1 || fail "ping by the static route"
+ok "replies carry ttl=63: the far host's 64 minus one router hop"
+
+step "L3: routed HTTP GET; the ACL on port a3 denies TCP port $DENIED_PORT"
+http_check zhdA3 zhdB3 10.201.2.1 "$HTTP_PORT"
+http_serve zhdB3 10.201.2.1 "$DENIED_PORT"
+ok "a server answers on 10.201.2.1:$DENIED_PORT inside zhdB3; from zhdA3 (curl exit 28 = timeout):"
+must_fail_in zhdA3 28 curl -sS --noproxy '*' --max-time 2 -o /dev/null \
+  "http://10.201.2.1:$DENIED_PORT/hello.txt"
+kill "${HTTP_PIDS[-1]}" 2>/dev/null || true
+ok "TCP to port $DENIED_PORT dropped by zerohop's ACL"
+
+step "L3: TTL 1 gets ICMP time exceeded from zerohop (ping -t 1), TTL 2 gets through"
+printf '    [zhdA3] $ ping -n -c 1 -t 1 -W 2 10.201.2.1\n'
+out=$(ip netns exec zhdA3 ping -n -c 1 -t 1 -W 2 10.201.2.1 2>&1) || true
+sed 's/^/      /' <<<"$out"
+grep -q 'From 10.201.1.254 .*Time to live exceeded' <<<"$out" ||
+  fail "no 'Time to live exceeded' from 10.201.1.254"
+run_in zhdA3 ping -n -c 1 -t 2 -W 2 10.201.2.1 || fail "ping -t 2 should reach 10.201.2.1"
+ok "hop 1 is zerohop (10.201.1.254), hop 2 is 10.201.2.1"
 
 step "stop zerohop (SIGTERM)"
 kill -TERM "$ZH_PID"
@@ -183,8 +280,24 @@ ZH_PID=
 ((rc == 0)) || fail "zerohop exited with status $rc"
 ok "exit status 0"
 
-step "zerohop counters"
-grep -E 'port [a-z0-9]+:.*rx_packets=|mbufs_in_use=' "$LOG" | sed 's/^/    /' || fail "no counters in the log"
+step "zerohop counters: ports, graph runtime, errors (drops and events by reason), ACL hits"
+log_lines 'port [a-z0-9]+:.*rx_packets=|mbufs_in_use=' | sed 's/^/    /' ||
+  fail "no counters in the log"
+echo
+log_lines 'worker [0-9]+ (runtime|error|acl):' | sed 's/^/    /' ||
+  fail "no runtime/error/acl counters in the log"
 grep -q 'mbufs_in_use=0\b' "$LOG" || fail "mbufs leaked (mbufs_in_use != 0)"
 ok "all mbufs returned to the pool"
+grep -Eq 'acl: port=a3 rule=0 hits=[1-9]' "$LOG" || fail "the deny rule (a3 rule 0) counted no hits"
+grep -Eq 'error: node=acl reason=deny count=[1-9]' "$LOG" || fail "no acl deny drops counted"
+ok "the deny rule counted the dropped SYNs to port $DENIED_PORT"
+grep -Eq 'error: node=ip4-local reason=icmp-echo-replied count=[1-9]' "$LOG" ||
+  fail "no echo replies counted"
+grep -Eq 'error: node=ip4-rewrite reason=ttl-expired count=[1-9]' "$LOG" ||
+  fail "no TTL expiry counted"
+ok "echo replies and TTL expiry counted"
+if grep -Eq 'error: node=ip4-lookup reason=no-route' "$LOG"; then
+  ok "ip4-lookup no-route: python's http.server in zhdB3 asks DNS for its own name; the" \
+    "resolver is off-link, zerohop has no route to it and answers ICMP net unreachable"
+fi
 printf '\ndemo passed\n'

@@ -58,6 +58,90 @@ fn good_config(id: &str) -> String {
     )
 }
 
+/// A valid L3 config: two routed ports, a static route, an ACL. The invalid-L3 tests each
+/// break one field of it.
+fn router_config(id: &str) -> String {
+    format!(
+        r#"dataplane:
+  cores: [1]
+  eal_args: ["--no-pci"]
+  ports:
+    - {{ name: a, device: "net_tap0,iface=zt{id}r0", address: 10.201.1.254/24 }}
+    - {{ name: b, device: "net_tap1,iface=zt{id}r1", address: 10.201.2.254/24 }}
+  routes:
+    - {{ prefix: 10.201.100.0/24, via: 10.201.2.1 }}
+  acl:
+    - {{ port: a, action: deny, protocol: tcp, dst_port: 8081 }}
+    - {{ port: a, action: permit }}
+"#
+    )
+}
+
+/// Replace `from` (which must occur once) in the router config and check that
+/// `--mode validate` exits 1 naming every entry of `needles`.
+fn assert_router_config_rejected(from: &str, to: &str, needles: &[&str], what: &str) {
+    let good = router_config(&unique_id());
+    assert_eq!(
+        good.matches(from).count(),
+        1,
+        "fixture: `{from}` not found once"
+    );
+    let out = run_config(&good.replacen(from, to, 1), "validate");
+    assert_fails_naming(&out, needles, what);
+}
+
+#[test]
+fn validate_accepts_good_router_config() {
+    let out = run_config(&router_config(&unique_id()), "validate");
+    assert!(
+        out.success(),
+        "--mode validate on a good L3 config: want exit 0, got {}\nstderr:\n{}",
+        describe(out.status),
+        out.stderr
+    );
+}
+
+#[test]
+fn malformed_port_address_names_yaml_path() {
+    assert_router_config_rejected(
+        "address: 10.201.1.254/24",
+        "address: 10.1.2/24",
+        &["dataplane.ports[0].address", "10.1.2/24"],
+        "port address with three octets",
+    );
+}
+
+#[test]
+fn overlapping_port_subnets_name_yaml_path() {
+    // 10.201.0.0/16 contains port a's 10.201.1.0/24.
+    assert_router_config_rejected(
+        "address: 10.201.2.254/24",
+        "address: 10.201.2.254/16",
+        &["dataplane.ports[1].address"],
+        "port b's subnet overlapping port a's",
+    );
+}
+
+#[test]
+fn route_via_off_connected_subnets_names_yaml_path() {
+    assert_router_config_rejected(
+        "via: 10.201.2.1",
+        "via: 10.201.3.1",
+        &["dataplane.routes[0].via", "10.201.3.1"],
+        "route next hop on no connected subnet",
+    );
+}
+
+#[test]
+fn acl_naming_unknown_port_names_yaml_path() {
+    assert_router_config_rejected(
+        "{ port: a, action: deny",
+        "{ port: c, action: deny",
+        &["dataplane.acl[0].port", "`c`"],
+        "ACL rule for an unknown port",
+    );
+}
+
 #[test]
 fn validate_accepts_good_config_without_touching_dpdk() {
     let id = unique_id();

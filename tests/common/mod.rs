@@ -304,6 +304,51 @@ impl Netns {
             Duration::from_secs(u64::from(max_time_s) + 10),
         )
     }
+
+    /// HTTP GET `url` with curl (bounded by `max_time_s`), discarding the body: stdout is
+    /// the HTTP status code (`200`; `000` when no response came), the exit code curl's
+    /// (28: timed out).
+    pub fn http_status(&self, url: &str, max_time_s: u32) -> CmdOutput {
+        let max_time = max_time_s.to_string();
+        self.run(
+            "curl",
+            &[
+                "-sS",
+                "--noproxy",
+                "*",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                &max_time,
+                url,
+            ],
+            Duration::from_secs(u64::from(max_time_s) + 10),
+        )
+    }
+
+    /// Route everything off-link through `gateway` (e.g. zerohop's address on this side).
+    pub fn add_default_route(&self, gateway: &str) {
+        must(
+            "ip",
+            &["-n", &self.name, "route", "add", "default", "via", gateway],
+        );
+    }
+
+    /// The neighbour (ARP) entry for `addr`: `(lladdr, state)`, e.g.
+    /// `("32:15:75:e4:99:98", "REACHABLE")`; `None` if there is none or it has no lladdr
+    /// (INCOMPLETE, FAILED).
+    pub fn neighbour(&self, addr: &str) -> Option<(String, String)> {
+        let out = must("ip", &["-n", &self.name, "neigh", "show", addr]);
+        let text = out.stdout_str();
+        // "10.201.1.254 dev zt0abc12a0 lladdr 32:15:75:e4:99:98 REACHABLE"
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let at = words.iter().position(|w| *w == "lladdr")?;
+        let lladdr = words.get(at + 1)?;
+        let state = words.last()?;
+        Some(((*lladdr).to_owned(), (*state).to_owned()))
+    }
 }
 
 impl Drop for Netns {
@@ -423,14 +468,20 @@ impl Drop for Background {
     }
 }
 
-/// A zerohop config with one L2 cross-connect between ports `left` and `right`.
-/// `--no-pci` keeps DPDK away from the machine's own NIC.
-pub fn xconnect_config(left_device: &str, right_device: &str) -> String {
-    let core = if thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+/// The CPU for zerohop's one worker: 1 where the machine has a second CPU (leaving 0 to
+/// the kernel side of the test: namespaces, ping, curl), else 0.
+pub fn worker_core() -> usize {
+    if thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
         1
     } else {
         0
-    };
+    }
+}
+
+/// A zerohop config with one L2 cross-connect between ports `left` and `right`.
+/// `--no-pci` keeps DPDK away from the machine's own NIC.
+pub fn xconnect_config(left_device: &str, right_device: &str) -> String {
+    let core = worker_core();
     format!(
         r#"dataplane:
   cores: [{core}]
@@ -615,6 +666,78 @@ pub fn mbufs_in_use(log: &str) -> Option<u64> {
         .take_while(|c| c.is_ascii_digit())
         .collect();
     digits.parse().ok()
+}
+
+/// The sum, over every line containing `needle`, of the number right after it; `None`
+/// if no line contains it. Per-worker counters (`worker 0 error: …`, `worker 1 error: …`)
+/// add up to the dataplane's total this way.
+fn sum_after(log: &str, needle: &str) -> Option<u64> {
+    let mut total = None;
+    for line in log.lines() {
+        let Some(at) = line.find(needle) else {
+            continue;
+        };
+        let digits: String = line[at + needle.len()..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
+        if let Ok(n) = digits.parse::<u64>() {
+            total = Some(total.unwrap_or(0) + n);
+        }
+    }
+    total
+}
+
+/// The count logged at exit for drop/event reason `reason` of graph node `node`, summed
+/// over workers (`worker 0 error: node=acl reason=deny count=2`); `None` if not logged
+/// (zerohop logs only non-zero counters).
+pub fn error_count(log: &str, node: &str, reason: &str) -> Option<u64> {
+    sum_after(log, &format!(" error: node={node} reason={reason} count="))
+}
+
+/// The hits of ACL rule `rule` (its index in `dataplane.acl`) on port `port`, summed over
+/// workers (`worker 0 acl: port=a rule=0 hits=2`).
+pub fn acl_rule_hits(log: &str, port: &str, rule: usize) -> Option<u64> {
+    sum_after(log, &format!(" acl: port={port} rule={rule} hits="))
+}
+
+/// The packets on port `port` that matched no ACL rule and were denied, summed over
+/// workers (`worker 0 acl: port=a default-deny hits=0`).
+pub fn acl_default_deny_hits(log: &str, port: &str) -> Option<u64> {
+    sum_after(log, &format!(" acl: port={port} default-deny hits="))
+}
+
+/// The vectors (packets) graph node `node` processed, summed over workers, from the
+/// runtime table logged at exit (`worker 0 runtime: ip4-input   25   25   1.0   10740.1`:
+/// name, calls, vectors, vectors/call, cycles/packet); `None` if the node has no line.
+pub fn runtime_vectors(log: &str, node: &str) -> Option<u64> {
+    let mut total = None;
+    for line in log.lines() {
+        let Some(at) = line.find(" runtime: ") else {
+            continue;
+        };
+        let mut cols = line[at + " runtime: ".len()..].split_whitespace();
+        if cols.next() != Some(node) {
+            continue;
+        }
+        if let Some(vectors) = cols.nth(1).and_then(|v| v.parse::<u64>().ok()) {
+            total = Some(total.unwrap_or(0) + vectors);
+        }
+    }
+    total
+}
+
+/// The MAC address zerohop logged for port `port` at start
+/// (`port a: net_af_packet0,iface=… (driver …, port id 0, mac 32:15:75:e4:99:98, …)`).
+pub fn port_mac(log: &str, port: &str) -> Option<String> {
+    let tag = format!("port {port}: ");
+    log.lines()
+        .filter(|l| l.contains(&tag))
+        .find_map(|l| {
+            let rest = &l[l.find(", mac ")? + ", mac ".len()..];
+            Some(rest.split([',', ' ', ')']).next()?.to_owned())
+        })
+        .filter(|mac| mac.len() == 17)
 }
 
 /// Assert a clean stop: exit code 0, `mbufs_in_use=0`, and on every port in `ports`
