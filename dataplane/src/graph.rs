@@ -323,15 +323,15 @@ struct TxStage<B> {
 }
 
 impl<B: Buffer> TxStage<B> {
+    /// Move one packet to its port's vector, flushing a full vector first;
+    /// false (counted as `no-such-port`) when the port does not exist.
     #[inline]
-    fn push(&mut self, pkt: Packet<B>, flush: &mut dyn FnMut(u16, &mut PacketVector<B>)) {
+    fn place(&mut self, pkt: Packet<B>, flush: &mut dyn FnMut(u16, &mut PacketVector<B>)) -> bool {
         let port = pkt.meta.tx_port;
-        let stats = &self.stats.nodes[self.index];
         let Some(v) = self.vectors.get_mut(port as usize) else {
-            stats.errors[0].1.add(1);
-            return;
+            self.stats.nodes[self.index].errors[0].1.add(1);
+            return false;
         };
-        stats.packets.add(1);
         if pkt.meta.trace != 0 {
             record(&self.stats.trace, &pkt, PORT_TX, format!("tx port {port}"));
         }
@@ -341,6 +341,14 @@ impl<B: Buffer> TxStage<B> {
         }
         // Room is guaranteed after the flush above.
         let _ = v.push(pkt.buf);
+        true
+    }
+
+    #[inline]
+    fn push(&mut self, pkt: Packet<B>, flush: &mut dyn FnMut(u16, &mut PacketVector<B>)) {
+        if self.place(pkt, flush) {
+            self.stats.nodes[self.index].packets.add(1);
+        }
     }
 
     /// Move every packet of `pkts` to its port's vector (the common case of
@@ -350,23 +358,11 @@ impl<B: Buffer> TxStage<B> {
         pkts: &mut Vec<Packet<B>>,
         flush: &mut dyn FnMut(u16, &mut PacketVector<B>),
     ) {
-        let stats = &self.stats.nodes[self.index];
-        stats.packets.add(pkts.len() as u64);
+        let mut placed = 0;
         for pkt in pkts.drain(..) {
-            let port = pkt.meta.tx_port;
-            let Some(v) = self.vectors.get_mut(port as usize) else {
-                stats.errors[0].1.add(1);
-                continue;
-            };
-            if pkt.meta.trace != 0 {
-                record(&self.stats.trace, &pkt, PORT_TX, format!("tx port {port}"));
-            }
-            if v.room() == 0 {
-                flush(port, v);
-                v.clear();
-            }
-            let _ = v.push(pkt.buf);
+            placed += u64::from(self.place(pkt, flush));
         }
+        self.stats.nodes[self.index].packets.add(placed);
     }
 
     fn flush_all(&mut self, flush: &mut dyn FnMut(u16, &mut PacketVector<B>)) {

@@ -227,7 +227,3 @@ mod tests {
         assert!(!b.take(20));
     }
 }
-
-#[cfg(test)]
-#[path = "tests.rs"]
-mod graph_tests;

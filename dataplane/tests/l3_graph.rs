@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use etherparse::{Ipv4Header, PacketBuilder, SlicedPacket};
 
-use super::*;
-use crate::acl::{AclAction, AclRule};
-use crate::fib::FibBuilder;
-use crate::graph::{Graph, Packet};
-use crate::testing::HeapBuffer;
-use crate::{Buffer, PacketVector};
+use zerohop_dataplane::acl::{Acl, AclAction, AclRule};
+use zerohop_dataplane::fib::FibBuilder;
+use zerohop_dataplane::graph::{format_trace, Graph, Packet};
+use zerohop_dataplane::l3::{build_graph, checksum, L3Context, L3Policy, L3Port};
+use zerohop_dataplane::testing::HeapBuffer;
+use zerohop_dataplane::{Buffer, PacketVector};
 
 const MAC0: [u8; 6] = [2, 0, 0, 0, 0, 1];
 const MAC1: [u8; 6] = [2, 0, 0, 0, 1, 1];
@@ -510,7 +510,7 @@ fn trace_records_each_node_of_the_first_packets() {
         ]
     );
     assert!(trace.iter().all(|t| t.packet == 0), "only the first packet");
-    let text = crate::graph::format_trace(&trace);
+    let text = format_trace(&trace);
     assert!(
         text.contains("ICMP: 10.0.0.2 -> 10.0.0.1 type 8 code 0"),
         "{text}"
