@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 use zerohop_dataplane::acl::{Acl, AclAction, AclRule};
 use zerohop_dataplane::fib::{Fib, FibBuilder};
 use zerohop_dataplane::graph::{format_trace, GraphStats};
+use zerohop_dataplane::l3::neighbor::NeighbourSync;
 use zerohop_dataplane::l3::{build_graph, AclStats, L3Context, L3Policy, L3Port};
 use zerohop_dataplane::stats::port_totals;
 use zerohop_dataplane::worker::{L3Stage, PortMode, Worker};
@@ -320,6 +321,7 @@ fn l3_stage(
     plan: &ForwardingPlan,
     ports: &[Port],
     pool: &Arc<Mempool>,
+    sync: Option<NeighbourSync>,
 ) -> Result<Option<L3Stage<Mbuf>>> {
     let Some(fib) = &plan.fib else {
         return Ok(None);
@@ -334,13 +336,14 @@ fn l3_stage(
         })
         .collect();
     let pool = pool.clone();
-    let ctx = L3Context::new(
+    let mut ctx = L3Context::new(
         l3_ports,
         fib.clone(),
         plan.acls.clone(),
         Box::new(move || pool.alloc()),
         L3Policy::default(),
     );
+    ctx.sync = sync;
     let mut graph = build_graph::<Mbuf>(ports.len(), dpdk::cycles).map_err(|e| anyhow!("{e}"))?;
     graph.trace(dp.trace_packets);
     Ok(Some(L3Stage::new(graph, ctx).map_err(|e| anyhow!(e))?))
@@ -363,6 +366,15 @@ fn start_workers(
         cores: dp.cores.clone(),
     };
     let (started_tx, started_rx) = mpsc::channel::<Result<(), String>>();
+    // Workers share what they learn by ARP (a reply may reach any queue).
+    let mut syncs: Vec<Option<NeighbourSync>> = if plan.fib.is_some() && dp.cores.len() > 1 {
+        NeighbourSync::mesh(dp.cores.len())
+            .into_iter()
+            .map(Some)
+            .collect()
+    } else {
+        Vec::new()
+    };
     for (i, &cpu) in dp.cores.iter().enumerate() {
         let queue = u16::try_from(i).context("too many workers")?;
         let queues: Vec<DpdkQueue> = ports
@@ -370,7 +382,8 @@ fn start_workers(
             .map(|p| DpdkQueue::new(p.id(), queue))
             .collect();
         let stats = Arc::new(WorkerStats::new(ports.len()));
-        let l3 = l3_stage(dp, plan, ports, pool)?;
+        let sync = syncs.get_mut(i).and_then(Option::take);
+        let l3 = l3_stage(dp, plan, ports, pool, sync)?;
         if let Some(stage) = &l3 {
             workers.l3.push((
                 stage.graph().stats().clone(),

@@ -149,6 +149,21 @@ impl<Q: PortQueue> Worker<Q> {
         };
         let now = self.epoch.elapsed().as_millis() as u64;
         l3.ctx.now_ms = now;
+        // Neighbours other workers learned: adopt them and send what was
+        // waiting for them (through ip4-arp, which now finds the MAC).
+        let mut released = false;
+        while let Some(l) = l3.ctx.sync.as_ref().and_then(|s| s.next()) {
+            for pkt in l3.ctx.neighbours.learn(l.port, l.ip, l.mac, now) {
+                l3.graph.enqueue(l3.arp_node, pkt);
+                released = true;
+            }
+        }
+        if released {
+            self.run_graph();
+        }
+        let Some(l3) = self.l3.as_mut() else {
+            return;
+        };
         if now.saturating_sub(self.last_housekeeping_ms) >= HOUSEKEEPING_MS {
             self.last_housekeeping_ms = now;
             let dropped = l3.ctx.neighbours.expire(now);
@@ -202,13 +217,22 @@ impl<Q: PortQueue> Worker<Q> {
     /// Run the received vector of `port` through the graph and transmit
     /// what it produced.
     fn route(&mut self, port: usize) {
-        let (Some(l3), queues, stats) = (self.l3.as_mut(), &mut self.queues, &self.stats) else {
+        let Some(l3) = self.l3.as_mut() else {
             self.vector.clear();
             return;
         };
         for buf in self.vector.storage().drain(..) {
             l3.graph.enqueue(l3.entry, Packet::new(buf, port as u16));
         }
+        self.run_graph();
+    }
+
+    /// Run the graph over whatever is queued and transmit its output,
+    /// freeing and counting what the ports refuse.
+    fn run_graph(&mut self) {
+        let (Some(l3), queues, stats) = (self.l3.as_mut(), &mut self.queues, &self.stats) else {
+            return;
+        };
         l3.graph.run(
             &mut l3.ctx,
             &mut |tx: u16, v: &mut PacketVector<Q::Buffer>| {
@@ -327,6 +351,94 @@ mod tests {
         assert_eq!(stats.ports[0].rx_dropped.get(), 1);
         assert_eq!(stats.ports[1].rx_dropped.get(), 1);
         assert!(a_wire.take_sent().is_empty() && b_wire.take_sent().is_empty());
+    }
+
+    /// Two routing workers on the same two ports: the ARP reply to worker
+    /// 0's request arrives on worker 1's queue, and worker 0 still sends the
+    /// packet it held.
+    #[test]
+    fn a_neighbour_learned_by_one_worker_releases_another_workers_packets() {
+        use crate::fib::FibBuilder;
+        use crate::l3::neighbor::NeighbourSync;
+        use crate::l3::{build_graph, L3Context, L3Policy, L3Port};
+        use std::net::Ipv4Addr;
+
+        const MAC: [[u8; 6]; 2] = [[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 1, 1]];
+        const PEER1: [u8; 6] = [2, 0, 0, 0, 1, 2];
+        let mut fib = FibBuilder::new();
+        fib.interface(0, Ipv4Addr::new(10, 0, 0, 1), 24).interface(
+            1,
+            Ipv4Addr::new(10, 0, 1, 1),
+            24,
+        );
+        let fib = Arc::new(fib.build().expect("fib"));
+        let mut mesh = NeighbourSync::mesh(2).into_iter();
+        let mut wires = Vec::new();
+        let mut workers = Vec::new();
+        for _ in 0..2 {
+            let (a, a_wire) = MemQueue::pair(1024);
+            let (b, b_wire) = MemQueue::pair(1024);
+            let ports = (0..2)
+                .map(|i| L3Port {
+                    mac: MAC[i],
+                    address: Some((Ipv4Addr::new(10, 0, i as u8, 1), 24)),
+                    mtu: 1500,
+                })
+                .collect();
+            let mut ctx = L3Context::new(
+                ports,
+                fib.clone(),
+                vec![],
+                Box::new(|| Some(HeapBuffer::empty())),
+                L3Policy::default(),
+            );
+            ctx.sync = mesh.next();
+            let stage = L3Stage::new(build_graph(2, || 0).expect("graph"), ctx).expect("stage");
+            let stats = Arc::new(WorkerStats::new(2));
+            workers.push(Worker::new(
+                vec![a, b],
+                vec![PortMode::L3, PortMode::L3],
+                32,
+                stats,
+                Some(stage),
+            ));
+            wires.push((a_wire, b_wire));
+        }
+        // Worker 0 gets a packet for 10.0.1.2: it holds it and asks.
+        let mut f = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 2], MAC[0])
+            .ipv4([10, 0, 0, 2], [10, 0, 1, 2], 64)
+            .udp(1, 2)
+            .write(&mut f, b"held")
+            .expect("frame");
+        wires[0].0.inject(HeapBuffer::from(&f[..]));
+        workers[0].poll_once();
+        let asked = wires[0].1.take_sent();
+        assert_eq!(asked.len(), 1, "ARP request out of port 1");
+        assert_eq!(&asked[0].data()[12..14], &[0x08, 0x06]);
+        // The reply lands on worker 1's queue of port 1.
+        let mut reply = Vec::new();
+        reply.extend_from_slice(&MAC[1]);
+        reply.extend_from_slice(&PEER1);
+        reply.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 2]);
+        reply.extend_from_slice(&PEER1);
+        reply.extend_from_slice(&[10, 0, 1, 2]);
+        reply.extend_from_slice(&MAC[1]);
+        reply.extend_from_slice(&[10, 0, 1, 1]);
+        wires[1].1.inject(HeapBuffer::from(&reply[..]));
+        workers[1].poll_once();
+        assert!(
+            wires[0].1.take_sent().is_empty(),
+            "not yet: worker 0 has not ticked"
+        );
+        // Worker 0's next timer tick adopts the neighbour and sends.
+        for _ in 0..CLOCK_EVERY {
+            workers[0].poll_once();
+        }
+        let sent = wires[0].1.take_sent();
+        assert_eq!(sent.len(), 1, "the held packet went out");
+        assert_eq!(&sent[0].data()[0..6], &PEER1);
+        assert!(sent[0].data().ends_with(b"held"));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::fib::Fib;
 use crate::graph::{Graph, GraphBuilder, GraphError};
 use crate::stats::Counter;
 use crate::Buffer;
-use neighbor::NeighbourTable;
+use neighbor::{NeighbourSync, NeighbourTable};
 
 /// What the L3 layer knows about one port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +145,9 @@ pub struct L3Context<B> {
     pub acl_stats: Arc<AclStats>,
     /// This worker's neighbours.
     pub neighbours: NeighbourTable<B>,
+    /// Exchange of learned neighbours with the other workers (None with one
+    /// worker).
+    pub sync: Option<NeighbourSync>,
     /// Buffers for ARP requests.
     pub alloc: Allocator<B>,
     /// ICMP error rate limit.
@@ -171,6 +174,7 @@ impl<B> L3Context<B> {
             fib,
             acls,
             neighbours: NeighbourTable::new(policy.neighbour_reachable_ms),
+            sync: None,
             alloc,
             icmp_tokens: TokenBucket::new(policy.icmp_rate_per_s),
             policy,

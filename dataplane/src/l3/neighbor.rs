@@ -1,11 +1,13 @@
 //! The neighbour (ARP) table of one worker, with packets held while their
 //! next hop is being resolved.
 //!
-//! Per worker, like the rest of the hot-path state: a worker learns from the
-//! ARP frames its own queues receive. With one queue per port (vdevs, the
-//! default) every frame reaches the single worker; multi-queue sharing of
-//! resolutions comes with the cross-worker handoff of the TCP layer.
+//! Per worker, like the rest of the hot-path state: no lock is taken per
+//! packet. With several workers, the ARP reply to one worker's request may
+//! arrive on another worker's queue (RSS or fanout hashing decides), so a
+//! worker that learns a neighbour publishes it to the others through
+//! [`NeighbourSync`]; each drains its inbox on its timer tick.
 
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use rustc_hash::FxHashMap;
 
 use crate::graph::Packet;
@@ -157,6 +159,63 @@ impl<B> NeighbourTable<B> {
     }
 }
 
+/// A resolution one worker learned, for the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Learned {
+    /// Port index.
+    pub port: u16,
+    /// Neighbour address.
+    pub ip: [u8; 4],
+    /// Its MAC.
+    pub mac: [u8; 6],
+}
+
+/// Pending resolutions per worker inbox before publishing drops them.
+const SYNC_QUEUE: usize = 1024;
+
+/// One worker's end of the all-to-all neighbour exchange.
+pub struct NeighbourSync {
+    peers: Vec<Sender<Learned>>,
+    inbox: Receiver<Learned>,
+}
+
+impl NeighbourSync {
+    /// Connect `workers` workers with one another; element i belongs to
+    /// worker i.
+    pub fn mesh(workers: usize) -> Vec<NeighbourSync> {
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..workers)
+            .map(|_| crossbeam_channel::bounded(SYNC_QUEUE))
+            .unzip();
+        receivers
+            .into_iter()
+            .enumerate()
+            .map(|(i, inbox)| NeighbourSync {
+                peers: senders
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, s)| s.clone())
+                    .collect(),
+                inbox,
+            })
+            .collect()
+    }
+
+    /// Tell every other worker; return how many inboxes were full (the
+    /// peer will ARP for itself).
+    pub fn publish(&self, learned: Learned) -> usize {
+        self.peers
+            .iter()
+            .filter(|p| matches!(p.try_send(learned), Err(TrySendError::Full(_))))
+            .count()
+    }
+
+    /// Take the next resolution other workers published, if any.
+    pub fn next(&self) -> Option<Learned> {
+        self.inbox.try_recv().ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,6 +262,25 @@ mod tests {
             t.hold(0, ip, pkt(), 20 + RESOLVE_TIMEOUT_MS),
             Hold::Queued { request: true }
         ));
+    }
+
+    #[test]
+    fn mesh_publishes_to_every_other_worker() {
+        let mesh = NeighbourSync::mesh(3);
+        let l = Learned {
+            port: 1,
+            ip: [10, 0, 0, 5],
+            mac: [2; 6],
+        };
+        assert_eq!(mesh[0].publish(l), 0);
+        assert_eq!(mesh[0].next(), None, "not to itself");
+        assert_eq!(mesh[1].next(), Some(l));
+        assert_eq!(mesh[2].next(), Some(l));
+        assert_eq!(mesh[2].next(), None);
+        for _ in 0..SYNC_QUEUE {
+            mesh[1].publish(l);
+        }
+        assert_eq!(mesh[1].publish(l), 2, "both inboxes full");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use smoltcp::wire::{ArpHardware, ArpOperation, ArpPacket, EthernetProtocol};
 
 use super::checksum;
-use super::neighbor::Hold;
+use super::neighbor::{Hold, Learned};
 use super::L3Context;
 use crate::acl::{AclAction, AclKey};
 use crate::fib::Route;
@@ -198,6 +198,7 @@ impl ArpInput {
     const E_REPLY_LEARNED: usize = 3;
     const C_REQUEST_ANSWERED: usize = 4;
     const C_RELEASED: usize = 5;
+    const C_SYNC_FULL: usize = 6;
 }
 
 impl<B: Buffer> Node<B, L3Context<B>> for ArpInput {
@@ -215,6 +216,7 @@ impl<B: Buffer> Node<B, L3Context<B>> for ArpInput {
             "reply-learned",
             "request-answered",
             "held-packets-released",
+            "peer-inbox-full",
         ]
     }
     fn owns_packets(&self) -> bool {
@@ -275,6 +277,16 @@ impl<B: Buffer> Node<B, L3Context<B>> for ArpInput {
             if in_subnet && (for_us || ctx.neighbours.contains(port, spa)) && sha != [0; 6] {
                 let now = ctx.now_ms;
                 let released = ctx.neighbours.learn(port, spa, sha, now);
+                if let Some(sync) = &ctx.sync {
+                    let full = sync.publish(Learned {
+                        port,
+                        ip: spa,
+                        mac: sha,
+                    });
+                    if full > 0 {
+                        out.count(Self::C_SYNC_FULL);
+                    }
+                }
                 for mut held in released {
                     out.count(Self::C_RELEASED);
                     if set_macs(held.buf.data_mut(), sha, my.mac) {
