@@ -229,3 +229,37 @@ fn device_that_fails_to_probe_exits_1_naming_it() {
         "device that does not exist",
     );
 }
+
+/// net_af_packet with more queue pairs than workers would lose every frame the
+/// kernel's fanout hashes to a queue nobody polls: refused at start, with the fix.
+#[test]
+fn af_packet_with_more_qpairs_than_workers_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let id = unique_id();
+    let ns = Netns::new(&format!("zq{id}"));
+    let proxy = Netns::new(&format!("zp{id}"));
+    let veth = Veth::new(
+        &ns,
+        "eth0",
+        Some(&proxy),
+        &format!("zq{id}"),
+        "10.203.0.1/24",
+    );
+    let config = xconnect_config(
+        &format!("net_af_packet0,iface={},qpairs=2", veth.proxy_if()),
+        "net_null0",
+    );
+    let mut zh = Zerohop::start_in(Some(&proxy), &config);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline && !zh.log().contains("error:") {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (status, log) = zh.terminate();
+    assert_eq!(status.code(), Some(1), "{}\n{log}", describe(status));
+    assert!(
+        log.contains("has 2 queue pairs but 1 worker(s) poll it") && log.contains("qpairs=1"),
+        "{log}"
+    );
+}

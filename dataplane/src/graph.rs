@@ -325,7 +325,7 @@ struct TxStage<B> {
 impl<B: Buffer> TxStage<B> {
     /// Move one packet to its port's vector, flushing a full vector first;
     /// false (counted as `no-such-port`) when the port does not exist.
-    #[inline]
+    #[inline(always)]
     fn place(&mut self, pkt: Packet<B>, flush: &mut dyn FnMut(u16, &mut PacketVector<B>)) -> bool {
         let port = pkt.meta.tx_port;
         let Some(v) = self.vectors.get_mut(port as usize) else {
@@ -340,7 +340,7 @@ impl<B: Buffer> TxStage<B> {
             v.clear();
         }
         // Room is guaranteed after the flush above.
-        let _ = v.push(pkt.buf);
+        v.storage().push(pkt.buf);
         true
     }
 

@@ -180,6 +180,20 @@ impl Port {
                 ),
             });
         }
+        // af_packet's queues are sockets in one PACKET_FANOUT group: the
+        // kernel hashes frames (ARP included) to every one of them, so a queue
+        // no worker polls silently eats its share.
+        if self.driver_name() == "net_af_packet" && info.max_rx_queues > cfg.queues {
+            return Err(DpdkError {
+                what: format!("port {}: configure {} queue pairs", self.name, cfg.queues),
+                code: libc::EINVAL,
+                message: format!(
+                    "device `{}` has {} queue pairs but {} worker(s) poll it; the kernel \
+                     spreads frames over all of them, so set qpairs={} in the device spec",
+                    self.device, info.max_rx_queues, cfg.queues, cfg.queues
+                ),
+            });
+        }
         let mut conf = ffi::rte_eth_conf::default();
         if cfg.queues > 1 {
             // SAFETY: constant getter.

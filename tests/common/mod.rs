@@ -830,3 +830,135 @@ impl HttpServer {
         }
     }
 }
+
+/// The loop counters each worker logs at exit
+/// (`worker 0 (cpu 1): iterations=40280117 busy_iterations=37 packets=49 busy_ratio=0.000001`),
+/// by worker number, with the CPU under key `cpu`; non-integer values (`busy_ratio`) are
+/// left out. Empty if no such line was logged.
+pub fn worker_counters(log: &str) -> std::collections::BTreeMap<usize, HashMap<String, u64>> {
+    let mut workers = std::collections::BTreeMap::new();
+    for line in log.lines() {
+        let Some(at) = line.find("worker ") else {
+            continue;
+        };
+        let rest = &line[at + "worker ".len()..];
+        let Some((worker, rest)) = rest.split_once(" (cpu ") else {
+            continue;
+        };
+        let Some((cpu, rest)) = rest.split_once("): ") else {
+            continue;
+        };
+        let (Ok(worker), Ok(cpu)) = (worker.parse::<usize>(), cpu.parse::<u64>()) else {
+            continue;
+        };
+        let mut counters: HashMap<String, u64> = rest
+            .split_whitespace()
+            .filter_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                Some((k.to_owned(), v.parse().ok()?))
+            })
+            .collect();
+        counters.insert("cpu".to_owned(), cpu);
+        workers.insert(worker, counters);
+    }
+    workers
+}
+
+/// The count logged at exit for drop/event reason `reason` of graph node `node`, per
+/// worker (`worker 1 error: node=ip4-arp reason=held count=3` → `{1: 3}`); workers that
+/// logged no such line (zerohop logs only non-zero counters) are absent.
+pub fn error_count_by_worker(
+    log: &str,
+    node: &str,
+    reason: &str,
+) -> std::collections::BTreeMap<usize, u64> {
+    let needle = format!(" error: node={node} reason={reason} count=");
+    let mut counts = std::collections::BTreeMap::new();
+    for line in log.lines() {
+        let Some(at) = line.find(&needle) else {
+            continue;
+        };
+        let Some(w) = line[..at].rfind("worker ") else {
+            continue;
+        };
+        let worker = line[w + "worker ".len()..at].parse::<usize>();
+        let count = line[at + needle.len()..]
+            .split_whitespace()
+            .next()
+            .map(str::parse::<u64>);
+        if let (Ok(worker), Some(Ok(count))) = (worker, count) {
+            *counts.entry(worker).or_insert(0) += count;
+        }
+    }
+    counts
+}
+
+impl Netns {
+    /// HTTP GET `url` with curl from local TCP port `local_port` (so that parallel
+    /// requests are distinct flows with known source ports), bounded by `max_time_s`;
+    /// stdout is the body, and curl fails (exit 22) on an HTTP error status.
+    pub fn curl_from_port(&self, url: &str, local_port: u16, max_time_s: u32) -> CmdOutput {
+        let max_time = max_time_s.to_string();
+        let local_port = local_port.to_string();
+        self.run(
+            "curl",
+            &[
+                "-sS",
+                "--fail",
+                "--noproxy",
+                "*",
+                "--local-port",
+                &local_port,
+                "--max-time",
+                &max_time,
+                url,
+            ],
+            Duration::from_secs(u64::from(max_time_s) + 10),
+        )
+    }
+}
+
+/// Run one [`Netns::curl_from_port`] per entry of `local_ports`, all at once (one thread
+/// each), and return the outputs in the same order.
+pub fn parallel_curl(
+    ns: &Netns,
+    url: &str,
+    local_ports: &[u16],
+    max_time_s: u32,
+) -> Vec<CmdOutput> {
+    thread::scope(|s| {
+        let handles: Vec<_> = local_ports
+            .iter()
+            .map(|&port| s.spawn(move || ns.curl_from_port(url, port, max_time_s)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("curl thread panicked"))
+            .collect()
+    })
+}
+
+/// The vectors (packets) graph node `node` processed, per worker, from the runtime table
+/// logged at exit (see [`runtime_vectors`]); workers without a line for it are absent.
+pub fn runtime_vectors_by_worker(log: &str, node: &str) -> std::collections::BTreeMap<usize, u64> {
+    let mut by_worker = std::collections::BTreeMap::new();
+    for line in log.lines() {
+        let Some(at) = line.find(" runtime: ") else {
+            continue;
+        };
+        let Some(w) = line[..at].rfind("worker ") else {
+            continue;
+        };
+        let Ok(worker) = line[w + "worker ".len()..at].parse::<usize>() else {
+            continue;
+        };
+        let mut cols = line[at + " runtime: ".len()..].split_whitespace();
+        if cols.next() != Some(node) {
+            continue;
+        }
+        if let Some(vectors) = cols.nth(1).and_then(|v| v.parse::<u64>().ok()) {
+            *by_worker.entry(worker).or_insert(0) += vectors;
+        }
+    }
+    by_worker
+}

@@ -12,9 +12,11 @@ pub fn sum(data: &[u8]) -> u16 {
         acc += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
     }
     let rest = words.remainder();
-    let mut tail = [0u8; 4];
-    tail[..rest.len()].copy_from_slice(rest);
-    acc += u64::from(u32::from_be_bytes(tail));
+    if !rest.is_empty() {
+        let mut tail = [0u8; 4];
+        tail[..rest.len()].copy_from_slice(rest);
+        acc += u64::from(u32::from_be_bytes(tail));
+    }
     fold64(acc)
 }
 

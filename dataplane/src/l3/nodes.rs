@@ -130,7 +130,7 @@ impl<B: Buffer> Node<B, L3Context<B>> for EthernetInput {
             "not-l3-port",
         ]
     }
-    #[inline]
+    #[inline(always)]
     fn packet(&mut self, ctx: &mut L3Context<B>, pkt: &mut Packet<B>, _ev: &Events<'_>) -> Next {
         let d = pkt.buf.data();
         if d.len() < ETH_HLEN {
@@ -402,7 +402,7 @@ impl<B: Buffer> Node<B, L3Context<B>> for Ip4Input {
             "options-accepted",
         ]
     }
-    #[inline]
+    #[inline(always)]
     fn packet(&mut self, ctx: &mut L3Context<B>, pkt: &mut Packet<B>, ev: &Events<'_>) -> Next {
         let l3 = pkt.meta.l3_offset as usize;
         let d = pkt.buf.data();
@@ -498,7 +498,7 @@ impl<B: Buffer> Node<B, L3Context<B>> for AclNode {
     fn errors(&self) -> &'static [&'static str] {
         &["deny", "default-deny"]
     }
-    #[inline]
+    #[inline(always)]
     fn packet(&mut self, ctx: &mut L3Context<B>, pkt: &mut Packet<B>, _ev: &Events<'_>) -> Next {
         let port = pkt.meta.rx_port as usize;
         let Some(acl) = ctx.acls.get(port).and_then(|a| a.as_ref()) else {
@@ -572,7 +572,7 @@ impl<B: Buffer> Node<B, L3Context<B>> for Ip4Lookup {
     fn errors(&self) -> &'static [&'static str] {
         &["no-route", "broadcast"]
     }
-    #[inline]
+    #[inline(always)]
     fn packet(&mut self, ctx: &mut L3Context<B>, pkt: &mut Packet<B>, ev: &Events<'_>) -> Next {
         let at = pkt.meta.l3_offset as usize + 16;
         let Some(dst) = pkt.buf.data().get(at..at + 4).map(|s| ip4(s, 0)) else {
@@ -656,7 +656,7 @@ impl<B: Buffer> Node<B, L3Context<B>> for Ip4Local {
             "too-short",
         ]
     }
-    #[inline]
+    #[inline(always)]
     fn packet(&mut self, ctx: &mut L3Context<B>, pkt: &mut Packet<B>, ev: &Events<'_>) -> Next {
         let l3 = pkt.meta.l3_offset as usize;
         let d = pkt.buf.data();
@@ -759,7 +759,7 @@ impl<B: Buffer> Node<B, L3Context<B>> for IcmpError {
             "no-buffer-room",
         ]
     }
-    #[inline]
+    #[inline(always)]
     fn packet(&mut self, ctx: &mut L3Context<B>, pkt: &mut Packet<B>, ev: &Events<'_>) -> Next {
         let l3 = pkt.meta.l3_offset as usize;
         let d = pkt.buf.data();
@@ -872,7 +872,7 @@ impl<B: Buffer> Node<B, L3Context<B>> for Ip4Rewrite {
             "too-short",
         ]
     }
-    #[inline]
+    #[inline(always)]
     fn packet(&mut self, ctx: &mut L3Context<B>, pkt: &mut Packet<B>, ev: &Events<'_>) -> Next {
         let l3 = pkt.meta.l3_offset as usize;
         let tx = pkt.meta.tx_port;
