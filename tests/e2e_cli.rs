@@ -251,7 +251,7 @@ fn af_packet_with_more_qpairs_than_workers_is_refused() {
         &format!("net_af_packet0,iface={},qpairs=2", veth.proxy_if()),
         "net_null0",
     );
-    let mut zh = Zerohop::start_in(Some(&proxy), &config);
+    let zh = Zerohop::start_in(Some(&proxy), &config);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while std::time::Instant::now() < deadline && !zh.log().contains("error:") {
         std::thread::sleep(std::time::Duration::from_millis(100));
