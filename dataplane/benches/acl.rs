@@ -15,35 +15,20 @@ use std::net::Ipv4Addr;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use zerohop_dataplane::acl::{Acl, AclAction, AclKey, AclRule};
+use zerohop_dataplane::testing::Rng;
 
 const TCP: u8 = 6;
 const UDP: u8 = 17;
 
-/// xorshift64*: deterministic rule sets without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+/// A prefix inside `net/min_len`: a quarter of them the whole network, the
+/// rest random and longer.
+fn prefix(rng: &mut Rng, net: u32, min_len: u8) -> (Ipv4Addr, u8) {
+    if rng.below(4) == 0 {
+        return (Ipv4Addr::from(net), min_len);
     }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// A prefix inside `net/8..` (or `/12` for 172.16): a quarter of them the
-    /// whole network, the rest random and longer.
-    fn prefix(&mut self, net: u32, min_len: u8) -> (Ipv4Addr, u8) {
-        if self.below(4) == 0 {
-            return (Ipv4Addr::from(net), min_len);
-        }
-        let len = [16, 20, 24, 24, 28, 32][self.below(6) as usize].max(min_len);
-        let host = u32::MAX >> min_len;
-        (Ipv4Addr::from(net | (self.next() as u32 & host)), len)
-    }
+    let len = [16, 20, 24, 24, 28, 32][rng.below(6) as usize].max(min_len);
+    let host = u32::MAX >> min_len;
+    (Ipv4Addr::from(net | (rng.next_u64() as u32 & host)), len)
 }
 
 /// `n - 1` rules that each miss the bench keys on the source or on the
@@ -53,9 +38,15 @@ fn rules(n: usize) -> Vec<AclRule> {
     let mut rules: Vec<AclRule> = (0..n - 1)
         .map(|i| {
             let (src, dst) = if i % 2 == 0 {
-                (rng.prefix(0x0a00_0000, 8), rng.prefix(0xc0a8_0000, 16))
+                (
+                    prefix(&mut rng, 0x0a00_0000, 8),
+                    prefix(&mut rng, 0xc0a8_0000, 16),
+                )
             } else {
-                (rng.prefix(0x0b00_0000, 8), rng.prefix(0xac10_0000, 12))
+                (
+                    prefix(&mut rng, 0x0b00_0000, 8),
+                    prefix(&mut rng, 0xac10_0000, 12),
+                )
             };
             let protocol = [None, Some(TCP), Some(TCP), Some(UDP)][rng.below(4) as usize];
             let dst_ports = match rng.below(4) {
@@ -188,9 +179,9 @@ fn classify(c: &mut Criterion) {
         let mix: Vec<AclKey> = (0..256)
             .map(|_| {
                 let mut key = key_for(&rules[rng.below(n as u64) as usize]);
-                key.src_port = rng.next() as u16;
+                key.src_port = rng.next_u64() as u16;
                 if rng.below(2) == 0 {
-                    key.dst = Ipv4Addr::from(u32::from(key.dst) ^ (rng.next() as u32 & 0xffff));
+                    key.dst = Ipv4Addr::from(u32::from(key.dst) ^ (rng.next_u64() as u32 & 0xffff));
                 }
                 key
             })

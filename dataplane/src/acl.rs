@@ -953,25 +953,7 @@ mod tests {
         assert_eq!(leaves.leaves.len(), 4 * 256 + 2);
     }
 
-    /// xorshift64*: deterministic, no dependency.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-
-        fn chance(&mut self, percent: u64) -> bool {
-            self.below(100) < percent
-        }
-    }
+    use crate::testing::Rng;
 
     /// An address from a small pool of networks, so rules overlap and keys hit.
     fn random_addr(rng: &mut Rng) -> u32 {
@@ -983,7 +965,7 @@ mod tests {
             0,
             0xffff_fc00,
         ];
-        net[rng.below(net.len() as u64) as usize] | (rng.next() as u32 & 0x0000_03ff)
+        net[rng.below(net.len() as u64) as usize] | (rng.next_u64() as u32 & 0x0000_03ff)
     }
 
     fn random_prefix(rng: &mut Rng) -> Option<(Ipv4Addr, u8)> {
@@ -1043,7 +1025,7 @@ mod tests {
             1 => lo,
             2 => hi,
             3 => hi.wrapping_add(1),
-            _ => lo + (rng.next() as u32) % (hi - lo).saturating_add(1).max(1),
+            _ => lo + (rng.next_u64() as u32) % (hi - lo).saturating_add(1).max(1),
         }
     }
 
@@ -1080,12 +1062,12 @@ mod tests {
             src: Ipv4Addr::from(if rng.chance(90) {
                 random_addr(rng)
             } else {
-                rng.next() as u32
+                rng.next_u64() as u32
             }),
             dst: Ipv4Addr::from(if rng.chance(90) {
                 random_addr(rng)
             } else {
-                rng.next() as u32
+                rng.next_u64() as u32
             }),
             protocol,
             src_port: if ports { random_port(rng) } else { 0 },

@@ -34,19 +34,11 @@ pub fn checksum(data: &[u8]) -> u16 {
     !sum(data)
 }
 
-#[inline]
-fn fold(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
-}
-
 /// Update checksum `hc` after a 16-bit word changed from `old` to `new`
 /// (RFC 1624, eqn. 3: HC' = ~(~HC + ~m + m')).
 #[inline]
 pub fn update(hc: u16, old: u16, new: u16) -> u16 {
-    !fold(u32::from(!hc) + u32::from(!old) + u32::from(new))
+    !fold64(u64::from(!hc) + u64::from(!old) + u64::from(new))
 }
 
 /// Recompute the IPv4 header checksum of `header` (bytes 10..12 = field).
