@@ -13,7 +13,7 @@ use smoltcp::wire::{ArpHardware, ArpOperation, ArpPacket, EthernetProtocol};
 use super::checksum;
 use super::neighbor::{Hold, Learned};
 use super::L3Context;
-use crate::acl::{AclAction, AclKey};
+use crate::acl::{Acl, AclAction, AclKey};
 use crate::fib::Route;
 use crate::graph::{Events, Next, Node, Output, Packet, PORT_TX};
 use crate::Buffer;
@@ -498,35 +498,55 @@ impl<B: Buffer> Node<B, L3Context<B>> for AclNode {
     fn errors(&self) -> &'static [&'static str] {
         &["deny", "default-deny"]
     }
-    #[inline(always)]
-    fn packet(&mut self, ctx: &mut L3Context<B>, pkt: &mut Packet<B>, _ev: &Events<'_>) -> Next {
-        let port = pkt.meta.rx_port as usize;
-        let Some(acl) = ctx.acls.get(port).and_then(|a| a.as_ref()) else {
-            return Next::to(Self::LOOKUP);
-        };
-        let Some(ip) = pkt.buf.data().get(pkt.meta.l3_offset as usize..) else {
-            return Next::drop(Self::E_DEFAULT_DENY);
-        };
-        if ip.len() < 20 {
-            return Next::drop(Self::E_DEFAULT_DENY);
-        }
-        let key = acl_key(ip);
-        match acl.classify(&key) {
-            Some(rule) => {
-                if let Some(c) = ctx.acl_stats.hits.get(port).and_then(|h| h.get(rule)) {
-                    c.add(1);
-                }
-                match acl.rules().get(rule).map(|r| r.action) {
-                    Some(AclAction::Permit) => Next::to(Self::LOOKUP),
-                    _ => Next::drop(Self::E_DENY),
-                }
+    /// A worker runs the graph once per received vector, so a vector's
+    /// packets share their rx port: the port's ACL is looked up once per run
+    /// of packets from the same port, not per packet.
+    fn process(
+        &mut self,
+        ctx: &mut L3Context<B>,
+        pkts: &mut [Packet<B>],
+        nexts: &mut [Next],
+        _ev: &Events<'_>,
+    ) {
+        let mut current: Option<usize> = None;
+        let mut acl: Option<&Acl> = None;
+        for (pkt, next) in pkts.iter().zip(nexts.iter_mut()) {
+            let port = pkt.meta.rx_port as usize;
+            if current != Some(port) {
+                current = Some(port);
+                acl = ctx.acls.get(port).and_then(|a| a.as_deref());
             }
-            None => {
-                if let Some(c) = ctx.acl_stats.default_deny.get(port) {
-                    c.add(1);
+            let Some(acl) = acl else {
+                *next = Next::to(Self::LOOKUP);
+                continue;
+            };
+            let ip = pkt
+                .buf
+                .data()
+                .get(pkt.meta.l3_offset as usize..)
+                .unwrap_or(&[]);
+            let verdict = if ip.len() < 20 {
+                None
+            } else {
+                acl.classify(&acl_key(ip))
+            };
+            *next = match verdict {
+                Some(rule) => {
+                    if let Some(c) = ctx.acl_stats.hits.get(port).and_then(|h| h.get(rule)) {
+                        c.add(1);
+                    }
+                    match acl.rules().get(rule).map(|r| r.action) {
+                        Some(AclAction::Permit) => Next::to(Self::LOOKUP),
+                        _ => Next::drop(Self::E_DENY),
+                    }
                 }
-                Next::drop(Self::E_DEFAULT_DENY)
-            }
+                None => {
+                    if let Some(c) = ctx.acl_stats.default_deny.get(port) {
+                        c.add(1);
+                    }
+                    Next::drop(Self::E_DEFAULT_DENY)
+                }
+            };
         }
     }
     fn format_trace(&self, ctx: &L3Context<B>, pkt: &Packet<B>) -> String {
