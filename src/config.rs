@@ -1121,7 +1121,7 @@ impl Config {
             if key == "dataplane" {
                 continue;
             }
-            let line = top_level_key_line(text, &key);
+            let line = zerohop_l7::config::top_level_key_line(text, &key);
             let origin = origin.to_owned();
             return Err(if FUTURE_SECTIONS.contains(&key.as_str()) {
                 ConfigError::Unsupported { origin, key, line }
@@ -1183,23 +1183,6 @@ fn describe(value: &serde_yaml_ng::Value) -> &'static str {
         serde_yaml_ng::Value::Mapping(_) => "a mapping",
         serde_yaml_ng::Value::Tagged(_) => "a tagged value",
     }
-}
-
-/// Return the 1-based line where top-level `key:` is written, for block-style YAML.
-///
-/// `serde_yaml_ng`'s tree has no positions; top-level keys sit at column 0, so a scan is
-/// enough for the message. `None` (flow style, quoted oddly) just omits the line.
-fn top_level_key_line(text: &str, key: &str) -> Option<usize> {
-    text.lines()
-        .position(|line| {
-            [key.to_owned(), format!("\"{key}\""), format!("'{key}'")]
-                .iter()
-                .any(|k| {
-                    line.strip_prefix(k.as_str())
-                        .is_some_and(|rest| rest.trim_start().starts_with(':'))
-                })
-        })
-        .map(|i| i + 1)
 }
 
 impl DataplaneConfig {

@@ -19,24 +19,12 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use zerohop_tcpstack::rng::Rng;
 use zerohop_tcpstack::{FlowKey, FlowTable};
 
 const BATCH: usize = 4096;
 
-/// SplitMix64: a small seeded PRNG, so every run sees the same workload.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
-fn random_key(rng: &mut SplitMix64) -> FlowKey {
+fn random_key(rng: &mut Rng) -> FlowKey {
     let r = rng.next_u64();
     let s = rng.next_u64();
     FlowKey::new(
@@ -51,7 +39,7 @@ fn random_key(rng: &mut SplitMix64) -> FlowKey {
 /// A table with `n` random flows (value: a 64-byte connection stand-in) and
 /// its keys.
 fn table(n: usize) -> (FlowTable<[u64; 8]>, Vec<FlowKey>) {
-    let mut rng = SplitMix64(0xf10e_0000 + n as u64);
+    let mut rng = Rng(0xf10e_0000 + n as u64);
     let mut t = FlowTable::new(n as u32).expect("capacity");
     let mut keys = Vec::with_capacity(n);
     while keys.len() < n {
@@ -68,7 +56,7 @@ fn lookups(c: &mut Criterion) {
     group.throughput(Throughput::Elements(BATCH as u64));
     for n in [10usize, 1_000, 10_000, 100_000] {
         let (mut t, keys) = table(n);
-        let mut rng = SplitMix64(n as u64);
+        let mut rng = Rng(n as u64);
         let random: Vec<FlowKey> = (0..BATCH)
             .map(|_| keys[(rng.next_u64() % n as u64) as usize])
             .collect();
@@ -102,7 +90,7 @@ fn churn(c: &mut Criterion) {
         if let Some(id) = spare {
             t.remove(id);
         }
-        let mut rng = SplitMix64(99);
+        let mut rng = Rng(99);
         let fresh: Vec<FlowKey> = (0..BATCH).map(|_| random_key(&mut rng)).collect();
         group.bench_function(BenchmarkId::from_parameter(n), |b| {
             let mut i = 0;

@@ -12,30 +12,14 @@
 //!   (nothing fires; only the occasional cascade).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use zerohop_tcpstack::rng::Rng;
 use zerohop_tcpstack::{TimerHandle, TimerWheel};
 
 const PENDING: usize = 100_000;
 const HOUR: u64 = 3_600_000;
 
-/// SplitMix64: a small seeded PRNG, so every run sees the same workload.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
-
-fn wheel(spread: u64, offset: u64) -> (TimerWheel<u32>, Vec<TimerHandle>, SplitMix64) {
-    let mut rng = SplitMix64(1);
+fn wheel(spread: u64, offset: u64) -> (TimerWheel<u32>, Vec<TimerHandle>, Rng) {
+    let mut rng = Rng(1);
     let mut w = TimerWheel::new(0, PENDING as u32 + 1).expect("capacity");
     let handles = (0..PENDING as u32)
         .map(|i| {

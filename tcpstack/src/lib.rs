@@ -58,7 +58,7 @@
 
 pub mod flow;
 pub mod ports;
-mod rng;
+pub mod rng;
 pub mod timer;
 
 pub use flow::{FlowId, FlowKey, FlowTable, FlowTableError};

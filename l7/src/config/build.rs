@@ -126,7 +126,7 @@ fn describe(value: &Value) -> &'static str {
 
 /// Return the 1-based line where top-level `key:` is written, for block-style YAML;
 /// `None` (flow style, odd quoting) just leaves the line out of the message.
-fn top_level_key_line(text: &str, key: &str) -> Option<usize> {
+pub fn top_level_key_line(text: &str, key: &str) -> Option<usize> {
     text.lines()
         .position(|line| {
             [key.to_owned(), format!("\"{key}\""), format!("'{key}'")]

@@ -89,6 +89,7 @@ use std::time::Duration;
 
 use serde_yaml_ng::Value;
 
+pub use build::top_level_key_line;
 pub use duration::{format_duration, parse_duration, DurationError, MAX_DURATION_SECONDS};
 pub use raw::TCP_PROXY_TYPE_URL;
 
