@@ -358,6 +358,23 @@ impl<B: Buffer> TxStage<B> {
         pkts: &mut Vec<Packet<B>>,
         flush: &mut dyn FnMut(u16, &mut PacketVector<B>),
     ) {
+        // Usually the whole vector leaves through one port, untraced, and
+        // fits: move the buffers in one pass.
+        if let Some(first) = pkts.first() {
+            let port = first.meta.tx_port;
+            let same = pkts
+                .iter()
+                .all(|p| p.meta.tx_port == port && p.meta.trace == 0);
+            if let Some(v) = self
+                .vectors
+                .get_mut(port as usize)
+                .filter(|v| same && v.room() >= pkts.len())
+            {
+                self.stats.nodes[self.index].packets.add(pkts.len() as u64);
+                v.storage().extend(pkts.drain(..).map(|p| p.buf));
+                return;
+            }
+        }
         let mut placed = 0;
         for pkt in pkts.drain(..) {
             placed += u64::from(self.place(pkt, flush));
