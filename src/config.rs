@@ -48,6 +48,11 @@
 //!   acl:                           # per rx port, first match wins, no match = deny
 //!     - { port: down, action: deny, protocol: tcp, dst_port: 23 }
 //!     - { port: down, action: permit, src: 10.90.0.0/24, dst_port: "1000-2000", protocol: udp }
+//!   ip4:                           # optional policy switches, defaults shown
+//!     icmp_unreachable: true       # ICMP unreachable for no route / no local service
+//!     ip_options: accept           # accept | drop
+//!     icmp_errors_per_second: 1000 # per worker
+//!     neighbour_timeout_s: 300
 //! ```
 //!
 //! A port is L2 (cross-connected) or L3 (routed): an `address` makes it L3. ACLs apply
@@ -119,6 +124,7 @@ const DATAPLANE_KEYS: &[&str] = &[
     "xconnect",
     "routes",
     "acl",
+    "ip4",
 ];
 
 /// A whole zerohop config file.
@@ -177,6 +183,73 @@ pub struct DataplaneConfig {
     /// ACL rules, in order; see [`DataplaneConfig::acl_for_port`].
     #[serde(default)]
     pub acl: Vec<AclRuleConfig>,
+    /// How the IPv4 layer treats what it cannot deliver or does not expect.
+    #[serde(default)]
+    pub ip4: Ip4Options,
+}
+
+/// The IPv4 layer's policy switches (VPP's "by policy" knobs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ip4Options {
+    /// Answer packets with no route, or for a local UDP port or protocol nobody
+    /// serves, with ICMP unreachable (as a router does); `false` drops them silently
+    /// (counted either way).
+    #[serde(default = "default_true")]
+    pub icmp_unreachable: bool,
+    /// Whether IPv4 packets carrying options are forwarded.
+    #[serde(default)]
+    pub ip_options: IpOptionsPolicy,
+    /// ICMP errors (unreachable, time exceeded, fragmentation needed) each worker
+    /// sends per second at most.
+    #[serde(default = "default_icmp_rate")]
+    pub icmp_errors_per_second: u32,
+    /// Seconds a learned neighbour stays valid without being refreshed.
+    #[serde(default = "default_neighbour_timeout")]
+    pub neighbour_timeout_s: u32,
+}
+
+/// What to do with IPv4 packets that carry options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpOptionsPolicy {
+    /// Forward them (counted as `options-accepted`).
+    #[default]
+    Accept,
+    /// Drop them (counted as `options-rejected`).
+    Drop,
+}
+
+/// Default ICMP error rate per worker, as Linux's `icmp_msgs_per_sec`.
+pub const DEFAULT_ICMP_RATE: u32 = 1000;
+/// Largest ICMP error rate accepted.
+pub const MAX_ICMP_RATE: u32 = 1_000_000;
+/// Default neighbour lifetime in seconds.
+pub const DEFAULT_NEIGHBOUR_TIMEOUT_S: u32 = 300;
+/// Longest neighbour lifetime accepted (a day).
+pub const MAX_NEIGHBOUR_TIMEOUT_S: u32 = 86_400;
+
+impl Default for Ip4Options {
+    fn default() -> Self {
+        Self {
+            icmp_unreachable: true,
+            ip_options: IpOptionsPolicy::Accept,
+            icmp_errors_per_second: DEFAULT_ICMP_RATE,
+            neighbour_timeout_s: DEFAULT_NEIGHBOUR_TIMEOUT_S,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_icmp_rate() -> u32 {
+    DEFAULT_ICMP_RATE
+}
+
+fn default_neighbour_timeout() -> u32 {
+    DEFAULT_NEIGHBOUR_TIMEOUT_S
 }
 
 fn default_burst() -> usize {
@@ -1262,6 +1335,20 @@ impl DataplaneConfig {
             MAX_TRACE_PACKETS as u64,
             0,
         )?;
+        check_range(
+            "dataplane.ip4.icmp_errors_per_second",
+            self.ip4.icmp_errors_per_second.into(),
+            1,
+            MAX_ICMP_RATE.into(),
+            DEFAULT_ICMP_RATE.into(),
+        )?;
+        check_range(
+            "dataplane.ip4.neighbour_timeout_s",
+            self.ip4.neighbour_timeout_s.into(),
+            1,
+            MAX_NEIGHBOUR_TIMEOUT_S.into(),
+            DEFAULT_NEIGHBOUR_TIMEOUT_S.into(),
+        )?;
         self.validate_ports()?;
         self.validate_xconnect()?;
         self.validate_routes()?;
@@ -1668,6 +1755,50 @@ dataplane:
             assert!(msg.contains(part), "`{part}` not in: {msg}");
         }
         msg
+    }
+
+    #[test]
+    fn ip4_options_default_parse_and_check_ranges() {
+        let dp = parse(&with_ports("", &[("p", "net_null0")]))
+            .unwrap()
+            .dataplane;
+        assert_eq!(dp.ip4, Ip4Options::default());
+        assert!(dp.ip4.icmp_unreachable);
+        let text = with_ports(
+            "  ip4: { icmp_unreachable: false, ip_options: drop, icmp_errors_per_second: 50, neighbour_timeout_s: 30 }\n",
+            &[("p", "net_null0")],
+        );
+        let ip4 = parse(&text).unwrap().dataplane.ip4;
+        assert!(!ip4.icmp_unreachable);
+        assert_eq!(ip4.ip_options, IpOptionsPolicy::Drop);
+        assert_eq!(
+            (ip4.icmp_errors_per_second, ip4.neighbour_timeout_s),
+            (50, 30)
+        );
+        for (extra, path) in [
+            (
+                "  ip4: { icmp_errors_per_second: 0 }\n",
+                "dataplane.ip4.icmp_errors_per_second",
+            ),
+            (
+                "  ip4: { neighbour_timeout_s: 86401 }\n",
+                "dataplane.ip4.neighbour_timeout_s",
+            ),
+        ] {
+            let (p, _) = invalid(&with_ports(extra, &[("p", "net_null0")]));
+            assert_eq!(p, path);
+        }
+        let msg = error(&with_ports(
+            "  ip4: { ip_options: maybe }\n",
+            &[("p", "net_null0")],
+        ))
+        .to_string();
+        assert!(msg.contains("dataplane.ip4.ip_options"), "{msg}");
+        let msg = error(&with_ports("  ip4: { icmp: 1 }\n", &[("p", "net_null0")])).to_string();
+        assert!(
+            msg.contains("dataplane.ip4") && msg.contains("icmp"),
+            "{msg}"
+        );
     }
 
     fn with_ports(extra: &str, ports: &[(&str, &str)]) -> String {

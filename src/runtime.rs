@@ -315,6 +315,16 @@ fn acl_rule(r: &config::AclRuleConfig) -> AclRule {
     }
 }
 
+/// The IPv4 layer's policy from the `dataplane.ip4` section.
+pub fn l3_policy(ip4: &config::Ip4Options) -> L3Policy {
+    L3Policy {
+        icmp_unreachable: ip4.icmp_unreachable,
+        accept_ip_options: ip4.ip_options == config::IpOptionsPolicy::Accept,
+        icmp_rate_per_s: ip4.icmp_errors_per_second,
+        neighbour_reachable_ms: u64::from(ip4.neighbour_timeout_s) * 1000,
+    }
+}
+
 /// Build one worker's IPv4 graph and context.
 fn l3_stage(
     dp: &DataplaneConfig,
@@ -341,7 +351,7 @@ fn l3_stage(
         fib.clone(),
         plan.acls.clone(),
         Box::new(move || pool.alloc()),
-        L3Policy::default(),
+        l3_policy(&dp.ip4),
     );
     ctx.sync = sync;
     let mut graph = build_graph::<Mbuf>(ports.len(), dpdk::cycles).map_err(|e| anyhow!("{e}"))?;

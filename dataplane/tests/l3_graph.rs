@@ -35,6 +35,10 @@ struct Rig {
 
 impl Rig {
     fn new(acl0: Option<Vec<AclRule>>, mtu1: u16) -> Self {
+        Self::with_policy(acl0, mtu1, L3Policy::default())
+    }
+
+    fn with_policy(acl0: Option<Vec<AclRule>>, mtu1: u16, policy: L3Policy) -> Self {
         let mut fib = FibBuilder::new();
         fib.interface(0, Ipv4Addr::from(IP0), 24)
             .interface(1, Ipv4Addr::from(IP1), 24)
@@ -62,7 +66,7 @@ impl Rig {
             Arc::new(fib.build().expect("fib")),
             acls,
             Box::new(|| Some(HeapBuffer::empty())),
-            L3Policy::default(),
+            policy,
         );
         let graph = build_graph::<HeapBuffer>(3, clock).expect("graph");
         let input = graph.node_index("ethernet-input").expect("entry");
@@ -528,4 +532,42 @@ fn runtime_counters_count_calls_and_packets() {
     assert_eq!(eth.packets.get(), 12, "2 ARP + 10 TCP");
     assert_eq!(eth.calls.get(), 3);
     assert_eq!(s.node("port-tx").expect("node").packets.get(), 12);
+}
+
+#[test]
+fn policy_can_silence_unreachables_and_refuse_ip_options() {
+    let policy = L3Policy {
+        icmp_unreachable: false,
+        accept_ip_options: false,
+        ..L3Policy::default()
+    };
+    let mut r = Rig::with_policy(None, 1500, policy);
+    r.learn_hosts();
+    assert!(r
+        .run(0, vec![tcp(MAC0, HOST0, [8, 8, 8, 8], 80)])
+        .is_empty());
+    assert_eq!(r.errors("ip4-lookup", "no-route"), 1);
+    assert!(r.run(0, vec![udp(HOST0, IP0, b"dns?")]).is_empty());
+    assert_eq!(r.errors("ip4-local", "udp-port-unreachable"), 1);
+    assert_eq!(r.errors("icmp-error", "sent"), 0);
+    // An IPv4 header with one 4-byte option (NOP x3 + EOL), checksum fixed.
+    let plain = icmp_echo(MAC0, HOST0, IP0, 64);
+    let mut f = plain[..14].to_vec();
+    f.push(0x46);
+    f.extend_from_slice(&plain[15..34]);
+    f.extend_from_slice(&[1, 1, 1, 0]);
+    f.extend_from_slice(&plain[34..]);
+    let total = (f.len() - 14) as u16;
+    f[16..18].copy_from_slice(&total.to_be_bytes());
+    f[24] = 0;
+    f[25] = 0;
+    let c = checksum::checksum(&f[14..38]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    assert!(r.run(0, vec![f.clone()]).is_empty());
+    assert_eq!(r.errors("ip4-input", "options-rejected"), 1);
+    // Accepted by default, and answered.
+    let mut d = Rig::new(None, 1500);
+    d.learn_hosts();
+    assert_eq!(d.run(0, vec![f]).len(), 1);
+    assert_eq!(d.errors("ip4-input", "options-accepted"), 1);
 }
