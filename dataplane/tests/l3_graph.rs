@@ -571,3 +571,62 @@ fn policy_can_silence_unreachables_and_refuse_ip_options() {
     assert_eq!(d.run(0, vec![f]).len(), 1);
     assert_eq!(d.errors("ip4-input", "options-accepted"), 1);
 }
+
+#[test]
+fn broadcasts_multicast_and_martians_are_neither_routed_nor_answered() {
+    let mut r = Rig::new(None, 1500);
+    r.learn_hosts();
+    // An L2 broadcast frame with a unicast IP destination elsewhere, TTL 1:
+    // not routed, and no ICMP time-exceeded back.
+    assert!(r
+        .run(0, vec![icmp_echo([0xff; 6], HOST0, HOST1, 1)])
+        .is_empty());
+    assert_eq!(r.errors("ip4-lookup", "l2-broadcast-not-routed"), 1);
+    // ... but an L2 broadcast to our own address is still answered.
+    assert_eq!(
+        r.run(0, vec![icmp_echo([0xff; 6], HOST0, IP0, 64)]).len(),
+        1
+    );
+    // Multicast and subnet-directed broadcast destinations.
+    assert!(r
+        .run(0, vec![udp(HOST0, [224, 0, 0, 5], b"ospf")])
+        .is_empty());
+    assert_eq!(r.errors("ip4-lookup", "broadcast-or-multicast"), 1);
+    assert!(r
+        .run(0, vec![icmp_echo(MAC0, HOST0, [10, 0, 1, 255], 64)])
+        .is_empty());
+    assert!(r
+        .run(0, vec![icmp_echo(MAC0, HOST0, [10, 0, 1, 0], 64)])
+        .is_empty());
+    assert_eq!(r.errors("ip4-lookup", "directed-broadcast"), 2);
+    // Martian sources and destinations.
+    for src in [[127, 0, 0, 1], [0, 0, 0, 0], [224, 1, 1, 1]] {
+        assert!(r.run(0, vec![icmp_echo(MAC0, src, IP0, 64)]).is_empty());
+    }
+    assert_eq!(r.errors("ip4-input", "martian-source"), 3);
+    assert!(r
+        .run(0, vec![icmp_echo(MAC0, HOST0, [127, 0, 0, 1], 64)])
+        .is_empty());
+    assert_eq!(r.errors("ip4-input", "martian-destination"), 1);
+    assert_eq!(
+        r.errors("icmp-error", "sent"),
+        0,
+        "no ICMP about any of them"
+    );
+}
+
+#[test]
+fn arp_does_not_learn_broadcast_macs_or_edge_addresses() {
+    let mut r = Rig::new(None, 1500);
+    // A request for our address from a broadcast MAC, and from the subnet's
+    // broadcast address: answered or not, never learned.
+    r.run(0, vec![arp_request([0xff; 6], [10, 0, 0, 7], IP0)]);
+    r.run(0, vec![arp_request(PEER0, [10, 0, 0, 255], IP0)]);
+    r.run(0, vec![arp_request(MAC0, [10, 0, 0, 8], IP0)]);
+    assert!(!r.ctx.neighbours.contains(0, [10, 0, 0, 7]));
+    assert!(!r.ctx.neighbours.contains(0, [10, 0, 0, 255]));
+    assert!(!r.ctx.neighbours.contains(0, [10, 0, 0, 8]));
+    // A plausible neighbour is learned.
+    r.run(0, vec![arp_request(PEER0, HOST0, IP0)]);
+    assert_eq!(r.ctx.neighbours.lookup(0, HOST0, 0), Some(PEER0));
+}

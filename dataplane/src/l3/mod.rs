@@ -90,11 +90,13 @@ impl AclStats {
     }
 }
 
-/// A token bucket for ICMP error generation.
+/// A token bucket for ICMP error generation, counted in thousandths of a
+/// token so that rates that are not a multiple of 1000/s keep their
+/// fractions (1500/s must not behave like 1000/s).
 #[derive(Debug, Clone, Copy)]
 pub struct TokenBucket {
-    tokens: u32,
-    burst: u32,
+    milli_tokens: u64,
+    burst_milli: u64,
     rate_per_s: u32,
     last_ms: u64,
 }
@@ -103,10 +105,10 @@ impl TokenBucket {
     /// Allow `rate_per_s` tokens per second with bursts of `rate_per_s / 10`
     /// (at least 10).
     pub fn new(rate_per_s: u32) -> Self {
-        let burst = (rate_per_s / 10).max(10);
+        let burst_milli = u64::from((rate_per_s / 10).max(10)) * 1000;
         Self {
-            tokens: burst,
-            burst,
+            milli_tokens: burst_milli,
+            burst_milli,
             rate_per_s,
             last_ms: 0,
         }
@@ -115,15 +117,19 @@ impl TokenBucket {
     /// Take one token at time `now_ms`; false when the bucket is empty.
     pub fn take(&mut self, now_ms: u64) -> bool {
         let elapsed = now_ms.saturating_sub(self.last_ms);
-        let refill = elapsed.saturating_mul(u64::from(self.rate_per_s)) / 1000;
-        if refill > 0 {
-            self.tokens = (u64::from(self.tokens) + refill).min(u64::from(self.burst)) as u32;
+        if elapsed > 0 {
+            // rate tokens per 1000 ms = rate milli-tokens per ms.
+            let refill = elapsed.saturating_mul(u64::from(self.rate_per_s));
+            self.milli_tokens = self
+                .milli_tokens
+                .saturating_add(refill)
+                .min(self.burst_milli);
             self.last_ms = now_ms;
         }
-        if self.tokens == 0 {
+        if self.milli_tokens < 1000 {
             return false;
         }
-        self.tokens -= 1;
+        self.milli_tokens -= 1000;
         true
     }
 }
@@ -229,5 +235,18 @@ mod tests {
         assert!(b.take(20), "2 tokens after 20 ms at 100/s");
         assert!(b.take(20));
         assert!(!b.take(20));
+    }
+
+    #[test]
+    fn token_bucket_keeps_fractions() {
+        let mut b = TokenBucket::new(1500);
+        while b.take(0) {}
+        let mut sent = 0;
+        for ms in 1..=10_000u64 {
+            while b.take(ms) {
+                sent += 1;
+            }
+        }
+        assert!((14_900..=15_100).contains(&sent), "{sent}");
     }
 }

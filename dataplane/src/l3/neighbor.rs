@@ -44,14 +44,19 @@ pub enum Hold<B> {
         /// An ARP request is due for this next hop.
         request: bool,
     },
-    /// Not held (queue or table full); the caller drops it.
-    Overflow(Packet<B>),
+    /// Not held (queue or table full); the caller drops it, and still
+    /// sends an ARP request if `request` is true (a lost reply must not
+    /// blackhole the next hop until the queue expires).
+    Overflow(Packet<B>, bool),
 }
 
 /// Learned neighbours and packets awaiting resolution, keyed by
 /// (port index, IPv4 address).
 pub struct NeighbourTable<B> {
     entries: FxHashMap<(u16, [u8; 4]), Neighbour>,
+    /// Bumped whenever an entry is added, changed or removed, so callers
+    /// caching a lookup know when to look again.
+    generation: u64,
     pending: FxHashMap<(u16, [u8; 4]), Pending<B>>,
     reachable_ms: u64,
 }
@@ -67,6 +72,7 @@ impl<B> NeighbourTable<B> {
     pub fn new(reachable_ms: u64) -> Self {
         Self {
             entries: FxHashMap::default(),
+            generation: 0,
             pending: FxHashMap::default(),
             reachable_ms,
         }
@@ -81,6 +87,11 @@ impl<B> NeighbourTable<B> {
             .map(|n| n.mac)
     }
 
+    /// Return the table's generation: it changes whenever an entry does.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Return whether an entry (even aged) exists, so gratuitous ARP only
     /// refreshes neighbours we already talk to.
     pub fn contains(&self, port: u16, ip: [u8; 4]) -> bool {
@@ -90,6 +101,7 @@ impl<B> NeighbourTable<B> {
     /// Learn or refresh `ip` → `mac` on `port`; return the packets that were
     /// waiting for it (empty when none).
     pub fn learn(&mut self, port: u16, ip: [u8; 4], mac: [u8; 6], now_ms: u64) -> Vec<Packet<B>> {
+        self.generation += 1;
         self.entries.insert(
             (port, ip),
             Neighbour {
@@ -106,22 +118,22 @@ impl<B> NeighbourTable<B> {
     /// Hold `pkt` until `ip` on `port` resolves.
     pub fn hold(&mut self, port: u16, ip: [u8; 4], pkt: Packet<B>, now_ms: u64) -> Hold<B> {
         if !self.pending.contains_key(&(port, ip)) && self.pending.len() >= MAX_PENDING {
-            return Hold::Overflow(pkt);
+            return Hold::Overflow(pkt, false);
         }
         let p = self.pending.entry((port, ip)).or_insert_with(|| Pending {
             packets: Vec::with_capacity(HOLD_PER_NEIGHBOUR),
             first_ms: now_ms,
             last_request_ms: 0,
         });
-        if p.packets.len() >= HOLD_PER_NEIGHBOUR {
-            return Hold::Overflow(pkt);
-        }
-        p.packets.push(pkt);
-        let request = p.packets.len() == 1 && p.last_request_ms == 0
+        let request = p.last_request_ms == 0
             || now_ms.saturating_sub(p.last_request_ms) >= REQUEST_INTERVAL_MS;
         if request {
             p.last_request_ms = now_ms.max(1);
         }
+        if p.packets.len() >= HOLD_PER_NEIGHBOUR {
+            return Hold::Overflow(pkt, request);
+        }
+        p.packets.push(pkt);
         Hold::Queued { request }
     }
 
@@ -137,8 +149,12 @@ impl<B> NeighbourTable<B> {
             keep
         });
         let reachable = self.reachable_ms;
+        let before = self.entries.len();
         self.entries
             .retain(|_, n| now_ms.saturating_sub(n.updated_ms) < reachable);
+        if self.entries.len() != before {
+            self.generation += 1;
+        }
         dropped
     }
 
@@ -254,7 +270,12 @@ mod tests {
             let r = t.hold(0, ip, pkt(), 10 + i as u64);
             assert!(matches!(r, Hold::Queued { request } if request == (i == 0)));
         }
-        assert!(matches!(t.hold(0, ip, pkt(), 20), Hold::Overflow(_)));
+        assert!(matches!(t.hold(0, ip, pkt(), 20), Hold::Overflow(_, false)));
+        // A full queue still asks again once the interval has passed.
+        assert!(matches!(
+            t.hold(0, ip, pkt(), 10 + REQUEST_INTERVAL_MS),
+            Hold::Overflow(_, true)
+        ));
         // Timed out: dropped, and a later packet asks again.
         assert_eq!(t.expire(10 + RESOLVE_TIMEOUT_MS), HOLD_PER_NEIGHBOUR);
         assert_eq!(t.held(), 0);
@@ -292,7 +313,7 @@ mod tests {
         }
         assert!(matches!(
             t.hold(0, [10, 2, 0, 0], pkt(), 1),
-            Hold::Overflow(_)
+            Hold::Overflow(_, false)
         ));
     }
 }

@@ -160,6 +160,7 @@ impl<B: Buffer> Node<B, L3Context<B>> for EthernetInput {
             }
         };
         pkt.meta.l3_offset = ETH_HLEN as u16;
+        pkt.meta.l2_broadcast = d[0] & 1 != 0;
         Next::to(next)
     }
     fn format_trace(&self, _ctx: &L3Context<B>, pkt: &Packet<B>) -> String {
@@ -270,9 +271,13 @@ impl<B: Buffer> Node<B, L3Context<B>> for ArpInput {
                 out.drop(pkt, Self::E_UNSUPPORTED);
                 continue;
             };
-            let in_subnet = my
-                .address
-                .is_some_and(|(a, len)| same_subnet(a.octets(), spa, len));
+            // Learn only plausible neighbours: a unicast MAC that is not
+            // ours, and a host address of the port's subnet that is not ours.
+            let in_subnet = my.address.is_some_and(|(a, len)| {
+                same_subnet(a.octets(), spa, len) && !is_subnet_edge(a.octets(), spa, len)
+            }) && spa != my_ip
+                && sha[0] & 1 == 0
+                && sha != my.mac;
             let for_us = tpa == my_ip;
             if in_subnet && (for_us || ctx.neighbours.contains(port, spa)) && sha != [0; 6] {
                 let now = ctx.now_ms;
@@ -349,6 +354,17 @@ fn same_subnet(a: [u8; 4], b: [u8; 4], len: u8) -> bool {
     u32::from_be_bytes(a) & mask == u32::from_be_bytes(b) & mask
 }
 
+/// Return true when `ip` is the network or broadcast address of the subnet
+/// `net/len` it belongs to (/31 and /32 have no such addresses).
+fn is_subnet_edge(net: [u8; 4], ip: [u8; 4], len: u8) -> bool {
+    if len >= 31 || !same_subnet(net, ip, len) {
+        return false;
+    }
+    let host_mask = u32::MAX >> u32::from(len);
+    let host = u32::from_be_bytes(ip) & host_mask;
+    host == 0 || host == host_mask
+}
+
 /// Write destination and source MACs; false if the frame is too short.
 #[inline]
 fn set_macs(d: &mut [u8], dst: [u8; 6], src: [u8; 6]) -> bool {
@@ -380,6 +396,8 @@ impl Ip4Input {
     const E_FRAGMENT: usize = 6;
     const E_OPTIONS: usize = 7;
     const C_OPTIONS: usize = 8;
+    const E_MARTIAN_SRC: usize = 9;
+    const E_MARTIAN_DST: usize = 10;
 }
 
 impl<B: Buffer> Node<B, L3Context<B>> for Ip4Input {
@@ -400,6 +418,8 @@ impl<B: Buffer> Node<B, L3Context<B>> for Ip4Input {
             "fragment",
             "options-rejected",
             "options-accepted",
+            "martian-source",
+            "martian-destination",
         ]
     }
     #[inline(always)]
@@ -430,6 +450,15 @@ impl<B: Buffer> Node<B, L3Context<B>> for Ip4Input {
         }
         if ip[8] == 0 {
             return Next::drop(Self::E_TTL);
+        }
+        // Martians (RFC 1812 5.3.7): sources that cannot be a host, and
+        // destinations that are never on a wire.
+        let (src0, dst0) = (ip[12], ip[16]);
+        if src0 == 0 || src0 == 127 || src0 >= 224 {
+            return Next::drop(Self::E_MARTIAN_SRC);
+        }
+        if dst0 == 0 || dst0 == 127 {
+            return Next::drop(Self::E_MARTIAN_DST);
         }
         // MF set or a non-zero offset: reassembly is not supported yet.
         if be16(ip, 6) & 0x3fff != 0 {
@@ -580,6 +609,8 @@ impl Ip4Lookup {
     const ICMP_ERROR: usize = 2;
     const E_NO_ROUTE: usize = 0;
     const E_BROADCAST: usize = 1;
+    const E_L2_BROADCAST: usize = 2;
+    const E_DIRECTED_BROADCAST: usize = 3;
 }
 
 impl<B: Buffer> Node<B, L3Context<B>> for Ip4Lookup {
@@ -590,7 +621,12 @@ impl<B: Buffer> Node<B, L3Context<B>> for Ip4Lookup {
         &["ip4-local", "ip4-rewrite", "icmp-error"]
     }
     fn errors(&self) -> &'static [&'static str] {
-        &["no-route", "broadcast"]
+        &[
+            "no-route",
+            "broadcast-or-multicast",
+            "l2-broadcast-not-routed",
+            "directed-broadcast",
+        ]
     }
     #[inline(always)]
     fn packet(&mut self, ctx: &mut L3Context<B>, pkt: &mut Packet<B>, ev: &Events<'_>) -> Next {
@@ -598,12 +634,26 @@ impl<B: Buffer> Node<B, L3Context<B>> for Ip4Lookup {
         let Some(dst) = pkt.buf.data().get(at..at + 4).map(|s| ip4(s, 0)) else {
             return Next::drop(Self::E_NO_ROUTE);
         };
-        if dst == [255; 4] {
+        // Limited broadcast, multicast and class E are not routed (no
+        // multicast routing); neither is anything that arrived as an L2
+        // broadcast unless it is for us.
+        if dst == [255; 4] || dst[0] >= 224 {
             return Next::drop(Self::E_BROADCAST);
         }
-        match ctx.fib.lookup(Ipv4Addr::from(dst)) {
+        let route = ctx.fib.lookup(Ipv4Addr::from(dst));
+        if pkt.meta.l2_broadcast && !matches!(route, Some(Route::Local { .. })) {
+            return Next::drop(Self::E_L2_BROADCAST);
+        }
+        match route {
             Some(Route::Local { .. }) => Next::to(Self::LOCAL),
             Some(Route::Connected { port }) => {
+                // The subnet's network and broadcast addresses are not hosts:
+                // directed broadcasts are not forwarded (RFC 2644).
+                if let Some((addr, len)) = ctx.ports.get(port as usize).and_then(|p| p.address) {
+                    if is_subnet_edge(addr.octets(), dst, len) {
+                        return Next::drop(Self::E_DIRECTED_BROADCAST);
+                    }
+                }
                 pkt.meta.tx_port = port;
                 pkt.meta.next_hop = dst;
                 Next::to(Self::REWRITE)
@@ -698,6 +748,8 @@ impl<B: Buffer> Node<B, L3Context<B>> for Ip4Local {
                 }
                 echo_reply(&mut pkt.buf.data_mut()[l3..], ihl);
                 pkt.meta.local_origin = true;
+                // The reply is ours, unicast, whatever MAC the request had.
+                pkt.meta.l2_broadcast = false;
                 ev.count(Self::C_ECHO);
                 Next::to(Self::LOOKUP)
             }
@@ -792,7 +844,11 @@ impl<B: Buffer> Node<B, L3Context<B>> for IcmpError {
         let is_icmp_error = ip[9] == PROTO_ICMP
             && total > ihl
             && !matches!(ip[ihl], 0 | 8 | 13 | 14 | 15 | 16 | 17 | 18);
+        let orig_dst = ip4(ip, 16);
         if is_icmp_error
+            || pkt.meta.l2_broadcast
+            || orig_dst[0] >= 224
+            || orig_dst == [255; 4]
             || orig_src == [0; 4]
             || orig_src == [255; 4]
             || (orig_src[0] & 0xf0) == 0xe0
@@ -853,6 +909,9 @@ impl<B: Buffer> Node<B, L3Context<B>> for IcmpError {
 
 // ---------------------------------------------------------------------------
 
+/// (tx port, next hop, MAC, clock ms, neighbour-table generation).
+type ResolvedHop = (u16, [u8; 4], [u8; 6], u64, u64);
+
 /// `ip4-rewrite`: TTL, MTU and the Ethernet header for the next hop.
 ///
 /// Reads `meta.tx_port`, `meta.next_hop`, `meta.local_origin`; sets
@@ -860,9 +919,10 @@ impl<B: Buffer> Node<B, L3Context<B>> for IcmpError {
 /// Next: port-tx, icmp-error, ip4-arp (next hop unresolved).
 #[derive(Default)]
 pub struct Ip4Rewrite {
-    /// The last resolved (tx port, next hop, MAC, resolved at ms): packets of
-    /// a vector mostly share a next hop, so this skips the hash lookup.
-    last: Option<(u16, [u8; 4], [u8; 6], u64)>,
+    /// The last resolved (tx port, next hop, MAC, at ms, table generation):
+    /// packets of a vector mostly share a next hop, so this skips the hash
+    /// lookup until the clock ticks or the table changes.
+    last: Option<ResolvedHop>,
 }
 
 impl Ip4Rewrite {
@@ -927,11 +987,16 @@ impl<B: Buffer> Node<B, L3Context<B>> for Ip4Rewrite {
             ip[10..12].copy_from_slice(&hc.to_be_bytes());
         }
         let nh = pkt.meta.next_hop;
+        let generation = ctx.neighbours.generation();
         let mac = match self.last {
-            Some((p, ip, mac, at)) if p == tx && ip == nh && at == ctx.now_ms => Some(mac),
+            Some((p, ip, mac, at, g))
+                if p == tx && ip == nh && at == ctx.now_ms && g == generation =>
+            {
+                Some(mac)
+            }
             _ => {
                 let found = ctx.neighbours.lookup(tx, nh, ctx.now_ms);
-                self.last = found.map(|mac| (tx, nh, mac, ctx.now_ms));
+                self.last = found.map(|mac| (tx, nh, mac, ctx.now_ms, generation));
                 found
             }
         };
@@ -1015,27 +1080,31 @@ impl<B: Buffer> Node<B, L3Context<B>> for Ip4Arp {
                 out.next(Self::TX, pkt);
                 continue;
             }
-            match ctx.neighbours.hold(tx, nh, pkt, ctx.now_ms) {
-                Hold::Overflow(p) => out.drop(p, Self::E_QUEUE_FULL),
+            let request = match ctx.neighbours.hold(tx, nh, pkt, ctx.now_ms) {
+                Hold::Overflow(p, request) => {
+                    out.drop(p, Self::E_QUEUE_FULL);
+                    request
+                }
                 Hold::Queued { request } => {
                     out.count(Self::C_HELD);
-                    if !request {
-                        continue;
-                    }
-                    let Some(mut req) = (ctx.alloc)() else {
-                        out.count(Self::E_NO_BUFFER);
-                        continue;
-                    };
-                    if !build_arp_request(&mut req, port.mac, my_ip, nh) {
-                        out.count(Self::E_NO_BUFFER);
-                        continue;
-                    }
-                    let mut p = Packet::new(req, tx);
-                    p.meta.tx_port = tx;
-                    out.count(Self::C_REQUEST);
-                    out.next(Self::TX, p);
+                    request
                 }
+            };
+            if !request {
+                continue;
             }
+            let Some(mut req) = (ctx.alloc)() else {
+                out.count(Self::E_NO_BUFFER);
+                continue;
+            };
+            if !build_arp_request(&mut req, port.mac, my_ip, nh) {
+                out.count(Self::E_NO_BUFFER);
+                continue;
+            }
+            let mut p = Packet::new(req, tx);
+            p.meta.tx_port = tx;
+            out.count(Self::C_REQUEST);
+            out.next(Self::TX, p);
         }
     }
     fn format_trace(&self, _ctx: &L3Context<B>, pkt: &Packet<B>) -> String {
