@@ -470,6 +470,9 @@ pub fn run(config: &Config, config_path: &Path) -> Result<()> {
     );
     let eal = Eal::init(&args).context("EAL initialisation failed")?;
 
+    // Declared before the ports so that, on any early return, the ports
+    // (and the mbufs in their rings) go before the pools they came from.
+    let mut pools: BTreeMap<i32, Arc<Mempool>> = BTreeMap::new();
     let mut ports = Vec::with_capacity(dp.ports.len());
     for p in &dp.ports {
         let port = match p.device() {
@@ -486,7 +489,6 @@ pub fn run(config: &Config, config_path: &Path) -> Result<()> {
         *by_socket.entry(p.socket_id()).or_default() += 1;
     }
     let plan = plan_forwarding(dp)?;
-    let mut pools: BTreeMap<i32, Arc<Mempool>> = BTreeMap::new();
     for (&socket, &n) in &by_socket {
         let count = mbufs_needed(dp, n);
         let pool = Mempool::new(
@@ -556,7 +558,7 @@ pub fn run(config: &Config, config_path: &Path) -> Result<()> {
             info!("fib: {prefix}/{len} -> {route:?}");
         }
     }
-    // Workers allocate (ARP requests) from the pool of the first port's socket.
+    // Workers allocate (ARP requests) from the pool of the lowest socket.
     let worker_pool = pools
         .values()
         .next()

@@ -25,11 +25,12 @@ impl PortQueue for DpdkQueue {
 
     #[inline]
     fn rx_burst(&mut self, out: &mut PacketVector<Mbuf>, max: usize) -> usize {
-        let want = max.min(out.room()) as u16;
         let v = out.storage();
         let len = v.len();
-        // SAFETY: the vector's capacity is VECTOR_SIZE and `want` ≤ its room,
-        // so there are `want` spare slots. Mbuf is repr(transparent) over a
+        // The spare capacity, not VECTOR_SIZE: storage() is public, so the
+        // Vec may have been replaced by a smaller one.
+        let want = max.min(out_room(v)) as u16;
+        // SAFETY: `want` ≤ capacity − len, so there are `want` spare slots. Mbuf is repr(transparent) over a
         // non-null `rte_mbuf *`; rx_burst writes `n` valid owned mbufs there.
         unsafe {
             let slots = v.as_mut_ptr().add(len) as *mut *mut ffi::rte_mbuf;
@@ -65,4 +66,9 @@ impl PortQueue for DpdkQueue {
             sent
         }
     }
+}
+
+/// Spare slots of `v`, capped at a vector's size.
+fn out_room(v: &Vec<Mbuf>) -> usize {
+    (v.capacity() - v.len()).min(zerohop_dataplane::VECTOR_SIZE)
 }
