@@ -33,8 +33,7 @@ fn ring_port(name: &str, vdev: &str, pool: &Mempool) -> Port {
     port
 }
 
-fn inject(port: &Port, pool: &Mempool, frames: usize) {
-    let mut q = DpdkQueue::new(port.id(), 0);
+fn inject(q: &mut DpdkQueue, pool: &Mempool, frames: usize) {
     let mut v = PacketVector::new();
     let mut left = frames;
     while left > 0 {
@@ -63,20 +62,24 @@ fn xconnect(c: &mut Criterion) {
     ])
     .expect("EAL init");
     let pool = Mempool::new("bench_pool", 8191, 256, Mempool::DEFAULT_DATA_ROOM, 0).expect("pool");
-    let a = ring_port("a", "net_ring0", &pool);
-    let b = ring_port("b", "net_ring1", &pool);
-    inject(&a, &pool, IN_FLIGHT);
-    inject(&b, &pool, IN_FLIGHT);
+    let mut a = ring_port("a", "net_ring0", &pool);
+    let mut b = ring_port("b", "net_ring1", &pool);
+    let mut qa = a.take_queues().pop().expect("queue");
+    let mut qb = b.take_queues().pop().expect("queue");
+    inject(&mut qa, &pool, IN_FLIGHT);
+    inject(&mut qb, &pool, IN_FLIGHT);
+    let mut queues = Some(vec![qa, qb]);
 
     let mut group = c.benchmark_group("xconnect_net_ring");
     for burst in [32usize, 256] {
         let stats = Arc::new(WorkerStats::new(2));
-        let queues = vec![DpdkQueue::new(a.id(), 0), DpdkQueue::new(b.id(), 0)];
+        // Each burst size gets the queues in turn (one owner at a time).
+        let owned = queues.take().expect("queues");
         let modes = vec![
             PortMode::Xconnect { peer: 1 },
             PortMode::Xconnect { peer: 0 },
         ];
-        let mut worker = Worker::new(queues, modes, burst, stats.clone(), None);
+        let mut worker = Worker::new(owned, modes, burst, stats.clone(), None);
         // Every iteration must move a full burst on both ports, or the
         // per-packet figure would be wrong.
         for _ in 0..100 {
@@ -90,8 +93,11 @@ fn xconnect(c: &mut Criterion) {
             stats.ports[0].tx_dropped.get() + stats.ports[1].tx_dropped.get(),
             0
         );
+        queues = Some(worker.into_queues());
     }
     group.finish();
+    // The ports only stop and close once no queue of theirs is alive.
+    drop(queues);
     drop(a);
     drop(b);
     assert_eq!(pool.in_use(), 0, "every mbuf returned");

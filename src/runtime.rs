@@ -364,10 +364,15 @@ fn l3_stage(
 fn start_workers(
     dp: &DataplaneConfig,
     plan: &ForwardingPlan,
-    ports: &[Port],
+    ports: &mut [Port],
     pool: &Arc<Mempool>,
     stop: &Arc<AtomicBool>,
 ) -> Result<Workers> {
+    // Queue pair i of every port goes to worker i.
+    let mut taken: Vec<std::vec::IntoIter<DpdkQueue>> = ports
+        .iter_mut()
+        .map(|p| p.take_queues().into_iter())
+        .collect();
     let mut workers = Workers {
         stop: stop.clone(),
         handles: Vec::new(),
@@ -386,11 +391,10 @@ fn start_workers(
         Vec::new()
     };
     for (i, &cpu) in dp.cores.iter().enumerate() {
-        let queue = u16::try_from(i).context("too many workers")?;
-        let queues: Vec<DpdkQueue> = ports
-            .iter()
-            .map(|p| DpdkQueue::new(p.id(), queue))
-            .collect();
+        let queues: Vec<DpdkQueue> = taken.iter_mut().filter_map(Iterator::next).collect();
+        if queues.len() != ports.len() {
+            bail!("worker {i}: a port has fewer queue pairs than workers");
+        }
         let stats = Arc::new(WorkerStats::new(ports.len()));
         let sync = syncs.get_mut(i).and_then(Option::take);
         let l3 = l3_stage(dp, plan, ports, pool, sync)?;
@@ -565,7 +569,7 @@ pub fn run(config: &Config, config_path: &Path) -> Result<()> {
         .cloned()
         .ok_or_else(|| anyhow!("no mempool"))?;
 
-    let mut workers = start_workers(dp, &plan, &ports, &worker_pool, &stop)?;
+    let mut workers = start_workers(dp, &plan, &mut ports, &worker_pool, &stop)?;
     drop(worker_pool);
     for (i, &(a, b)) in xconnect_pairs(dp).iter().enumerate() {
         info!(

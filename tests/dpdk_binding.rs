@@ -6,7 +6,7 @@
 use std::ptr::NonNull;
 use std::sync::Once;
 
-use zerohop::dpdk::{ffi, DpdkQueue, Eal, Mbuf, Mempool, Port, PortConfig};
+use zerohop::dpdk::{ffi, Eal, Mbuf, Mempool, Port, PortConfig};
 use zerohop_dataplane::{Buffer, PacketVector, PortQueue};
 
 static EAL: Once = Once::new();
@@ -177,7 +177,9 @@ fn ring_port_loops_frames_back_and_returns_mbufs_on_close() {
     assert!(port.link().up);
     assert_eq!(port.driver_name(), "net_ring");
 
-    let mut q = DpdkQueue::new(port.id(), 0);
+    let mut q = port.take_queues().pop().expect("one queue pair");
+    assert!(port.take_queues().is_empty(), "queues are handed out once");
+    assert!(port.queues_in_use());
     let mut v = PacketVector::new();
     for i in 0..32u8 {
         let mut m = p.alloc().expect("alloc");
@@ -215,6 +217,11 @@ fn ring_port_loops_frames_back_and_returns_mbufs_on_close() {
         q.tx_burst(&mut one);
     }
     assert_eq!(p.in_use(), 8);
+    // While the queue lives the port refuses to stop; once it is gone the
+    // port drains and closes.
+    port.stop();
+    assert_eq!(p.in_use(), 8, "not drained while a queue is alive");
+    drop(q);
     drop(port);
     assert_eq!(p.in_use(), 0, "queued frames are drained at stop");
 }

@@ -127,6 +127,12 @@ impl<Q: PortQueue> Worker<Q> {
         }
     }
 
+    /// Stop being a worker and hand the queues back (frames in the vector
+    /// are freed).
+    pub fn into_queues(self) -> Vec<Q> {
+        self.queues
+    }
+
     /// Return this worker's counters.
     pub fn stats(&self) -> &Arc<WorkerStats> {
         &self.stats

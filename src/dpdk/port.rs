@@ -3,6 +3,7 @@
 
 use std::ffi::{CStr, CString};
 use std::os::raw::c_char;
+use std::sync::Arc;
 
 use super::error::{DpdkError, Result, RteReturn};
 use super::ffi;
@@ -62,6 +63,10 @@ pub struct Port {
     device: String,
     queues: u16,
     started: bool,
+    /// Cloned into every queue handed out: more than one strong reference
+    /// means a queue may still be polled, so stopping would be unsound.
+    alive: Arc<()>,
+    queues_taken: bool,
 }
 
 impl Port {
@@ -116,6 +121,8 @@ impl Port {
             device: spec.to_owned(),
             queues: 0,
             started: false,
+            alive: Arc::new(()),
+            queues_taken: false,
         })
     }
 
@@ -246,6 +253,23 @@ impl Port {
         Ok(())
     }
 
+    /// Hand out the configured queue pairs, in order, once: the second call
+    /// returns none, so no queue ever has two owners.
+    pub fn take_queues(&mut self) -> Vec<DpdkQueue> {
+        if self.queues_taken {
+            return Vec::new();
+        }
+        self.queues_taken = true;
+        (0..self.queues)
+            .map(|q| DpdkQueue::new(self.id, q, Some(self.alive.clone())))
+            .collect()
+    }
+
+    /// Return true while a queue handed out by [`Port::take_queues`] lives.
+    pub fn queues_in_use(&self) -> bool {
+        Arc::strong_count(&self.alive) > 1
+    }
+
     /// Return the number of configured queue pairs.
     pub fn queues(&self) -> u16 {
         self.queues
@@ -268,13 +292,14 @@ impl Port {
     /// across close, so this runs before stopping. Only after every worker
     /// polling the port has stopped.
     pub fn drain_rx(&mut self) -> usize {
-        if !self.started {
+        if !self.started || self.queues_in_use() {
             return 0;
         }
         let mut drained = 0;
         let mut vector = PacketVector::new();
         for q in 0..self.queues {
-            let mut queue = DpdkQueue::new(self.id, q);
+            // No other queue handle is alive (checked by the caller).
+            let mut queue = DpdkQueue::new(self.id, q, None);
             // Bounded: a peer still sending cannot keep us here forever.
             for _ in 0..1024 {
                 let n = queue.rx_burst(&mut vector, VECTOR_SIZE);
@@ -291,6 +316,13 @@ impl Port {
     /// Stop the device (draining its rx queues first). Only after every
     /// worker polling it has stopped.
     pub fn stop(&mut self) {
+        if self.queues_in_use() {
+            tracing::error!(
+                "port {}: not stopped: a worker may still poll its queues",
+                self.name
+            );
+            return;
+        }
         if self.started {
             let drained = self.drain_rx();
             if drained > 0 {
@@ -413,6 +445,12 @@ impl Port {
 
 impl Drop for Port {
     fn drop(&mut self) {
+        if self.queues_in_use() {
+            // Closing under a polling worker would be a use-after-free in the
+            // PMD; leaking the port is the safe failure.
+            tracing::error!("port {}: still polled at drop; not closed", self.name);
+            return;
+        }
         self.stop();
         // SAFETY: stopped port, no worker polls it; closing releases its
         // queues and the mbufs in them. The id is not used afterwards.

@@ -1,22 +1,32 @@
 //! `DpdkQueue`: the dataplane's [`PortQueue`] over one rx/tx queue pair.
 
+use std::sync::Arc;
+
 use zerohop_dataplane::{PacketVector, PortQueue};
 
 use super::ffi;
 use super::mbuf::Mbuf;
 
-/// Queue pair `queue` of DPDK port `port`. Exactly one worker owns it.
+/// Queue pair `queue` of DPDK port `port`. Exactly one worker owns it: the
+/// only way to get one is [`Port::take_queues`](super::Port::take_queues),
+/// which hands out each pair once, and the port refuses to stop or close
+/// while any of its queues is alive.
 #[derive(Debug)]
 pub struct DpdkQueue {
     port: u16,
     queue: u16,
+    _alive: Option<Arc<()>>,
 }
 
 impl DpdkQueue {
-    /// Name queue pair `queue` of port `port`. The port must be started before
-    /// the queue is polled and stopped only after its worker has finished.
-    pub fn new(port: u16, queue: u16) -> Self {
-        Self { port, queue }
+    /// Name queue pair `queue` of port `port` for the port's own use (the
+    /// caller guarantees nobody else polls it meanwhile).
+    pub(super) fn new(port: u16, queue: u16, alive: Option<Arc<()>>) -> Self {
+        Self {
+            port,
+            queue,
+            _alive: alive,
+        }
     }
 }
 
