@@ -153,29 +153,6 @@ fn ping_once(ns: &Netns, dst: &str, ttl: Option<u8>) -> CmdOutput {
     ns.run("ping", &args, Duration::from_secs(10))
 }
 
-/// Ping `dst` from `ns` 3 times; panic with ping's output and zerohop's log unless every
-/// reply came, and with `reply_ttl` if given (64 from a Linux host, 63 after one router
-/// hop: proof that zerohop routed rather than bridged).
-fn assert_ping(zerohop: &Zerohop, ns: &Netns, dst: &str, reply_ttl: Option<u8>) {
-    let ping = ns.ping(dst, 3);
-    let out = ping.stdout_str();
-    assert!(
-        ping.success() && out.contains(" 0% packet loss"),
-        "ping {} -> {dst} through zerohop failed ({}):\n{out}{}\nzerohop log:\n{}",
-        ns.name(),
-        describe(ping.status),
-        ping.stderr,
-        zerohop.log()
-    );
-    if let Some(ttl) = reply_ttl {
-        assert!(
-            out.contains(&format!(" ttl={ttl} ")),
-            "ping {} -> {dst}: replies should arrive with ttl={ttl}:\n{out}",
-            ns.name()
-        );
-    }
-}
-
 /// Panic unless the log has `error: node=NODE reason=REASON count=N` with N ≥ `min`.
 fn assert_error_count_at_least(log: &str, node: &str, reason: &str, min: u64) {
     let got = error_count(log, node, reason);

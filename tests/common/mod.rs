@@ -289,18 +289,18 @@ impl Netns {
 
     /// HTTP GET `url` with curl (bounded by `max_time_s`) and return the output.
     pub fn curl(&self, url: &str, max_time_s: u32) -> CmdOutput {
+        self.curl_with(url, max_time_s, &[])
+    }
+
+    /// curl `url` failing on HTTP errors, with `extra` arguments before the URL.
+    fn curl_with(&self, url: &str, max_time_s: u32, extra: &[&str]) -> CmdOutput {
         let max_time = max_time_s.to_string();
+        let mut args = vec!["-sS", "--fail", "--noproxy", "*", "--max-time", &max_time];
+        args.extend_from_slice(extra);
+        args.push(url);
         self.run(
             "curl",
-            &[
-                "-sS",
-                "--fail",
-                "--noproxy",
-                "*",
-                "--max-time",
-                &max_time,
-                url,
-            ],
+            &args,
             Duration::from_secs(u64::from(max_time_s) + 10),
         )
     }
@@ -898,23 +898,8 @@ impl Netns {
     /// requests are distinct flows with known source ports), bounded by `max_time_s`;
     /// stdout is the body, and curl fails (exit 22) on an HTTP error status.
     pub fn curl_from_port(&self, url: &str, local_port: u16, max_time_s: u32) -> CmdOutput {
-        let max_time = max_time_s.to_string();
         let local_port = local_port.to_string();
-        self.run(
-            "curl",
-            &[
-                "-sS",
-                "--fail",
-                "--noproxy",
-                "*",
-                "--local-port",
-                &local_port,
-                "--max-time",
-                &max_time,
-                url,
-            ],
-            Duration::from_secs(u64::from(max_time_s) + 10),
-        )
+        self.curl_with(url, max_time_s, &["--local-port", &local_port])
     }
 }
 
@@ -961,4 +946,27 @@ pub fn runtime_vectors_by_worker(log: &str, node: &str) -> std::collections::BTr
         }
     }
     by_worker
+}
+
+/// Ping `dst` from `ns` three times; panic with ping's output and zerohop's log unless
+/// every reply came, with IP TTL `reply_ttl` if given (63 = one router hop: proof that
+/// zerohop routed rather than bridged).
+pub fn assert_ping(zerohop: &Zerohop, ns: &Netns, dst: &str, reply_ttl: Option<u8>) {
+    let ping = ns.ping(dst, 3);
+    let out = ping.stdout_str();
+    assert!(
+        ping.success() && out.contains(" 0% packet loss"),
+        "ping {} -> {dst} through zerohop failed ({}):\n{out}{}\nzerohop log:\n{}",
+        ns.name(),
+        describe(ping.status),
+        ping.stderr,
+        zerohop.log()
+    );
+    if let Some(ttl) = reply_ttl {
+        assert!(
+            out.contains(&format!(" ttl={ttl} ")),
+            "ping {} -> {dst}: replies should arrive with ttl={ttl}:\n{out}",
+            ns.name()
+        );
+    }
 }
