@@ -175,6 +175,17 @@ pub trait Node<B: Buffer, C>: Send {
     ) {
     }
 
+    /// Return true for nodes with work of their own besides the packets
+    /// handed to them (timers, packets handed over by other workers): the
+    /// worker calls [`Node::poll`] on them through [`Graph::poll`], like
+    /// VPP's input nodes.
+    fn polls(&self) -> bool {
+        false
+    }
+
+    /// Do the node's own work and send what it produces through `out`.
+    fn poll(&mut self, _ctx: &mut C, _out: &mut Output<'_, B>) {}
+
     /// Return a one-line decode of a packet as this node sees it (trace).
     fn format_trace(&self, _ctx: &C, pkt: &Packet<B>) -> String {
         format!("{} bytes, rx port {}", pkt.buf.len(), pkt.meta.rx_port)
@@ -586,6 +597,35 @@ impl<B: Buffer, C> Graph<B, C> {
             Some(q) => q.push(pkt),
             None => drop(pkt),
         }
+    }
+
+    /// Call [`Node::poll`] on every node that [`Node::polls`], then run the
+    /// graph over what they produced (see [`Graph::run`]).
+    pub fn poll(&mut self, ctx: &mut C, flush: &mut dyn FnMut(u16, &mut PacketVector<B>)) {
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].polls() {
+                continue;
+            }
+            let drop_index = self.stats.nodes.len() - 1;
+            let (node_stats, rest) = self.stats.nodes.split_at(drop_index);
+            let mut out = Output {
+                pending: &mut self.pending,
+                targets: &self.targets[i],
+                errors: &node_stats[i].errors,
+                tx: &mut self.tx,
+                flush,
+                drop_stats: &rest[0],
+                node: node_stats[i].name,
+                trace: &self.stats.trace,
+            };
+            self.nodes[i].poll(ctx, &mut out);
+        }
+        self.run(ctx, flush);
+    }
+
+    /// Return true if some node [`Node::polls`].
+    pub fn has_polling_nodes(&self) -> bool {
+        self.nodes.iter().any(|n| n.polls())
     }
 
     /// Run every node with pending packets until none are left, then flush

@@ -46,6 +46,8 @@ pub struct L3Stage<B: Buffer> {
     ctx: L3Context<B>,
     entry: usize,
     arp_node: usize,
+    /// Some node has work of its own (TCP timers, handoffs).
+    polling: bool,
 }
 
 impl<B: Buffer> L3Stage<B> {
@@ -58,11 +60,13 @@ impl<B: Buffer> L3Stage<B> {
             .node_index("ethernet-input")
             .ok_or("graph has no ethernet-input")?;
         let arp_node = graph.node_index("ip4-arp").ok_or("graph has no ip4-arp")?;
+        let polling = graph.has_polling_nodes();
         Ok(Self {
             graph,
             ctx,
             entry,
             arp_node,
+            polling,
         })
     }
 
@@ -79,6 +83,11 @@ impl<B: Buffer> L3Stage<B> {
     /// Return the nodes' shared context (neighbours, ACL counters).
     pub fn context(&self) -> &L3Context<B> {
         &self.ctx
+    }
+
+    /// Return the nodes' shared context, mutably.
+    pub fn context_mut(&mut self) -> &mut L3Context<B> {
+        &mut self.ctx
     }
 }
 
@@ -148,7 +157,8 @@ impl<Q: PortQueue> Worker<Q> {
         self.l3.as_mut()
     }
 
-    /// Advance the L3 clock and run timers (ARP resolution timeouts).
+    /// Advance the L3 clock and run timers (ARP resolution timeouts, and
+    /// the polling nodes: TCP timers and handoffs).
     fn tick(&mut self) {
         let Some(l3) = self.l3.as_mut() else {
             return;
@@ -166,6 +176,9 @@ impl<Q: PortQueue> Worker<Q> {
         }
         if released {
             self.run_graph();
+        }
+        if self.l3.as_ref().is_some_and(|l3| l3.polling) {
+            self.poll_graph();
         }
         let Some(l3) = self.l3.as_mut() else {
             return;
@@ -216,6 +229,10 @@ impl<Q: PortQueue> Worker<Q> {
         if received > 0 {
             self.stats.busy_iterations.add(1);
             self.stats.packets.add(received as u64);
+            // Timers must not wait 1024 busy iterations (milliseconds).
+            if self.l3.as_ref().is_some_and(|l3| l3.polling) {
+                self.until_clock = 0;
+            }
         }
         received
     }
@@ -236,26 +253,35 @@ impl<Q: PortQueue> Worker<Q> {
     /// Run the graph over whatever is queued and transmit its output,
     /// freeing and counting what the ports refuse.
     fn run_graph(&mut self) {
+        self.drive_graph(false);
+    }
+
+    /// Poll the graph's polling nodes, then run it (see [`Self::run_graph`]).
+    fn poll_graph(&mut self) {
+        self.drive_graph(true);
+    }
+
+    fn drive_graph(&mut self, poll: bool) {
         let (Some(l3), queues, stats) = (self.l3.as_mut(), &mut self.queues, &self.stats) else {
             return;
         };
-        l3.graph.run(
-            &mut l3.ctx,
-            &mut |tx: u16, v: &mut PacketVector<Q::Buffer>| {
-                let (Some(q), Some(s)) =
-                    (queues.get_mut(tx as usize), stats.ports.get(tx as usize))
-                else {
-                    v.clear();
-                    return;
-                };
-                let sent = q.tx_burst(v);
-                s.tx_packets.add(sent as u64);
-                let refused = v.clear();
-                if refused > 0 {
-                    s.tx_dropped.add(refused as u64);
-                }
-            },
-        );
+        let run = if poll { Graph::poll } else { Graph::run };
+        run(&mut l3.graph, &mut l3.ctx, &mut |tx: u16,
+                                              v: &mut PacketVector<
+            Q::Buffer,
+        >| {
+            let (Some(q), Some(s)) = (queues.get_mut(tx as usize), stats.ports.get(tx as usize))
+            else {
+                v.clear();
+                return;
+            };
+            let sent = q.tx_burst(v);
+            s.tx_packets.add(sent as u64);
+            let refused = v.clear();
+            if refused > 0 {
+                s.tx_dropped.add(refused as u64);
+            }
+        });
     }
 
     /// Poll until `stop` is set.

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use crate::acl::Acl;
 use crate::fib::Fib;
-use crate::graph::{Graph, GraphBuilder, GraphError};
+use crate::graph::{Graph, GraphBuilder, GraphError, Node};
 use crate::stats::Counter;
 use crate::Buffer;
 use neighbor::{NeighbourSync, NeighbourTable};
@@ -205,15 +205,39 @@ pub fn build_graph<B: Buffer + 'static>(
     ports: usize,
     cycles: fn() -> u64,
 ) -> Result<Graph<B, L3Context<B>>, GraphError> {
+    build_graph_with_tcp(ports, cycles, None)
+}
+
+/// Build the IPv4 graph with a `tcp-input` node after `ip4-local`, which
+/// then hands it every TCP segment for a local address (see
+/// [`build_graph`]). The node must be called `tcp-input`; what it emits
+/// goes to `ip4-lookup`.
+///
+/// # Errors
+/// As [`build_graph`], and when the node is not called `tcp-input`.
+pub fn build_graph_with_tcp<B: Buffer + 'static>(
+    ports: usize,
+    cycles: fn() -> u64,
+    tcp: Option<Box<dyn Node<B, L3Context<B>>>>,
+) -> Result<Graph<B, L3Context<B>>, GraphError> {
     use nodes::*;
-    GraphBuilder::new()
+    let mut g = GraphBuilder::new()
         .node(Box::new(EthernetInput))
         .node(Box::new(ArpInput))
         .node(Box::new(Ip4Input))
         .node(Box::new(AclNode))
         .node(Box::new(Ip4Lookup))
-        .node(Box::new(Ip4Local))
-        .node(Box::new(IcmpError))
+        .node(Box::new(Ip4Local { tcp: tcp.is_some() }));
+    if let Some(tcp) = tcp {
+        if tcp.name() != "tcp-input" {
+            return Err(GraphError(format!(
+                "the TCP node is called `{}`, not `tcp-input`",
+                tcp.name()
+            )));
+        }
+        g = g.node(tcp);
+    }
+    g.node(Box::new(IcmpError))
         .node(Box::new(Ip4Rewrite::default()))
         .node(Box::new(Ip4Arp))
         .build(ports, cycles)

@@ -689,16 +689,21 @@ impl<B: Buffer> Node<B, L3Context<B>> for Ip4Lookup {
 // ---------------------------------------------------------------------------
 
 /// `ip4-local`: packets for our own addresses. ICMP echo requests are
-/// answered; TCP is a counted drop until the TCP layer lands; UDP and other
-/// protocols get ICMP unreachable by policy.
+/// answered; TCP goes to `tcp-input` where the graph has one (else it is a
+/// counted drop); UDP and other protocols get ICMP unreachable by policy.
 ///
 /// Reads `meta.l3_offset`; sets `meta.local_origin`, `meta.icmp_error`.
-/// Next: ip4-lookup (replies), icmp-error.
-pub struct Ip4Local;
+/// Next: ip4-lookup (replies), icmp-error, tcp-input (with TCP).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Ip4Local {
+    /// The graph has a `tcp-input` node to hand TCP segments to.
+    pub tcp: bool,
+}
 
 impl Ip4Local {
     const LOOKUP: usize = 0;
     const ICMP_ERROR: usize = 1;
+    const TCP_INPUT: usize = 2;
     const C_ECHO: usize = 0;
     const E_ICMP_CHECKSUM: usize = 1;
     const E_ICMP_OTHER: usize = 2;
@@ -713,7 +718,11 @@ impl<B: Buffer> Node<B, L3Context<B>> for Ip4Local {
         "ip4-local"
     }
     fn next_nodes(&self) -> &'static [&'static str] {
-        &["ip4-lookup", "icmp-error"]
+        if self.tcp {
+            &["ip4-lookup", "icmp-error", "tcp-input"]
+        } else {
+            &["ip4-lookup", "icmp-error"]
+        }
     }
     fn errors(&self) -> &'static [&'static str] {
         &[
@@ -753,6 +762,7 @@ impl<B: Buffer> Node<B, L3Context<B>> for Ip4Local {
                 ev.count(Self::C_ECHO);
                 Next::to(Self::LOOKUP)
             }
+            PROTO_TCP if self.tcp => Next::to(Self::TCP_INPUT),
             PROTO_TCP => Next::drop(Self::E_TCP),
             proto => {
                 let reason = if proto == PROTO_UDP {
