@@ -15,6 +15,10 @@
 //! 3. check what a type cannot express: ranges, uniqueness, references between keys
 //!    ([`ConfigError::Invalid`], which carries a [`Problem`]).
 //!
+//! Envoy's `static_resources` section goes through steps 2 and 3 in
+//! [`zerohop_l7::config`], whose errors come as [`ConfigError::Envoy`]; how its
+//! listeners and clusters fit the `dataplane` section is checked here, as step 3.
+//!
 //! [`Config::check_cores`] is separate because it depends on the machine, not on the
 //! file: the runtime calls it with the CPUs this process may run on.
 //!
@@ -53,11 +57,30 @@
 //!     ip_options: accept           # accept | drop
 //!     icmp_errors_per_second: 1000 # per worker
 //!     neighbour_timeout_s: 300
+//!   tcp:                           # the userspace TCP stack, per worker; defaults shown
+//!     max_connections: 65536       # flow-table capacity, downstream + upstream
+//!     rx_buffer: 65536             # bytes per connection
+//!     tx_buffer: 65536
+//!     delayed_ack_ms: 10           # 0 acks at once
+//!     keepalive_s: 0               # 0 = off
+//!     time_wait_ms: 2000
+//!     ephemeral_ports: 32768-60999 # local ports of upstream connections
+//!     listener_connection_limit: 0 # per listener; 0 = unlimited
+//! static_resources:                # Envoy v3, read by zerohop_l7::config
+//!   listeners: [...]               # tcp_proxy listeners
+//!   clusters: [...]                # STATIC clusters
 //! ```
 //!
 //! A port is L2 (cross-connected) or L3 (routed): an `address` makes it L3. ACLs apply
 //! to L3 ports only, and only to ports that have rules; on such a port a packet that
 //! matches no rule is denied, as in VPP's and most routers' ACLs.
+//!
+//! `static_resources` is Envoy's own section, parsed and checked by
+//! [`zerohop_l7::config::EnvoyConfig`] (its errors name the YAML path and, in the usual
+//! block-style file, the line). What ties it to `dataplane` is checked here: a listener
+//! binds to `0.0.0.0` or to an L3 port's address, and every cluster endpoint is on a
+//! connected subnet or covered by a route. Envoy's `admin` section is still rejected:
+//! the admin API is not built yet.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -67,6 +90,7 @@ use std::str::FromStr;
 
 use serde::de::{self, Deserializer, Unexpected, Visitor};
 use serde::{Deserialize, Serialize};
+use zerohop_l7::config::{EnvoyConfig, EnvoyConfigError};
 
 /// Default rx burst size, and so the default vector size of the graph.
 ///
@@ -105,10 +129,17 @@ const PROTOCOL_NAMES: &[(&str, u8)] = &[("icmp", 1), ("tcp", 6), ("udp", 17)];
 const PROTOCOL_TCP: u8 = 6;
 const PROTOCOL_UDP: u8 = 17;
 
-/// Top-level sections that Envoy-style configs carry and that zerohop will read once its
-/// L4/L7 layers exist. They get their own error, so that a user who copies an Envoy
-/// config learns that the section is not supported yet rather than misspelt.
-const FUTURE_SECTIONS: &[&str] = &["static_resources", "admin"];
+/// Top-level sections that Envoy-style configs carry and that zerohop will read once the
+/// features behind them exist. They get their own error, so that a user who copies an
+/// Envoy config learns that the section is not supported yet rather than misspelt.
+const FUTURE_SECTIONS: &[&str] = &["admin"];
+
+/// Top-level Envoy sections zerohop reads, in both spellings Envoy accepts (proto3 JSON
+/// also takes lowerCamelCase); [`zerohop_l7::config::EnvoyConfig`] parses them.
+const ENVOY_SECTIONS: &[&str] = &["static_resources", "staticResources"];
+
+/// Keys of Envoy's `static_resources`; one of them at the top level means a lost indent.
+const STATIC_RESOURCES_KEYS: &[&str] = &["listeners", "clusters"];
 
 /// Keys of [`DataplaneConfig`]; one of them at the top level means a lost indent.
 const DATAPLANE_KEYS: &[&str] = &[
@@ -125,16 +156,39 @@ const DATAPLANE_KEYS: &[&str] = &[
     "routes",
     "acl",
     "ip4",
+    "tcp",
 ];
 
-/// A whole zerohop config file.
+/// A whole zerohop config file: zerohop's own `dataplane` section and Envoy's
+/// `static_resources`.
 ///
-/// Only `dataplane` exists so far; the L4/L7 sections will sit beside it.
+/// Read it with [`Config::load`] or [`Config::from_yaml`], which parse and check both
+/// sections and what ties them together. The serde derives cover `dataplane` only:
+/// [`Config::envoy`] is skipped (Envoy's model has no serde form of its own), so a
+/// serialized `Config` has no `static_resources`, and deserializing one directly,
+/// without `from_yaml`, neither reads that section nor validates anything.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The DPDK side: cores, memory, ports and how packets flow between them.
     pub dataplane: DataplaneConfig,
+    /// Envoy's `static_resources`: listeners and clusters. Empty when the file has no
+    /// such section; `admin` is always `None` (the section is rejected until the admin
+    /// API exists).
+    #[serde(skip)]
+    pub envoy: EnvoyConfig,
+}
+
+/// What [`Config::from_yaml`] deserializes the text into: `dataplane` with
+/// `serde_yaml_ng`'s paths and line numbers in its errors, and Envoy's section passed
+/// over (a second pass gives it to [`EnvoyConfig`]). The two spellings of
+/// `static_resources` are aliases, so writing both is a "duplicate field" error.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    dataplane: DataplaneConfig,
+    #[serde(default, rename = "static_resources", alias = "staticResources")]
+    _static_resources: de::IgnoredAny,
 }
 
 /// The DPDK side of zerohop: which CPUs poll, which devices they poll, and the sizes of
@@ -186,6 +240,10 @@ pub struct DataplaneConfig {
     /// How the IPv4 layer treats what it cannot deliver or does not expect.
     #[serde(default)]
     pub ip4: Ip4Options,
+    /// Sizes and timers of the userspace TCP stack that terminates the listeners'
+    /// connections and opens the upstream ones.
+    #[serde(default)]
+    pub tcp: TcpSettings,
 }
 
 /// The IPv4 layer's policy switches (VPP's "by policy" knobs).
@@ -250,6 +308,207 @@ fn default_icmp_rate() -> u32 {
 
 fn default_neighbour_timeout() -> u32 {
     DEFAULT_NEIGHBOUR_TIMEOUT_S
+}
+
+/// Settings of the userspace TCP stack, per worker: each worker has its own flow table,
+/// buffers and timers, and these sizes apply to each of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpSettings {
+    /// Flow-table capacity of each worker: downstream and upstream connections together
+    /// (a proxied connection takes two entries).
+    #[serde(default = "default_tcp_max_connections")]
+    pub max_connections: u32,
+    /// Receive buffer of each connection, in bytes; it bounds the window advertised to
+    /// the peer.
+    #[serde(default = "default_tcp_buffer")]
+    pub rx_buffer: u32,
+    /// Send buffer of each connection, in bytes: data accepted from the other side of
+    /// the proxy and not yet acknowledged by this one.
+    #[serde(default = "default_tcp_buffer")]
+    pub tx_buffer: u32,
+    /// How long an ACK may wait for data to ride on, in milliseconds; 0 acknowledges
+    /// every segment at once.
+    #[serde(default = "default_delayed_ack_ms")]
+    pub delayed_ack_ms: u32,
+    /// Idle time after which a connection sends keepalive probes, in seconds; 0 turns
+    /// keepalives off.
+    #[serde(default)]
+    pub keepalive_s: u32,
+    /// How long a closed connection stays in TIME-WAIT, in milliseconds, before its
+    /// flow-table entry is freed (smoltcp's own TIME-WAIT is 10 s; 2 MSL would be
+    /// minutes). 0 frees it at once.
+    #[serde(default = "default_time_wait_ms")]
+    pub time_wait_ms: u32,
+    /// Local ports for upstream connections, `LOW-HIGH` with 1 <= LOW <= HIGH <= 65535;
+    /// read it with [`TcpSettings::ephemeral_range`]. The workers share the range.
+    #[serde(default = "default_ephemeral_ports")]
+    pub ephemeral_ports: String,
+    /// Most downstream connections each listener accepts on each worker; 0 means no
+    /// limit other than `max_connections`.
+    #[serde(default)]
+    pub listener_connection_limit: u32,
+}
+
+/// Default [`TcpSettings::max_connections`].
+pub const DEFAULT_TCP_MAX_CONNECTIONS: u32 = 65_536;
+/// Largest [`TcpSettings::max_connections`]: a million flows per worker.
+pub const MAX_TCP_MAX_CONNECTIONS: u32 = 1_048_576;
+/// Default [`TcpSettings::rx_buffer`] and [`TcpSettings::tx_buffer`]: 64 KiB.
+pub const DEFAULT_TCP_BUFFER: u32 = 65_536;
+/// Smallest [`TcpSettings::rx_buffer`] and [`TcpSettings::tx_buffer`]: 1 KiB.
+pub const MIN_TCP_BUFFER: u32 = 1024;
+/// Largest [`TcpSettings::rx_buffer`] and [`TcpSettings::tx_buffer`]: 16 MiB.
+pub const MAX_TCP_BUFFER: u32 = 16_777_216;
+/// Default [`TcpSettings::delayed_ack_ms`].
+pub const DEFAULT_DELAYED_ACK_MS: u32 = 10;
+/// Largest [`TcpSettings::delayed_ack_ms`]: RFC 1122 allows at most 500 ms.
+pub const MAX_DELAYED_ACK_MS: u32 = 500;
+/// Largest [`TcpSettings::keepalive_s`]: two hours, Linux's default idle time.
+pub const MAX_KEEPALIVE_S: u32 = 7200;
+/// Default [`TcpSettings::time_wait_ms`].
+pub const DEFAULT_TIME_WAIT_MS: u32 = 2000;
+/// Largest [`TcpSettings::time_wait_ms`]: smoltcp's own TIME-WAIT.
+pub const MAX_TIME_WAIT_MS: u32 = 10_000;
+/// Default [`TcpSettings::ephemeral_ports`]: Linux's `ip_local_port_range`.
+pub const DEFAULT_EPHEMERAL_PORTS: &str = "32768-60999";
+/// [`DEFAULT_EPHEMERAL_PORTS`] as a range.
+const DEFAULT_EPHEMERAL_RANGE: std::ops::RangeInclusive<u16> = 32768..=60999;
+/// Most L3 ports that may have an address while listeners are configured: the TCP
+/// stack is built with smoltcp's 8-address interface limit.
+pub const MAX_L3_PORTS_WITH_LISTENERS: usize = 8;
+
+impl Default for TcpSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: DEFAULT_TCP_MAX_CONNECTIONS,
+            rx_buffer: DEFAULT_TCP_BUFFER,
+            tx_buffer: DEFAULT_TCP_BUFFER,
+            delayed_ack_ms: DEFAULT_DELAYED_ACK_MS,
+            keepalive_s: 0,
+            time_wait_ms: DEFAULT_TIME_WAIT_MS,
+            ephemeral_ports: DEFAULT_EPHEMERAL_PORTS.to_owned(),
+            listener_connection_limit: 0,
+        }
+    }
+}
+
+impl TcpSettings {
+    /// Return [`TcpSettings::ephemeral_ports`] as a range.
+    ///
+    /// Exact for a validated config (every [`Config`] from [`Config::load`] or
+    /// [`Config::from_yaml`]). On an unvalidated one whose `ephemeral_ports` does not
+    /// parse, this does not panic: it returns the default range, 32768-60999.
+    pub fn ephemeral_range(&self) -> std::ops::RangeInclusive<u16> {
+        parse_ephemeral_ports(&self.ephemeral_ports).unwrap_or(DEFAULT_EPHEMERAL_RANGE)
+    }
+
+    /// Return the first problem with its YAML path.
+    fn validate(&self) -> Result<(), (String, Problem)> {
+        check_range(
+            "dataplane.tcp.max_connections",
+            self.max_connections.into(),
+            1,
+            MAX_TCP_MAX_CONNECTIONS.into(),
+            DEFAULT_TCP_MAX_CONNECTIONS.into(),
+        )?;
+        for (key, value) in [
+            ("dataplane.tcp.rx_buffer", self.rx_buffer),
+            ("dataplane.tcp.tx_buffer", self.tx_buffer),
+        ] {
+            check_range(
+                key,
+                value.into(),
+                MIN_TCP_BUFFER.into(),
+                MAX_TCP_BUFFER.into(),
+                DEFAULT_TCP_BUFFER.into(),
+            )?;
+        }
+        for (key, value, max, default) in [
+            (
+                "dataplane.tcp.delayed_ack_ms",
+                self.delayed_ack_ms,
+                MAX_DELAYED_ACK_MS,
+                DEFAULT_DELAYED_ACK_MS,
+            ),
+            (
+                "dataplane.tcp.keepalive_s",
+                self.keepalive_s,
+                MAX_KEEPALIVE_S,
+                0,
+            ),
+            (
+                "dataplane.tcp.time_wait_ms",
+                self.time_wait_ms,
+                MAX_TIME_WAIT_MS,
+                DEFAULT_TIME_WAIT_MS,
+            ),
+        ] {
+            check_range(key, value.into(), 0, max.into(), default.into())?;
+        }
+        parse_ephemeral_ports(&self.ephemeral_ports)
+            .map(|_| ())
+            .map_err(|problem| ("dataplane.tcp.ephemeral_ports".to_owned(), problem))
+    }
+}
+
+/// Parse `LOW-HIGH` with 1 <= LOW <= HIGH <= 65535.
+fn parse_ephemeral_ports(text: &str) -> Result<std::ops::RangeInclusive<u16>, Problem> {
+    let bad = |reason: String| Problem::BadEphemeralPorts {
+        value: text.to_owned(),
+        reason,
+    };
+    let Some((low, high)) = text.split_once('-') else {
+        return Err(bad("it is not a range LOW-HIGH".to_owned()));
+    };
+    let port = |part: &str| -> Result<u16, Problem> {
+        let part = part.trim();
+        let value = if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
+            part.parse::<u16>().ok()
+        } else {
+            None
+        };
+        match value {
+            None if part.is_empty() => Err(bad(
+                "a port number is missing on one side of the `-`".to_owned()
+            )),
+            Some(0) => Err(bad(
+                "port 0 cannot be a local port; start the range at 1 or above".to_owned(),
+            )),
+            Some(port) => Ok(port),
+            None => Err(bad(format!(
+                "`{part}` is not a port number from 1 to 65535"
+            ))),
+        }
+    };
+    let (low, high) = (port(low)?, port(high)?);
+    if low > high {
+        return Err(Problem::ReversedPortRange {
+            first: low,
+            last: high,
+        });
+    }
+    Ok(low..=high)
+}
+
+fn default_tcp_max_connections() -> u32 {
+    DEFAULT_TCP_MAX_CONNECTIONS
+}
+
+fn default_tcp_buffer() -> u32 {
+    DEFAULT_TCP_BUFFER
+}
+
+fn default_delayed_ack_ms() -> u32 {
+    DEFAULT_DELAYED_ACK_MS
+}
+
+fn default_time_wait_ms() -> u32 {
+    DEFAULT_TIME_WAIT_MS
+}
+
+fn default_ephemeral_ports() -> String {
+    DEFAULT_EPHEMERAL_PORTS.to_owned()
 }
 
 fn default_burst() -> usize {
@@ -1020,6 +1279,65 @@ pub enum Problem {
          headers), but this rule has {protocol}"
     )]
     PortsNeedTcpOrUdp { key: &'static str, protocol: String },
+    #[error(
+        "invalid port range \"{value}\": {reason}; write LOW-HIGH with 1 <= LOW <= HIGH <= \
+         65535, or leave it out for the default {DEFAULT_EPHEMERAL_PORTS}"
+    )]
+    BadEphemeralPorts { value: String, reason: String },
+    #[error(
+        "listeners need an L3 port, and no port has an address: zerohop accepts TCP \
+         connections only for its own addresses; give a port an address \
+         (dataplane.ports[].address, e.g. `address: 10.0.0.1/24`)"
+    )]
+    ListenersNeedL3Port,
+    #[error(
+        "port `{name}` is the {}th port with an address, and while listeners are \
+         configured at most {MAX_L3_PORTS_WITH_LISTENERS} ports may have one (zerohop's TCP \
+         stack is built with smoltcp's limit of {MAX_L3_PORTS_WITH_LISTENERS} addresses); \
+         remove the address of this port or of another one",
+        MAX_L3_PORTS_WITH_LISTENERS + 1
+    )]
+    TooManyL3Ports { name: String },
+    #[error(
+        "{address} is not an address of zerohop's, which receives packets only for its own \
+         addresses; a listener binds to 0.0.0.0 (every L3 port) or to an L3 port's address \
+         ({})",
+        local_list(.local)
+    )]
+    ListenerAddressNotLocal {
+        address: Ipv4Addr,
+        /// Each L3 port's address and name.
+        local: Vec<(Ipv4Addr, String)>,
+    },
+    #[error(
+        "endpoint {address} is unreachable: it is on no connected subnet ({}) and no \
+         route in dataplane.routes covers it; add a route to it, e.g. `- {{ prefix: \
+         {address}/32, via: <a neighbour> }}`, or use an endpoint on a connected subnet",
+        connected_list(.connected)
+    )]
+    EndpointUnreachable {
+        address: Ipv4Addr,
+        /// Each L3 port's subnet and name.
+        connected: Vec<(Ipv4Cidr, String)>,
+    },
+    #[error(
+        "endpoint {address} is the address of port `{name}` ({at}), zerohop itself; a \
+         cluster's endpoints are the upstream hosts zerohop connects to"
+    )]
+    EndpointIsOwnAddress {
+        address: Ipv4Addr,
+        name: String,
+        at: String,
+    },
+}
+
+/// Format L3 port addresses as `10.0.0.1 on port a, ...`.
+fn local_list(local: &[(Ipv4Addr, String)]) -> String {
+    let list: Vec<String> = local
+        .iter()
+        .map(|(address, name)| format!("{address} on port `{name}`"))
+        .collect();
+    format!("zerohop's addresses: {}", list.join(", "))
 }
 
 /// Format connected subnets as `10.90.0.0/24 (port down), ...`, or say there are none.
@@ -1055,9 +1373,9 @@ pub enum ConfigError {
     Parse { origin: String, message: String },
     /// A top-level section zerohop will support but does not yet.
     #[error(
-        "{origin}: {key}{}: not supported yet: zerohop configures only the `dataplane` \
-         section so far (its L4/L7 layers are still being built); remove `{key}` from \
-         this file",
+        "{origin}: {key}{}: not supported yet: zerohop reads only the `dataplane` and \
+         `static_resources` sections so far (the admin API is still being built); remove \
+         `{key}` from this file",
         at_line(*.line)
     )]
     Unsupported {
@@ -1066,13 +1384,23 @@ pub enum ConfigError {
         line: Option<usize>,
     },
     /// A top-level key zerohop does not know.
-    #[error("{origin}: unknown top-level key `{key}`{}, expected `dataplane`{}", at_line(*.line), misplaced_hint(.key))]
+    #[error(
+        "{origin}: unknown top-level key `{key}`{}, expected `dataplane` or \
+         `static_resources`{}",
+        at_line(*.line),
+        misplaced_hint(.key)
+    )]
     UnknownSection {
         origin: String,
         key: String,
         line: Option<usize>,
     },
-    /// The YAML parsed but a value cannot work.
+    /// Envoy's `static_resources` section does not parse or cannot work; the message
+    /// starts with the origin and names the YAML path (`static_resources.clusters[0]...`).
+    #[error("{0}")]
+    Envoy(EnvoyConfigError),
+    /// The YAML parsed but a value cannot work; also for a listener or cluster that does
+    /// not fit the `dataplane` section (`path` then starts with `static_resources.`).
     #[error("{origin}: {path}: {problem}")]
     Invalid {
         origin: String,
@@ -1100,6 +1428,8 @@ fn at_line(line: Option<usize>) -> String {
 fn misplaced_hint(key: &str) -> &'static str {
     if DATAPLANE_KEYS.contains(&key) {
         " (this key belongs under `dataplane:`; indent it)"
+    } else if STATIC_RESOURCES_KEYS.contains(&key) {
+        " (this key belongs under `static_resources:`; indent it)"
     } else {
         " (check the spelling)"
     }
@@ -1154,7 +1484,10 @@ impl Config {
     /// # Errors
     /// [`ConfigError::Parse`] for YAML that does not parse or fit the schema,
     /// [`ConfigError::UnknownSection`] / [`ConfigError::Unsupported`] for a top-level key
-    /// other than `dataplane`, [`ConfigError::Invalid`] for a value that cannot work.
+    /// other than `dataplane` and `static_resources`, [`ConfigError::Envoy`] for a
+    /// `static_resources` section that does not parse or cannot work,
+    /// [`ConfigError::Invalid`] for a `dataplane` value that cannot work or a listener or
+    /// cluster that does not fit the ports and routes.
     pub fn from_yaml(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let parse_error = |error: serde_yaml_ng::Error| ConfigError::Parse {
             origin: origin.to_owned(),
@@ -1191,7 +1524,7 @@ impl Config {
                     .map(|s| s.trim_end().to_owned())
                     .unwrap_or_else(|_| format!("{other:?}")),
             };
-            if key == "dataplane" {
+            if key == "dataplane" || ENVOY_SECTIONS.contains(&key.as_str()) {
                 continue;
             }
             let line = zerohop_l7::config::top_level_key_line(text, &key);
@@ -1202,25 +1535,102 @@ impl Config {
                 ConfigError::UnknownSection { origin, key, line }
             });
         }
-        let config: Config = serde_yaml_ng::from_str(text).map_err(parse_error)?;
-        config.validate(origin)?;
+        let raw: RawConfig = serde_yaml_ng::from_str(text).map_err(parse_error)?;
+        let invalid = |(path, problem)| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            path,
+            problem,
+        };
+        raw.dataplane.validate().map_err(invalid)?;
+        let envoy = load_envoy(text, top, origin).map_err(ConfigError::Envoy)?;
+        let config = Config {
+            dataplane: raw.dataplane,
+            envoy,
+        };
+        let static_resources = ENVOY_SECTIONS.iter().find_map(|key| top.get(*key));
+        config
+            .check_envoy(&|cluster, n| endpoint_location(static_resources, cluster, n))
+            .map_err(invalid)?;
         Ok(config)
     }
 
-    /// Check what the types cannot: ranges, uniqueness, and that `xconnect` names
-    /// existing ports. [`Config::load`] and [`Config::from_yaml`] call this; call it
-    /// yourself for a config built in code.
+    /// Check what the types cannot: ranges, uniqueness, that `xconnect` names existing
+    /// ports, and that the listeners and clusters fit the ports and routes.
+    /// [`Config::load`] and [`Config::from_yaml`] call this; call it yourself for a
+    /// config built in code.
+    ///
+    /// [`Config::envoy`] itself is taken as checked: [`EnvoyConfig`] checks itself as it
+    /// is built from YAML. The paths of endpoint errors assume each cluster lists its
+    /// endpoints in one `load_assignment.endpoints[0]` entry.
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] for the first problem in document order.
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
         self.dataplane
             .validate()
+            .and_then(|()| self.check_envoy(&|_, n| (0, n)))
             .map_err(|(path, problem)| ConfigError::Invalid {
                 origin: origin.to_owned(),
                 path,
                 problem,
             })
+    }
+
+    /// Check that the listeners and clusters fit the `dataplane` section: zerohop must
+    /// own each listener's address, and reach each endpoint through a port.
+    ///
+    /// `endpoint_at(cluster, n)` says where the `n`th endpoint of a cluster is written:
+    /// `(j, k)` for `load_assignment.endpoints[j].lb_endpoints[k]`.
+    fn check_envoy(
+        &self,
+        endpoint_at: &dyn Fn(usize, usize) -> (usize, usize),
+    ) -> Result<(), (String, Problem)> {
+        let dp = &self.dataplane;
+        let l3 = dp.l3_ports();
+        let envoy = &self.envoy;
+        if !envoy.listeners.is_empty() {
+            if l3.is_empty() {
+                return Err((
+                    "static_resources.listeners".to_owned(),
+                    Problem::ListenersNeedL3Port,
+                ));
+            }
+            if let Some(&(port, _)) = l3.get(MAX_L3_PORTS_WITH_LISTENERS) {
+                return Err((
+                    format!("dataplane.ports[{port}].address"),
+                    Problem::TooManyL3Ports {
+                        name: dp.ports[port].name.clone(),
+                    },
+                ));
+            }
+        }
+        for (i, listener) in envoy.listeners.iter().enumerate() {
+            let address = *listener.address.ip();
+            if address.is_unspecified() || l3.iter().any(|(_, cidr)| cidr.addr == address) {
+                continue;
+            }
+            return Err((
+                format!("static_resources.listeners[{i}].address.socket_address.address"),
+                Problem::ListenerAddressNotLocal {
+                    address,
+                    local: l3
+                        .iter()
+                        .map(|&(port, cidr)| (cidr.addr, dp.ports[port].name.clone()))
+                        .collect(),
+                },
+            ));
+        }
+        for (i, cluster) in envoy.clusters.iter().enumerate() {
+            for (n, endpoint) in cluster.endpoints.iter().enumerate() {
+                let (j, k) = endpoint_at(i, n);
+                let path = format!(
+                    "static_resources.clusters[{i}].load_assignment.endpoints[{j}]\
+                     .lb_endpoints[{k}].endpoint.address.socket_address.address"
+                );
+                dp.check_reachable(&path, *endpoint.address.ip(), &l3)?;
+            }
+        }
+        Ok(())
     }
 
     /// Check that every configured core is one this process may run on.
@@ -1243,6 +1653,107 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Parse the Envoy sections of a config file whose top-level mapping is `top`.
+///
+/// [`EnvoyConfig::from_yaml`] gives line numbers but reads a whole file, and would
+/// reject `dataplane`; so it gets the text with every line outside the Envoy sections
+/// blanked, which leaves the Envoy lines where they were. That works for the usual
+/// block-style file; where it does not (a flow-style top level, an alias into
+/// `dataplane`), the blanked text reads differently from the Envoy sections of `top`,
+/// and [`EnvoyConfig::from_value`] parses those instead, with paths but no lines.
+fn load_envoy(
+    text: &str,
+    top: &serde_yaml_ng::Mapping,
+    origin: &str,
+) -> Result<EnvoyConfig, EnvoyConfigError> {
+    let mut envoy = serde_yaml_ng::Mapping::new();
+    for (key, value) in top {
+        if key
+            .as_str()
+            .is_some_and(|key| ENVOY_SECTIONS.contains(&key))
+        {
+            envoy.insert(key.clone(), value.clone());
+        }
+    }
+    // One section at most: serde has said "duplicate field" for both spellings already.
+    let Some(static_resources) = envoy.values().next() else {
+        return Ok(EnvoyConfig::default());
+    };
+    let blanked = envoy_lines_only(text);
+    match serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&blanked) {
+        Ok(serde_yaml_ng::Value::Mapping(tree)) if tree == envoy => {
+            EnvoyConfig::from_yaml(&blanked, origin)
+        }
+        _ => EnvoyConfig::from_value(Some(static_resources), None, origin),
+    }
+}
+
+/// Return `text` with the lines of every top-level entry other than the Envoy sections
+/// made empty, line count and line ends kept. A top-level entry starts at a line whose
+/// first character begins a key (not a space, tab, comment, list item or document
+/// marker) and runs to the next such line.
+fn envoy_lines_only(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut keep = true;
+    for line in text.split_inclusive('\n') {
+        let starts_key = line
+            .chars()
+            .next()
+            .is_some_and(|c| !matches!(c, ' ' | '\t' | '\r' | '\n' | '#' | '-' | '.' | '%'));
+        if starts_key {
+            let key = line.split(':').next().unwrap_or("").trim();
+            let key = key.trim_matches(|c| c == '"' || c == '\'');
+            keep = ENVOY_SECTIONS.contains(&key);
+        }
+        if keep {
+            out.push_str(line);
+        } else if line.ends_with("\r\n") {
+            out.push_str("\r\n");
+        } else if line.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Where the `n`th endpoint of cluster `cluster` is written in `static_resources`:
+/// `(j, k)` for `load_assignment.endpoints[j].lb_endpoints[k]`, the same flattening
+/// as [`zerohop_l7::config::Cluster::endpoints`]; `(0, n)` where the tree does not
+/// say.
+fn endpoint_location(
+    static_resources: Option<&serde_yaml_ng::Value>,
+    cluster: usize,
+    n: usize,
+) -> (usize, usize) {
+    fn get<'a>(
+        value: &'a serde_yaml_ng::Value,
+        snake: &str,
+        camel: &str,
+    ) -> Option<&'a serde_yaml_ng::Value> {
+        value.get(snake).or_else(|| value.get(camel))
+    }
+    let groups = static_resources
+        .and_then(|sr| sr.get("clusters"))
+        .and_then(|clusters| clusters.get(cluster))
+        .and_then(|c| get(c, "load_assignment", "loadAssignment"))
+        .and_then(|la| la.get("endpoints"));
+    let Some(serde_yaml_ng::Value::Sequence(groups)) = groups else {
+        return (0, n);
+    };
+    let mut before = 0;
+    for (j, group) in groups.iter().enumerate() {
+        let len = match get(group, "lb_endpoints", "lbEndpoints") {
+            Some(serde_yaml_ng::Value::Sequence(list)) => list.len(),
+            _ => 0,
+        };
+        if n < before + len {
+            return (j, n - before);
+        }
+        before += len;
+    }
+    (0, n)
 }
 
 /// Name a YAML value's kind for a message.
@@ -1349,6 +1860,7 @@ impl DataplaneConfig {
             MAX_NEIGHBOUR_TIMEOUT_S.into(),
             DEFAULT_NEIGHBOUR_TIMEOUT_S.into(),
         )?;
+        self.tcp.validate()?;
         self.validate_ports()?;
         self.validate_xconnect()?;
         self.validate_routes()?;
@@ -1521,6 +2033,46 @@ impl DataplaneConfig {
             }
         }
         Ok(())
+    }
+
+    /// Check that zerohop can reach `address` (an upstream endpoint at `path`): on a
+    /// connected subnet, as a host other than zerohop itself, or through a route.
+    fn check_reachable(
+        &self,
+        path: &str,
+        address: Ipv4Addr,
+        l3: &[(usize, Ipv4Cidr)],
+    ) -> Result<(), (String, Problem)> {
+        if let Some(&(port, _)) = l3.iter().find(|(_, cidr)| cidr.addr == address) {
+            return Err((
+                path.to_owned(),
+                Problem::EndpointIsOwnAddress {
+                    address,
+                    name: self.ports[port].name.clone(),
+                    at: format!("dataplane.ports[{port}].address"),
+                },
+            ));
+        }
+        if let Some(&(_, cidr)) = l3.iter().find(|(_, cidr)| cidr.contains(address)) {
+            return check_host(path, address, cidr);
+        }
+        if self
+            .routes
+            .iter()
+            .any(|route| route.prefix.contains(address))
+        {
+            return Ok(());
+        }
+        Err((
+            path.to_owned(),
+            Problem::EndpointUnreachable {
+                address,
+                connected: l3
+                    .iter()
+                    .map(|&(port, cidr)| (cidr.subnet(), self.ports[port].name.clone()))
+                    .collect(),
+            },
+        ))
     }
 
     fn validate_acl(&self) -> Result<(), (String, Problem)> {
@@ -1829,6 +2381,8 @@ dataplane:
         assert_eq!(dp.mbufs, None);
         assert!(dp.xconnect.is_empty());
         assert_eq!(dp.xconnect_peers(), vec![None]);
+        assert_eq!(dp.tcp, TcpSettings::default());
+        assert_eq!(config.envoy, EnvoyConfig::default());
     }
 
     #[test]
@@ -1988,19 +2542,35 @@ dataplane:
 
     #[test]
     fn top_level_sections() {
-        for key in ["static_resources", "admin"] {
-            let text = format!("{BASE}{key}:\n  address: x\n");
-            let err = error(&text);
-            assert!(matches!(err, ConfigError::Unsupported { .. }), "{err:?}");
-            message(&text, &[&format!("{key} at line 9: not supported yet")]);
+        let text = format!("{BASE}admin:\n  address: x\n");
+        let err = error(&text);
+        assert!(matches!(err, ConfigError::Unsupported { .. }), "{err:?}");
+        message(
+            &text,
+            &["admin at line 9: not supported yet", "remove `admin`"],
+        );
+        // static_resources is read now; an empty one is no listeners and no clusters.
+        for section in ["static_resources", "staticResources"] {
+            let config = parse(&format!("{BASE}{section}: {{}}\n")).unwrap();
+            assert_eq!(config.envoy, EnvoyConfig::default());
         }
-        let text = format!("listeners: []\n{BASE}");
+        let text = format!("foo: []\n{BASE}");
         let err = error(&text);
         assert!(matches!(err, ConfigError::UnknownSection { .. }), "{err:?}");
         message(
             &text,
-            &["unknown top-level key `listeners` at line 1, expected `dataplane`"],
+            &["unknown top-level key `foo` at line 1, expected `dataplane` or `static_resources` (check the spelling)"],
         );
+        // Envoy's keys one level up belong under static_resources.
+        for key in ["listeners", "clusters"] {
+            message(
+                &format!("{key}: []\n{BASE}"),
+                &[
+                    &format!("unknown top-level key `{key}` at line 1"),
+                    "belongs under `static_resources:`",
+                ],
+            );
+        }
         // A lost indent puts a dataplane key at the top level.
         message(
             &format!("{BASE}burst: 64\n"),
@@ -2933,6 +3503,534 @@ dataplane:
         for i in 0..full.len() {
             for replacement in ["", "/", ".", "-", "9", "{"] {
                 let mut text = full.clone();
+                text.replace_range(i..=i, replacement);
+                let _ = parse(&text);
+            }
+        }
+    }
+    #[test]
+    fn tcp_defaults() {
+        let tcp = parse(BASE).unwrap().dataplane.tcp;
+        assert_eq!(tcp.max_connections, 65_536);
+        assert_eq!(tcp.rx_buffer, 65_536);
+        assert_eq!(tcp.tx_buffer, 65_536);
+        assert_eq!(tcp.delayed_ack_ms, 10);
+        assert_eq!(tcp.keepalive_s, 0);
+        assert_eq!(tcp.time_wait_ms, 2000);
+        assert_eq!(tcp.ephemeral_ports, "32768-60999");
+        assert_eq!(tcp.ephemeral_range(), 32768..=60999);
+        assert_eq!(
+            parse_ephemeral_ports(DEFAULT_EPHEMERAL_PORTS),
+            Ok(DEFAULT_EPHEMERAL_RANGE)
+        );
+        assert_eq!(tcp.listener_connection_limit, 0);
+        assert_eq!(tcp, TcpSettings::default());
+        // An empty section is all defaults too.
+        let config = parse(&format!("{BASE}  tcp: {{}}\n")).unwrap();
+        assert_eq!(config.dataplane.tcp, TcpSettings::default());
+    }
+
+    #[test]
+    fn tcp_every_key() {
+        let text = format!(
+            "{BASE}  tcp:
+    max_connections: 1000
+    rx_buffer: 1024
+    tx_buffer: 16777216
+    delayed_ack_ms: 0
+    keepalive_s: 7200
+    time_wait_ms: 0
+    ephemeral_ports: 1024-2047
+    listener_connection_limit: 500
+"
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(
+            config.dataplane.tcp,
+            TcpSettings {
+                max_connections: 1000,
+                rx_buffer: 1024,
+                tx_buffer: 16_777_216,
+                delayed_ack_ms: 0,
+                keepalive_s: 7200,
+                time_wait_ms: 0,
+                ephemeral_ports: "1024-2047".into(),
+                listener_connection_limit: 500,
+            }
+        );
+        assert_eq!(config.dataplane.tcp.ephemeral_range(), 1024..=2047);
+        let yaml = serde_yaml_ng::to_string(&config).unwrap();
+        assert!(yaml.contains("ephemeral_ports: 1024-2047"), "{yaml}");
+        assert_eq!(parse(&yaml).unwrap(), config, "{yaml}");
+    }
+
+    #[test]
+    fn tcp_ranges() {
+        let cases: [(&str, &[u64], &[u64], &str); 7] = [
+            (
+                "max_connections",
+                &[0, 1_048_577],
+                &[1, 1_048_576],
+                "use 1 to 1048576, or leave it out for the default 65536",
+            ),
+            (
+                "rx_buffer",
+                &[0, 1023, 16_777_217],
+                &[1024, 16_777_216],
+                "use 1024 to 16777216, or leave it out for the default 65536",
+            ),
+            (
+                "tx_buffer",
+                &[1023, 16_777_217],
+                &[1024, 16_777_216],
+                "use 1024 to 16777216, or leave it out for the default 65536",
+            ),
+            (
+                "delayed_ack_ms",
+                &[501],
+                &[0, 500],
+                "use 0 to 500, or leave it out for the default 10",
+            ),
+            (
+                "keepalive_s",
+                &[7201],
+                &[0, 7200],
+                "use 0 to 7200, or leave it out for the default 0",
+            ),
+            (
+                "time_wait_ms",
+                &[10_001],
+                &[0, 10_000],
+                "use 0 to 10000, or leave it out for the default 2000",
+            ),
+            ("listener_connection_limit", &[], &[0, 1, 4_294_967_295], ""),
+        ];
+        for (key, bad, good, advice) in cases {
+            for value in bad {
+                let text = format!("{BASE}  tcp: {{ {key}: {value} }}\n");
+                let (path, problem) = invalid(&text);
+                assert_eq!(path, format!("dataplane.tcp.{key}"));
+                assert!(matches!(problem, Problem::OutOfRange { .. }), "{problem:?}");
+                message(
+                    &text,
+                    &[&format!(
+                        "dataplane.tcp.{key}: {value} is out of range; {advice}"
+                    )],
+                );
+            }
+            for value in good {
+                parse(&format!("{BASE}  tcp: {{ {key}: {value} }}\n")).unwrap();
+            }
+        }
+        message(
+            &format!("{BASE}  tcp: {{ rx_buffer: -1 }}\n"),
+            &[
+                "dataplane.tcp.rx_buffer: invalid type: integer `-1`",
+                "line 9",
+            ],
+        );
+        message(
+            &format!("{BASE}  tcp: {{ max_conections: 5 }}\n"),
+            &["dataplane.tcp: unknown field `max_conections`, expected one of `max_connections`"],
+        );
+        message(
+            &format!("{BASE}tcp: {{}}\n"),
+            &[
+                "unknown top-level key `tcp` at line 9",
+                "belongs under `dataplane:`",
+            ],
+        );
+    }
+
+    #[test]
+    fn ephemeral_ports() {
+        for (text, want) in [
+            ("1-65535", 1..=65535),
+            ("40000-40000", 40000..=40000),
+            ("\" 1024 - 2048 \"", 1024..=2048),
+            ("\"32768-60999\"", 32768..=60999),
+        ] {
+            let config = parse(&format!("{BASE}  tcp: {{ ephemeral_ports: {text} }}\n")).unwrap();
+            assert_eq!(config.dataplane.tcp.ephemeral_range(), want, "{text}");
+        }
+        for (bad, reason) in [
+            ("32768", "it is not a range LOW-HIGH"),
+            ("0-100", "port 0 cannot be a local port"),
+            ("1-65536", "`65536` is not a port number from 1 to 65535"),
+            ("a-b", "`a` is not a port number"),
+            ("\"\"", "it is not a range LOW-HIGH"),
+            ("1-2-3", "`2-3` is not a port number"),
+            ("\"-5\"", "a port number is missing on one side of the `-`"),
+            ("\"5- \"", "a port number is missing"),
+        ] {
+            let text = format!("{BASE}  tcp: {{ ephemeral_ports: {bad} }}\n");
+            let (path, problem) = invalid(&text);
+            assert_eq!(path, "dataplane.tcp.ephemeral_ports");
+            assert!(
+                matches!(problem, Problem::BadEphemeralPorts { .. }),
+                "{problem:?}"
+            );
+            message(
+                &text,
+                &[
+                    "dataplane.tcp.ephemeral_ports: invalid port range",
+                    reason,
+                    "write LOW-HIGH with 1 <= LOW <= HIGH <= 65535, or leave it out for the \
+                     default 32768-60999",
+                ],
+            );
+        }
+        let text = format!("{BASE}  tcp: {{ ephemeral_ports: 60999-32768 }}\n");
+        assert_eq!(
+            invalid(&text),
+            (
+                "dataplane.tcp.ephemeral_ports".to_owned(),
+                Problem::ReversedPortRange {
+                    first: 60999,
+                    last: 32768
+                }
+            )
+        );
+        // A bare number reads as the string "40000": one port is not a range.
+        message(
+            &format!("{BASE}  tcp: {{ ephemeral_ports: 40000 }}\n"),
+            &["dataplane.tcp.ephemeral_ports: invalid port range \"40000\": it is not a range"],
+        );
+        message(
+            &format!("{BASE}  tcp: {{ ephemeral_ports: [1, 2] }}\n"),
+            &["dataplane.tcp.ephemeral_ports: invalid type: sequence, expected a string"],
+        );
+        // Unvalidated and unparsable: the default range, not a panic.
+        let tcp = TcpSettings {
+            ephemeral_ports: "junk".into(),
+            ..TcpSettings::default()
+        };
+        assert_eq!(tcp.ephemeral_range(), 32768..=60999);
+    }
+
+    /// A valid config with a tcp_proxy listener and a three-endpoint cluster; tests edit
+    /// it into invalid ones.
+    const PROXY: &str = "\
+dataplane:
+  cores: [1]
+  ports:
+    - { name: down, device: \"net_af_packet0,iface=zhd0\", address: 10.0.0.1/24 }
+    - { name: up, device: \"net_af_packet1,iface=zhu0\", address: 10.0.1.1/24 }
+  routes:
+    - { prefix: 10.5.0.0/16, via: 10.0.1.254 }
+  tcp:
+    max_connections: 4096
+static_resources:
+  listeners:
+  - name: proxy
+    address:
+      socket_address: { address: 0.0.0.0, port_value: 8000 }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: proxy
+          cluster: backend
+  clusters:
+  - name: backend
+    connect_timeout: 1s
+    lb_policy: ROUND_ROBIN
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 10.0.1.2, port_value: 9001 } } }
+        - endpoint: { address: { socket_address: { address: 10.0.1.3, port_value: 9002 } } }
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 10.0.1.4, port_value: 9003 } } }
+";
+
+    #[test]
+    fn proxy_config_loads() {
+        use zerohop_l7::config::{LbPolicy, NetworkFilter};
+        let config = parse(PROXY).unwrap();
+        assert_eq!(config.dataplane.ports.len(), 2);
+        assert_eq!(config.dataplane.tcp.max_connections, 4096);
+        assert_eq!(config.dataplane.tcp.rx_buffer, DEFAULT_TCP_BUFFER);
+        let envoy = &config.envoy;
+        assert_eq!(envoy.listeners.len(), 1);
+        assert_eq!(envoy.clusters.len(), 1);
+        assert_eq!(envoy.admin, None);
+        let listener = &envoy.listeners[0];
+        assert_eq!(listener.name, "proxy");
+        assert_eq!(listener.address, "0.0.0.0:8000".parse().unwrap());
+        let NetworkFilter::TcpProxy(tcp_proxy) = &listener.filter;
+        assert_eq!(tcp_proxy.cluster, "backend");
+        let backend = envoy.cluster("backend").unwrap();
+        assert_eq!(backend.lb_policy, LbPolicy::RoundRobin);
+        let endpoints: Vec<String> = backend
+            .endpoints
+            .iter()
+            .map(|e| e.address.to_string())
+            .collect();
+        assert_eq!(
+            endpoints,
+            ["10.0.1.2:9001", "10.0.1.3:9002", "10.0.1.4:9003"]
+        );
+        // Config::validate accepts what from_yaml built.
+        config.validate(ORIGIN).unwrap();
+        // The serde form covers dataplane only.
+        let yaml = serde_yaml_ng::to_string(&config).unwrap();
+        assert!(!yaml.contains("static_resources"), "{yaml}");
+        assert_eq!(parse(&yaml).unwrap().dataplane, config.dataplane);
+        // The Envoy section may come first, and may be spelt in lowerCamelCase.
+        let (dataplane, envoy_part) = PROXY.split_at(PROXY.find("static_resources").unwrap());
+        let swapped = parse(&format!("{envoy_part}{dataplane}")).unwrap();
+        assert_eq!(swapped, config);
+        let camel = parse(&PROXY.replace("static_resources:", "staticResources:")).unwrap();
+        assert_eq!(camel, config);
+    }
+
+    #[test]
+    fn proxy_config_with_admin_is_unsupported() {
+        let text = format!("{PROXY}admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 9901 }} }}\n");
+        let err = error(&text);
+        assert!(matches!(err, ConfigError::Unsupported { .. }), "{err:?}");
+        message(&text, &["admin at line 34: not supported yet", "admin API"]);
+    }
+
+    #[test]
+    fn both_spellings_of_static_resources() {
+        message(
+            &format!("{PROXY}staticResources: {{}}\n"),
+            &["duplicate field `static_resources`"],
+        );
+    }
+
+    #[test]
+    fn envoy_errors_name_path_and_line() {
+        let text = PROXY.replace("connect_timeout: 1s", "conect_timeout: 1s");
+        let err = error(&text);
+        assert!(matches!(err, ConfigError::Envoy(_)), "{err:?}");
+        let msg = message(
+            &text,
+            &[
+                "static_resources.clusters[0].conect_timeout: unknown field `conect_timeout`",
+                "at line 24 column 5",
+            ],
+        );
+        assert!(!msg.contains("dataplane"), "{msg}");
+        message(
+            &PROXY.replace("cluster: backend", "cluster: backnd"),
+            &["static_resources.listeners[0].filter_chains[0].filters[0].typed_config.cluster: unknown cluster `backnd`"],
+        );
+        message(
+            &PROXY.replace("port_value: 9002", "port_value: 0"),
+            &["static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[1].endpoint.address.socket_address.port_value: port 0"],
+        );
+        message(
+            &PROXY.replace("connect_timeout: 1s", "connect_timeout: 1"),
+            &["static_resources.clusters[0].connect_timeout", "line 24"],
+        );
+        // The same error from a flow-style file: the path, without a line.
+        let flow = "{dataplane: {cores: [1], ports: [{name: a, device: net_tap0, address: 10.0.0.1/24}]}, \
+                    static_resources: {clusters: [{name: c, conect_timeout: 1s}]}}";
+        let msg = message(
+            flow,
+            &["static_resources.clusters[0].conect_timeout: unknown field `conect_timeout`"],
+        );
+        assert!(!msg.contains(" line "), "{msg}");
+    }
+
+    #[test]
+    fn envoy_alias_into_dataplane_falls_back_to_tree() {
+        // An alias whose anchor sits in `dataplane` cannot be read from the Envoy lines
+        // alone; the tree is read instead, and the config still loads.
+        let text = PROXY
+            .replace("name: up,", "name: &up up,")
+            .replace("stat_prefix: proxy", "stat_prefix: *up");
+        let config = parse(&text).unwrap();
+        let zerohop_l7::config::NetworkFilter::TcpProxy(tcp_proxy) =
+            &config.envoy.listeners[0].filter;
+        assert_eq!(tcp_proxy.stat_prefix, "up");
+    }
+
+    #[test]
+    fn envoy_lines_only_keeps_line_numbers() {
+        let text = "a:\n  b: 1\nstatic_resources:\n  x: 1\n# c\n\"dataplane\": 2\n- 3\nstaticResources: 4\r\n";
+        assert_eq!(
+            envoy_lines_only(text),
+            "\n\nstatic_resources:\n  x: 1\n# c\n\n\nstaticResources: 4\r\n"
+        );
+    }
+
+    #[test]
+    fn listeners_need_an_l3_port() {
+        let text = PROXY
+            .replace(", address: 10.0.0.1/24", "")
+            .replace(", address: 10.0.1.1/24", "")
+            .replace(
+                "  routes:\n    - { prefix: 10.5.0.0/16, via: 10.0.1.254 }\n",
+                "",
+            );
+        assert_eq!(
+            invalid(&text),
+            (
+                "static_resources.listeners".to_owned(),
+                Problem::ListenersNeedL3Port
+            )
+        );
+        message(
+            &text,
+            &["static_resources.listeners: listeners need an L3 port, and no port has an address"],
+        );
+    }
+
+    #[test]
+    fn listener_address_must_be_local() {
+        let text = PROXY.replace("address: 0.0.0.0", "address: 10.0.0.7");
+        let (path, problem) = invalid(&text);
+        assert_eq!(
+            path,
+            "static_resources.listeners[0].address.socket_address.address"
+        );
+        assert!(
+            matches!(problem, Problem::ListenerAddressNotLocal { .. }),
+            "{problem:?}"
+        );
+        message(
+            &text,
+            &["static_resources.listeners[0].address.socket_address.address: 10.0.0.7 is not an address of zerohop's", "a listener binds to 0.0.0.0 (every L3 port) or to an L3 port's address (zerohop's addresses: 10.0.0.1 on port `down`, 10.0.1.1 on port `up`)"],
+        );
+        for good in ["10.0.0.1", "10.0.1.1", "0.0.0.0"] {
+            parse(&PROXY.replace("address: 0.0.0.0", &format!("address: {good}"))).unwrap();
+        }
+    }
+
+    #[test]
+    fn endpoints_must_be_reachable() {
+        // Off every connected subnet and route, in the second endpoints group.
+        let text = PROXY.replace("10.0.1.4", "10.6.0.4");
+        let (path, problem) = invalid(&text);
+        assert_eq!(
+            path,
+            "static_resources.clusters[0].load_assignment.endpoints[1].lb_endpoints[0].endpoint.address.socket_address.address"
+        );
+        assert!(
+            matches!(problem, Problem::EndpointUnreachable { .. }),
+            "{problem:?}"
+        );
+        message(
+            &text,
+            &["endpoint 10.6.0.4 is unreachable: it is on no connected subnet (connected: 10.0.0.0/24 on port `down`, 10.0.1.0/24 on port `up`) and no route in dataplane.routes covers it"],
+        );
+        let (path, _) = invalid(&PROXY.replace("10.0.1.3", "10.6.0.3"));
+        assert!(
+            path.starts_with(
+                "static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[1]."
+            ),
+            "{path}"
+        );
+        // A route covers it; a default route covers everything.
+        parse(&PROXY.replace("10.0.1.4", "10.5.7.4")).unwrap();
+        parse(&text.replace("prefix: 10.5.0.0/16", "prefix: 0.0.0.0/0")).unwrap();
+        // Either connected subnet will do.
+        parse(&PROXY.replace("10.0.1.4", "10.0.0.4")).unwrap();
+    }
+
+    #[test]
+    fn endpoint_is_a_host_other_than_zerohop() {
+        let text = PROXY.replace("10.0.1.3", "10.0.1.1");
+        let (path, problem) = invalid(&text);
+        assert!(path.ends_with("lb_endpoints[1].endpoint.address.socket_address.address"));
+        assert!(
+            matches!(problem, Problem::EndpointIsOwnAddress { .. }),
+            "{problem:?}"
+        );
+        message(
+            &text,
+            &["endpoint 10.0.1.1 is the address of port `up` (dataplane.ports[1].address), zerohop itself"],
+        );
+        message(
+            &PROXY.replace("10.0.1.3", "10.0.1.255"),
+            &["lb_endpoints[1].endpoint.address.socket_address.address: 10.0.1.255 is the broadcast address of 10.0.1.0/24"],
+        );
+    }
+
+    #[test]
+    fn at_most_eight_l3_ports_with_listeners() {
+        let ports = |n: usize| -> String {
+            (0..n)
+                .map(|i| {
+                    format!(
+                        "    - {{ name: p{i}, device: net_tap{i}, address: 10.0.{}.1/24 }}\n",
+                        i + 1
+                    )
+                })
+                .collect()
+        };
+        let start = PROXY.find("  ports:\n").unwrap() + "  ports:\n".len();
+        let end = PROXY.find("  routes:").unwrap();
+        let with = |n: usize| format!("{}{}{}", &PROXY[..start], ports(n), &PROXY[end..]);
+        parse(&with(8)).unwrap();
+        let text = with(9);
+        assert_eq!(
+            invalid(&text),
+            (
+                "dataplane.ports[8].address".to_owned(),
+                Problem::TooManyL3Ports { name: "p8".into() }
+            )
+        );
+        message(
+            &text,
+            &["dataplane.ports[8].address: port `p8` is the 9th port with an address, and while listeners are configured at most 8 ports may have one"],
+        );
+        // Without listeners there is no such limit.
+        let no_listeners = {
+            let text = with(9);
+            let start = text.find("  listeners:").unwrap();
+            let end = text.find("  clusters:").unwrap();
+            format!("{}{}", &text[..start], &text[end..])
+        };
+        parse(&no_listeners).unwrap();
+    }
+
+    #[test]
+    fn validate_cross_checks_code_built_configs() {
+        let mut config = parse(PROXY).unwrap();
+        config.envoy.listeners[0].address = "192.0.2.1:8000".parse().unwrap();
+        let err = config.validate(ORIGIN).unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "/x/y.yaml: static_resources.listeners[0].address.socket_address.address: 192.0.2.1 is not"
+            ),
+            "{err}"
+        );
+        let mut config = parse(PROXY).unwrap();
+        config.envoy.clusters[0].endpoints[2].address = "192.0.2.1:80".parse().unwrap();
+        let err = config.validate(ORIGIN).unwrap_err();
+        // Code-built: the path assumes one endpoints group.
+        assert!(
+            err.to_string().starts_with(
+                "/x/y.yaml: static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[2]"
+            ),
+            "{err}"
+        );
+        let mut config = parse(PROXY).unwrap();
+        config.dataplane.tcp.ephemeral_ports = "9-8".into();
+        let err = config.validate(ORIGIN).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("/x/y.yaml: dataplane.tcp.ephemeral_ports: port range 9-8 is empty"),
+            "{err}"
+        );
+    }
+
+    /// As `never_panics`, for a config with static_resources.
+    #[test]
+    fn never_panics_proxy() {
+        for end in 0..=PROXY.len() {
+            let _ = parse(&PROXY[..end]);
+        }
+        for i in 0..PROXY.len() {
+            for replacement in ["", ":", "-", "{"] {
+                let mut text = PROXY.to_owned();
                 text.replace_range(i..=i, replacement);
                 let _ = parse(&text);
             }

@@ -142,6 +142,115 @@ fn acl_naming_unknown_port_names_yaml_path() {
     );
 }
 
+/// The shipped tcp_proxy example (dataplane + Envoy `static_resources`), its worker
+/// moved to a CPU this machine has.
+fn tcp_proxy_config() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/tcp-proxy.yaml");
+    let config = std::fs::read_to_string(&path).expect("read configs/tcp-proxy.yaml");
+    assert_eq!(
+        config.matches("cores: [1]").count(),
+        1,
+        "fixture: `cores: [1]` not found once in {}",
+        path.display()
+    );
+    config.replacen("cores: [1]", &format!("cores: [{}]", worker_core()), 1)
+}
+
+/// Replace `from` (which must occur once) in the tcp_proxy config and check that both
+/// modes exit 1 naming every entry of `needles`.
+fn assert_tcp_proxy_config_rejected(from: &str, to: &str, needles: &[&str], what: &str) {
+    let good = tcp_proxy_config();
+    assert_eq!(
+        good.matches(from).count(),
+        1,
+        "fixture: `{from}` not found once"
+    );
+    let config = good.replacen(from, to, 1);
+    for mode in MODES {
+        let out = run_config(&config, mode);
+        assert_fails_naming(&out, needles, &format!("{what} (--mode {mode})"));
+    }
+}
+
+#[test]
+fn validate_accepts_tcp_proxy_config() {
+    let out = run_config(&tcp_proxy_config(), "validate");
+    assert!(
+        out.success(),
+        "--mode validate on configs/tcp-proxy.yaml: want exit 0, got {}\nstderr:\n{}",
+        describe(out.status),
+        out.stderr
+    );
+    assert!(out.stdout_str().contains("OK"), "{}", out.stdout_str());
+}
+
+#[test]
+fn admin_section_is_not_supported_yet() {
+    let config = format!(
+        "{}admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 9901 }} }}\n",
+        tcp_proxy_config()
+    );
+    for mode in MODES {
+        let out = run_config(&config, mode);
+        assert_fails_naming(
+            &out,
+            &["admin", "not supported yet"],
+            &format!("admin section (--mode {mode})"),
+        );
+    }
+}
+
+#[test]
+fn envoy_schema_error_names_yaml_path_and_line() {
+    assert_tcp_proxy_config_rejected(
+        "connect_timeout: 1s",
+        "conect_timeout: 1s",
+        &[
+            "static_resources.clusters[0].conect_timeout",
+            "unknown field",
+            "at line",
+        ],
+        "misspelled cluster field",
+    );
+}
+
+#[test]
+fn listener_on_a_foreign_address_names_yaml_path() {
+    assert_tcp_proxy_config_rejected(
+        "address: 0.0.0.0, port_value: 8000",
+        "address: 10.0.9.1, port_value: 8000",
+        &[
+            "static_resources.listeners[0].address.socket_address.address",
+            "10.0.9.1",
+            "10.0.0.1 on port `down`",
+        ],
+        "listener address zerohop does not own",
+    );
+}
+
+#[test]
+fn unreachable_endpoint_names_yaml_path() {
+    assert_tcp_proxy_config_rejected(
+        "address: 10.0.1.2, port_value: 9002",
+        "address: 10.9.1.2, port_value: 9002",
+        &[
+            "static_resources.clusters[0].load_assignment.endpoints[0].lb_endpoints[1]",
+            "10.9.1.2 is unreachable",
+        ],
+        "endpoint on no connected subnet and no route",
+    );
+}
+
+#[test]
+fn bad_tcp_setting_names_yaml_path() {
+    assert_tcp_proxy_config_rejected(
+        "rx_buffer: 65536",
+        "rx_buffer: 512",
+        &["dataplane.tcp.rx_buffer", "use 1024 to 16777216"],
+        "rx_buffer below the minimum",
+    );
+}
+
 #[test]
 fn validate_accepts_good_config_without_touching_dpdk() {
     let id = unique_id();
