@@ -498,6 +498,22 @@ impl<V> FlowTable<V> {
             .and_then(|s| s.value.as_mut())
     }
 
+    /// Return the values of two different flows, both mutable; `None` if
+    /// either handle is stale or both name the same flow.
+    pub fn get2_mut(&mut self, a: FlowId, b: FlowId) -> Option<(&mut V, &mut V)> {
+        let (ia, ib) = (a.index as usize, b.index as usize);
+        if ia == ib || ia >= self.slots.len() || ib >= self.slots.len() {
+            return None;
+        }
+        let (lo, hi) = self.slots.split_at_mut(ia.max(ib));
+        let (low, high) = (&mut lo[ia.min(ib)], &mut hi[0]);
+        let (sa, sb) = if ia < ib { (low, high) } else { (high, low) };
+        if sa.generation != a.generation || sb.generation != b.generation {
+            return None;
+        }
+        Some((sa.value.as_mut()?, sb.value.as_mut()?))
+    }
+
     /// Return the key of flow `id`, or `None` if the handle is stale.
     pub fn key(&self, id: FlowId) -> Option<FlowKey> {
         self.slot(id).map(|s| s.key)

@@ -1,25 +1,21 @@
-//! zerohop's userspace TCP: the building blocks of the `tcp-input` node.
+//! zerohop's userspace TCP: the `tcp-input` graph node on smoltcp.
 //!
-//! **What exists today** is three self-contained, tested modules and nothing
-//! that touches a packet yet:
+//! - [`stack`]: the [`Stack`] of one worker — smoltcp driven one connection
+//!   at a time, each connection owning a one-socket `SocketSet`, found by its
+//!   4-tuple in a [`FlowTable`], woken by one timer in a [`TimerWheel`];
+//!   passive opens on demand, active opens from [`EphemeralPorts`], RST for
+//!   segments of no connection, an [`App`] trait for the application (the
+//!   L4 proxy in the l7 crate);
+//! - [`node`]: [`TcpInput`], the graph node around a stack, and [`Handoff`],
+//!   the queues that carry segments to the worker owning their port;
+//! - [`flow`], [`timer`], [`ports`]: the building blocks.
 //!
-//! - [`flow`]: the [`FlowTable`], 4-tuple → connection in O(1) with stable,
-//!   generation-checked [`FlowId`] handles and a fixed capacity;
-//! - [`timer`]: the [`TimerWheel`], a hierarchical timer wheel with O(1)
-//!   schedule / cancel / reschedule and 1 ms resolution;
-//! - [`ports`]: [`EphemeralPorts`], per-worker local ports for active opens
-//!   that never collide between workers and, with a Toeplitz [`RssSteering`],
-//!   bring the replies back to the opening worker's queue.
-//!
-//! The `tcp-input` node, the smoltcp integration, listeners and active opens
-//! are **not written yet**; this crate does not depend on smoltcp so far.
-//!
-//! # The design they are for
+//! # Design
 //!
 //! smoltcp walks its whole `SocketSet` for every received segment and on
 //! every poll, which is unusable at tens of thousands of sockets. zerohop
 //! must cost the same per segment at 10 and at 100 000 connections per
-//! core, so the node to come will drive smoltcp one connection at a time:
+//! core, so the node drives smoltcp one connection at a time:
 //!
 //! 1. `ip4-local` hands `tcp-input` a vector of IPv4 packets (smoltcp runs
 //!    with `Medium::Ip`: the graph owns Ethernet, ARP and routing).
@@ -54,18 +50,38 @@
 //!
 //! Workers share nothing on this path: each has its own flow table, timer
 //! wheel and port allocator; only the handoff queues cross cores.
+//!
+//! # Deviations from smoltcp's defaults, and why
+//!
+//! - **MSS clamping.** smoltcp sizes segments as MTU − 40 and forgets the 12
+//!   bytes of timestamp options, so a full-sized segment would exceed the MTU
+//!   and smoltcp itself would drop it (no fragmentation). The stack tells
+//!   smoltcp an MTU 12 bytes larger and clamps the MSS option of every SYN:
+//!   the peer's to MTU − 52, our own to MTU − 40 ([`stack::clamp_mss`]).
+//! - **TIME-WAIT** is cut to `time_wait_ms` (smoltcp's is a fixed 10 s), so
+//!   churn does not fill the table.
+//! - **Nagle off** for proxied streams; delayed ACK configurable.
+//! - **Retransmissions** are counted by comparing each emitted segment's
+//!   sequence range with the highest sent so far (smoltcp exposes no
+//!   counter).
+//! - Ephemeral ports are split in per-worker blocks (no RSS steering wired
+//!   yet); a segment for another worker's block is handed over.
 #![forbid(unsafe_code)]
 
 pub mod flow;
+pub mod node;
 pub mod ports;
 pub mod rng;
+pub mod stack;
 pub mod timer;
 
 pub use flow::{FlowId, FlowKey, FlowTable, FlowTableError};
+pub use node::{Handoff, TcpInput};
 pub use ports::{
     EphemeralPort, EphemeralPorts, EphemeralPortsConfig, PortsConfigError, PortsError, RssFilter,
     RssMode, RssSteering,
 };
+pub use stack::{App, Close, ConnId, Listen, SegmentDevice, Stack, TcpParams, TcpStats};
 pub use timer::{TimerError, TimerHandle, TimerWheel};
 
 /// A [`FlowTable`] or [`TimerWheel`] was asked to hold more than it can.

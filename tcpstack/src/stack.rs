@@ -1,0 +1,1125 @@
+//! One worker's TCP: smoltcp driven one connection at a time.
+//!
+//! A [`Stack`] holds the worker's connections in a [`FlowTable`]; each
+//! connection owns a one-socket smoltcp `SocketSet`. A received segment is
+//! looked up by its 4-tuple and only that connection's socket sees it
+//! (`poll_ingress_single`); what the socket answers is collected with
+//! `poll_egress` on the same one-socket set. Each connection has one timer in
+//! the worker's [`TimerWheel`] at the earliest of smoltcp's `poll_at`, the
+//! application's deadline and the end of its (shortened) TIME-WAIT. Nothing
+//! walks all connections, so a segment costs the same at 10 and at 100 000
+//! connections.
+//!
+//! The application (the L4 proxy) sees connections through the [`App`]
+//! trait: accepted, ready (something may have changed), deadline, closed. It
+//! moves bytes with [`Stack::splice`], which copies from one connection's
+//! receive buffer straight into another's send buffer: no buffer of its own,
+//! so a slow reader closes the fast writer's window (back-pressure) instead
+//! of growing memory.
+
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::ops::RangeInclusive;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant as StdInstant;
+
+use smoltcp::iface::{Config as IfaceConfig, Interface, PollResult, SocketHandle, SocketSet};
+use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::socket::tcp::{self, State};
+use smoltcp::time::{Duration as SDuration, Instant as SInstant};
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint};
+use zerohop_dataplane::fib::{Fib, Route};
+use zerohop_dataplane::graph::Packet;
+use zerohop_dataplane::l3::Allocator;
+use zerohop_dataplane::{Buffer, Counter};
+
+use crate::flow::{FlowId, FlowKey, FlowTable};
+use crate::ports::{EphemeralPorts, EphemeralPortsConfig, PortsError};
+use crate::timer::{TimerHandle, TimerWheel};
+use crate::CapacityError;
+
+/// A connection's handle: stale once the connection is closed.
+pub type ConnId = FlowId;
+
+/// Bytes of Ethernet header room left in front of every emitted IP packet,
+/// filled in later by `ip4-rewrite`.
+pub const ETH_HEADROOM: usize = 14;
+
+/// Segments one connection may emit per flush before it yields to the others
+/// (it is flushed again on the next poll).
+const MAX_SEGMENTS_PER_FLUSH: usize = 64;
+
+/// No deadline.
+const NEVER: u64 = u64::MAX;
+
+/// TCP settings of one worker (all connections alike).
+#[derive(Debug, Clone)]
+pub struct TcpParams {
+    /// Most connections (downstream + upstream) at once.
+    pub max_connections: u32,
+    /// Receive buffer per connection, bytes (sets the advertised window and
+    /// the window scale).
+    pub rx_buffer: usize,
+    /// Send buffer per connection, bytes.
+    pub tx_buffer: usize,
+    /// Delayed ACK; 0 acknowledges every segment at once.
+    pub delayed_ack_ms: u32,
+    /// Keep-alive probe interval; 0 turns keep-alive off.
+    pub keepalive_s: u32,
+    /// TIME-WAIT is cut to this (smoltcp's own is 10 s).
+    pub time_wait_ms: u32,
+    /// Downstream connections per listener, at most; 0 for no limit.
+    pub listener_connection_limit: u32,
+    /// IP MTU: sets the MSS (MTU - 40) advertised and used.
+    pub mtu: u16,
+    /// Nagle's algorithm (off for a proxy: it would delay what the peer sent).
+    pub nagle: bool,
+    /// Local ports for active opens, shared by all workers.
+    pub ephemeral_ports: RangeInclusive<u16>,
+    /// Workers sharing the port range, and this worker's index.
+    pub workers: u16,
+    /// This worker's index.
+    pub worker: u16,
+}
+
+impl Default for TcpParams {
+    fn default() -> Self {
+        Self {
+            max_connections: 65_536,
+            rx_buffer: 65_536,
+            tx_buffer: 65_536,
+            delayed_ack_ms: 10,
+            keepalive_s: 0,
+            time_wait_ms: 2_000,
+            listener_connection_limit: 0,
+            mtu: 1500,
+            nagle: false,
+            ephemeral_ports: 32_768..=60_999,
+            workers: 1,
+            worker: 0,
+        }
+    }
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// Both FINs exchanged.
+    Graceful,
+    /// The peer sent a RST (or refused the connection).
+    Reset,
+    /// We aborted it ([`Stack::abort`]).
+    Aborted,
+    /// smoltcp gave up on the peer (retransmissions or keep-alive).
+    TimedOut,
+}
+
+/// What the stack tells the application.
+pub trait App {
+    /// A connection on listener `listener` finished its handshake.
+    fn accepted(&mut self, tcp: &mut Stack, conn: ConnId, listener: u32);
+    /// Something may have changed on `conn`: data arrived, send space was
+    /// freed, a FIN arrived, an active open completed.
+    fn ready(&mut self, tcp: &mut Stack, conn: ConnId);
+    /// The deadline set with [`Stack::set_deadline`] passed.
+    fn deadline(&mut self, tcp: &mut Stack, conn: ConnId);
+    /// `conn` is gone; its handle is stale from now on.
+    fn closed(&mut self, tcp: &mut Stack, conn: ConnId, how: Close);
+}
+
+/// A listening address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    /// Local address; `0.0.0.0` for every local address.
+    pub address: SocketAddrV4,
+    /// Passed to [`App::accepted`].
+    pub id: u32,
+}
+
+/// Counters of one worker's TCP layer (single writer: the worker).
+#[derive(Debug, Default)]
+pub struct TcpStats {
+    /// Connections created by a SYN to a listener.
+    pub passive_opens: Counter,
+    /// Connections opened towards upstreams.
+    pub active_opens: Counter,
+    /// Connections that reached ESTABLISHED.
+    pub established: Counter,
+    /// Connections freed.
+    pub closed: Counter,
+    /// ... of which ended by a RST from the peer.
+    pub resets_received: Counter,
+    /// ... of which we aborted.
+    pub aborted: Counter,
+    /// ... of which smoltcp timed out.
+    pub timed_out: Counter,
+    /// TIME-WAIT connections cut short at `time_wait_ms`.
+    pub time_wait_cut: Counter,
+    /// RSTs sent for segments of no connection (closed port, stale flow).
+    pub rst_no_connection: Counter,
+    /// SYNs refused: the listener's connection limit.
+    pub listener_overflow: Counter,
+    /// SYNs or active opens refused: the connection table is full.
+    pub table_full: Counter,
+    /// Active opens refused: no free ephemeral port.
+    pub ports_exhausted: Counter,
+    /// Segments retransmitted (sequence space sent before).
+    pub retransmitted_segments: Counter,
+    /// Segments received.
+    pub segments_in: Counter,
+    /// Segments sent.
+    pub segments_out: Counter,
+    /// Segments not parsed (too short, not TCP).
+    pub malformed: Counter,
+    /// Segments handed to the worker that owns their port.
+    pub handed_off: Counter,
+    /// Segments dropped because the owner's handoff queue was full.
+    pub handoff_full: Counter,
+    /// Emitted segments dropped: no buffer.
+    pub no_buffer: Counter,
+}
+
+impl TcpStats {
+    /// Connections open now.
+    pub fn active(&self) -> u64 {
+        (self.passive_opens.get() + self.active_opens.get()).saturating_sub(self.closed.get())
+    }
+}
+
+/// Why [`Stack::connect`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// No route to the upstream or no local address towards it.
+    #[error("no route from a local address to {0}")]
+    NoRoute(SocketAddrV4),
+    /// No ephemeral port.
+    #[error(transparent)]
+    Ports(#[from] PortsError),
+    /// The connection table is full.
+    #[error("the connection table is full ({0} connections)")]
+    TableFull(u32),
+    /// smoltcp refused the endpoints.
+    #[error("smoltcp refused {0}: {1}")]
+    Socket(SocketAddrV4, tcp::ConnectError),
+}
+
+/// One connection.
+struct Conn {
+    set: SocketSet<'static>,
+    handle: SocketHandle,
+    timer: Option<TimerHandle>,
+    /// The application's deadline, ms.
+    deadline: u64,
+    /// End of the shortened TIME-WAIT, ms.
+    time_wait_end: u64,
+    /// The application's word.
+    user: u64,
+    /// Listener index for passive opens.
+    listener: Option<u32>,
+    /// State after the last flush.
+    state: State,
+    established: bool,
+    /// A RST arrived on it.
+    reset_in: bool,
+    /// We aborted it.
+    aborted: bool,
+    /// In `touched` already.
+    touched: bool,
+    /// In `notify` already.
+    notified: bool,
+    /// Highest sequence number sent + 1 (for counting retransmissions).
+    snd_max: Option<u32>,
+}
+
+impl Conn {
+    fn socket(&self) -> &tcp::Socket<'static> {
+        self.set.get::<tcp::Socket<'static>>(self.handle)
+    }
+    fn socket_mut(&mut self) -> &mut tcp::Socket<'static> {
+        self.set.get_mut::<tcp::Socket<'static>>(self.handle)
+    }
+}
+
+/// What the stack has to say about one received segment.
+#[derive(Debug, Clone, Copy)]
+struct SegmentInfo {
+    key: FlowKey,
+    syn: bool,
+    ack: bool,
+    rst: bool,
+}
+
+/// Parse the IPv4 + TCP headers of `ip` (an IPv4 packet).
+fn parse(ip: &[u8]) -> Option<SegmentInfo> {
+    if ip.len() < 20 || ip[0] >> 4 != 4 || ip[9] != 6 {
+        return None;
+    }
+    let ihl = usize::from(ip[0] & 0xf) * 4;
+    let tcp = ip.get(ihl..ihl + 20)?;
+    let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    let sport = u16::from_be_bytes([tcp[0], tcp[1]]);
+    let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
+    let flags = tcp[13];
+    Some(SegmentInfo {
+        key: FlowKey::from_received(SocketAddrV4::new(src, sport), SocketAddrV4::new(dst, dport)),
+        syn: flags & 0x02 != 0,
+        ack: flags & 0x10 != 0,
+        rst: flags & 0x04 != 0,
+    })
+}
+
+/// Clamp the MSS option of a SYN (`ip`: an IPv4 packet) to `max`, fixing
+/// the TCP checksum incrementally; return true if it changed.
+///
+/// smoltcp sizes segments as MTU - 40 and forgets its TCP options (12 bytes
+/// of timestamps), so a full segment would exceed the MTU and be dropped by
+/// smoltcp itself. zerohop therefore gives smoltcp an MTU 12 bytes larger
+/// and clamps the MSS both ways: peers' SYNs to MTU - 52 (what smoltcp may
+/// then send, options included, fits the port), and our own SYNs to the
+/// port's true MTU - 40.
+pub fn clamp_mss(ip: &mut [u8], max: u16) -> bool {
+    let Some(&vihl) = ip.first() else {
+        return false;
+    };
+    let ihl = usize::from(vihl & 0xf) * 4;
+    let Some(tcp) = ip.get_mut(ihl..) else {
+        return false;
+    };
+    if tcp.len() < 20 || tcp[13] & 0x02 == 0 {
+        return false;
+    }
+    let doff = (usize::from(tcp[12] >> 4) * 4).min(tcp.len());
+    let mut i = 20;
+    while i < doff {
+        match tcp[i] {
+            0 => break,
+            1 => i += 1,
+            kind => {
+                let len = usize::from(*tcp.get(i + 1).unwrap_or(&0));
+                if len < 2 || i + len > doff {
+                    break;
+                }
+                if kind == 2 && len == 4 {
+                    let old = u16::from_be_bytes([tcp[i + 2], tcp[i + 3]]);
+                    if old <= max {
+                        return false;
+                    }
+                    tcp[i + 2..i + 4].copy_from_slice(&max.to_be_bytes());
+                    let sum = u16::from_be_bytes([tcp[16], tcp[17]]);
+                    let new = zerohop_dataplane::l3::checksum::update(sum, old, max);
+                    tcp[16..18].copy_from_slice(&new.to_be_bytes());
+                    return true;
+                }
+                i += len;
+            }
+        }
+    }
+    false
+}
+
+/// Bytes of TCP options smoltcp adds to data segments without counting them
+/// in its segment size (timestamps).
+pub const OPTION_ROOM: u16 = 12;
+
+/// The sequence range an emitted IPv4/TCP packet covers: (seq, seq + len),
+/// counting SYN and FIN.
+fn sent_range(ip: &[u8]) -> Option<(u32, u32)> {
+    let ihl = usize::from(*ip.first()? & 0xf) * 4;
+    let total = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]));
+    let tcp = ip.get(ihl..)?;
+    let seq = u32::from_be_bytes([*tcp.get(4)?, tcp[5], tcp[6], tcp[7]]);
+    let doff = usize::from(*tcp.get(12)? >> 4) * 4;
+    let flags = tcp[13];
+    let len = total.saturating_sub(ihl + doff) as u32 + u32::from(flags & 0x03 != 0);
+    Some((seq, seq.wrapping_add(len)))
+}
+
+/// smoltcp's device for one call: at most one received packet, and emitted
+/// packets into `out` (each in a fresh buffer from `alloc`, with Ethernet
+/// headroom, headed for `ip4-lookup`).
+pub struct SegmentDevice<'a, B> {
+    alloc: &'a mut Allocator<B>,
+    out: &'a mut Vec<Packet<B>>,
+    mtu: usize,
+    no_buffer: u64,
+}
+
+impl<'a, B: Buffer> SegmentDevice<'a, B> {
+    /// A device that emits into `out`, for ports of IP MTU `mtu` (smoltcp
+    /// is told `mtu` + [`OPTION_ROOM`]; see [`clamp_mss`]).
+    pub fn new(alloc: &'a mut Allocator<B>, out: &'a mut Vec<Packet<B>>, mtu: u16) -> Self {
+        Self {
+            alloc,
+            out,
+            mtu: usize::from(mtu) + usize::from(OPTION_ROOM),
+            no_buffer: 0,
+        }
+    }
+}
+
+/// The received packet of a [`SegmentDevice`].
+pub struct SegRx<'a>(&'a [u8]);
+
+impl phy::RxToken for SegRx<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(self.0)
+    }
+}
+
+/// A transmit slot of a [`SegmentDevice`].
+pub struct SegTx<'a, 'b, B> {
+    dev: &'b mut SegmentDevice<'a, B>,
+}
+
+impl<B: Buffer> phy::TxToken for SegTx<'_, '_, B> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let dev = self.dev;
+        let mut buf = (dev.alloc)();
+        if let Some(b) = buf.as_mut() {
+            b.truncate(0);
+            if !b.grow(ETH_HEADROOM + len) {
+                buf = None;
+            }
+        }
+        match buf {
+            Some(mut b) => {
+                let r = f(&mut b.data_mut()[ETH_HEADROOM..ETH_HEADROOM + len]);
+                let mut pkt = Packet::new(b, 0);
+                pkt.meta.l3_offset = ETH_HEADROOM as u16;
+                pkt.meta.local_origin = true;
+                dev.out.push(pkt);
+                r
+            }
+            None => {
+                // smoltcp's state already moved; the segment is lost like a
+                // dropped frame and retransmitted later.
+                dev.no_buffer += 1;
+                let mut scratch = vec![0u8; len];
+                f(&mut scratch)
+            }
+        }
+    }
+}
+
+impl<'a, B: Buffer> phy::Device for SegmentDevice<'a, B> {
+    type RxToken<'r>
+        = SegRx<'r>
+    where
+        Self: 'r;
+    type TxToken<'r>
+        = SegTx<'a, 'r, B>
+    where
+        Self: 'r;
+
+    fn receive(&mut self, _: SInstant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        None
+    }
+
+    fn transmit(&mut self, _: SInstant) -> Option<Self::TxToken<'_>> {
+        Some(SegTx { dev: self })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ip;
+        caps.max_transmission_unit = self.mtu;
+        caps
+    }
+}
+
+/// A [`SegmentDevice`] with one received packet to hand smoltcp.
+struct Ingress<'x, 'a, B> {
+    dev: &'x mut SegmentDevice<'a, B>,
+    rx: Option<&'x [u8]>,
+}
+
+impl<'a, B: Buffer> phy::Device for Ingress<'_, 'a, B> {
+    type RxToken<'r>
+        = SegRx<'r>
+    where
+        Self: 'r;
+    type TxToken<'r>
+        = SegTx<'a, 'r, B>
+    where
+        Self: 'r;
+
+    fn receive(&mut self, _: SInstant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let rx = self.rx.take()?;
+        Some((SegRx(rx), SegTx { dev: self.dev }))
+    }
+
+    fn transmit(&mut self, _: SInstant) -> Option<Self::TxToken<'_>> {
+        Some(SegTx { dev: self.dev })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.dev.capabilities()
+    }
+}
+
+/// The clock of TCP timestamps (ms since the first use).
+fn tsval() -> u32 {
+    static START: OnceLock<StdInstant> = OnceLock::new();
+    START.get_or_init(StdInstant::now).elapsed().as_millis() as u32 + 1
+}
+
+/// One worker's TCP connections. See the [module documentation](self).
+pub struct Stack {
+    iface: Interface,
+    flows: FlowTable<Conn>,
+    timers: TimerWheel<u64>,
+    listeners: Vec<(Listen, u32)>,
+    ports: EphemeralPorts,
+    params: TcpParams,
+    fib: Arc<Fib>,
+    port_addrs: Vec<Option<Ipv4Addr>>,
+    /// Connections to flush (egress, state check, timer).
+    touched: Vec<ConnId>,
+    /// Connections the application should look at.
+    notify: VecDeque<ConnId>,
+    /// Scratch for timers that fired.
+    fired: Vec<u64>,
+    /// An empty socket set: smoltcp answers segments nobody takes with RST.
+    empty: SocketSet<'static>,
+    stats: Arc<TcpStats>,
+    now_ms: u64,
+}
+
+impl Stack {
+    /// Build a worker's stack. `port_addrs[i]` is the address of port i (an
+    /// L3 port), `fib` the routes used to pick the source of active opens.
+    ///
+    /// # Errors
+    /// A table or wheel too large, a bad port range, or more than 8 local
+    /// addresses.
+    pub fn new(
+        params: TcpParams,
+        fib: Arc<Fib>,
+        port_addrs: Vec<Option<Ipv4Addr>>,
+        seed: u64,
+        now_ms: u64,
+    ) -> Result<Self, String> {
+        let mut no_alloc: Allocator<zerohop_dataplane::testing::HeapBuffer> = Box::new(|| None);
+        let mut no_out = Vec::new();
+        let mut dev = SegmentDevice::new(&mut no_alloc, &mut no_out, params.mtu);
+        let mut config = IfaceConfig::new(HardwareAddress::Ip);
+        config.random_seed = seed;
+        let mut iface = Interface::new(config, &mut dev, SInstant::from_millis(now_ms as i64));
+        let mut addrs: Vec<Ipv4Addr> = port_addrs.iter().flatten().copied().collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        let mut overflow = false;
+        iface.update_ip_addrs(|a| {
+            for ip in &addrs {
+                overflow |= a.push(IpCidr::new(IpAddress::Ipv4(*ip), 32)).is_err();
+            }
+        });
+        if overflow {
+            return Err(format!(
+                "TCP serves at most 8 local addresses; the L3 ports have {}",
+                addrs.len()
+            ));
+        }
+        let cap = |e: CapacityError| e.to_string();
+        let ports = EphemeralPorts::new(EphemeralPortsConfig {
+            range: params.ephemeral_ports.clone(),
+            workers: params.workers,
+            worker: params.worker,
+            rss: None,
+            seed,
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(Self {
+            iface,
+            flows: FlowTable::new(params.max_connections).map_err(cap)?,
+            timers: TimerWheel::new(now_ms, params.max_connections).map_err(cap)?,
+            listeners: Vec::new(),
+            ports,
+            params,
+            fib,
+            port_addrs,
+            touched: Vec::new(),
+            notify: VecDeque::new(),
+            fired: Vec::new(),
+            empty: SocketSet::new(Vec::new()),
+            stats: Arc::new(TcpStats::default()),
+            now_ms,
+        })
+    }
+
+    /// Return the counters (shared with the main thread).
+    pub fn stats(&self) -> &Arc<TcpStats> {
+        &self.stats
+    }
+
+    /// Return the settings.
+    pub fn params(&self) -> &TcpParams {
+        &self.params
+    }
+
+    /// Accept connections on `listen`.
+    pub fn listen(&mut self, listen: Listen) {
+        self.listeners.push((listen, 0));
+    }
+
+    /// Return the connections open now.
+    pub fn len(&self) -> usize {
+        self.flows.len() as usize
+    }
+
+    /// Return true with no connection open.
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    /// Return the worker clock (ms) the stack last saw.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// Return the 4-tuple of `conn`.
+    pub fn key(&self, conn: ConnId) -> Option<FlowKey> {
+        self.flows.key(conn)
+    }
+
+    /// Return the application's word on `conn` (0 until set).
+    pub fn user(&self, conn: ConnId) -> Option<u64> {
+        self.flows.get(conn).map(|c| c.user)
+    }
+
+    /// Set the application's word on `conn`.
+    pub fn set_user(&mut self, conn: ConnId, user: u64) {
+        if let Some(c) = self.flows.get_mut(conn) {
+            c.user = user;
+        }
+    }
+
+    /// Return the smoltcp state of `conn`.
+    pub fn state(&self, conn: ConnId) -> Option<State> {
+        self.flows.get(conn).map(|c| c.socket().state())
+    }
+
+    /// Return true if `conn` finished its handshake at some point.
+    pub fn is_established(&self, conn: ConnId) -> bool {
+        self.flows.get(conn).is_some_and(|c| c.established)
+    }
+
+    /// Return true once the peer's FIN arrived and every byte before it was
+    /// read (nothing more will ever be received).
+    pub fn recv_finished(&self, conn: ConnId) -> bool {
+        self.flows.get(conn).is_some_and(|c| {
+            let s = c.socket();
+            !s.may_recv() && s.recv_queue() == 0 && c.established
+        })
+    }
+
+    /// Return (bytes waiting to be read, bytes waiting to be sent).
+    pub fn queues(&self, conn: ConnId) -> Option<(usize, usize)> {
+        self.flows.get(conn).map(|c| {
+            let s = c.socket();
+            (s.recv_queue(), s.send_queue())
+        })
+    }
+
+    /// Call [`App::deadline`] for `conn` at `at_ms` (replacing an earlier
+    /// deadline); `None` clears it.
+    pub fn set_deadline(&mut self, conn: ConnId, at_ms: Option<u64>) {
+        if let Some(c) = self.flows.get_mut(conn) {
+            c.deadline = at_ms.unwrap_or(NEVER);
+            self.touch(conn);
+        }
+    }
+
+    fn touch(&mut self, conn: ConnId) {
+        if let Some(c) = self.flows.get_mut(conn) {
+            if !c.touched {
+                c.touched = true;
+                self.touched.push(conn);
+            }
+        }
+    }
+
+    fn notify(&mut self, conn: ConnId) {
+        if let Some(c) = self.flows.get_mut(conn) {
+            if !c.notified {
+                c.notified = true;
+                self.notify.push_back(conn);
+            }
+        }
+    }
+
+    /// Move as many bytes as fit from `from`'s receive buffer to `to`'s
+    /// send buffer; return how many moved. Both are flushed afterwards
+    /// (`to` sends, `from` may open its window).
+    pub fn splice(&mut self, from: ConnId, to: ConnId) -> usize {
+        let Some((a, b)) = self.flows.get2_mut(from, to) else {
+            return 0;
+        };
+        let (src, dst) = (a.socket_mut(), b.socket_mut());
+        let mut moved = 0;
+        while src.can_recv() && dst.can_send() {
+            let n = src
+                .recv(|data| {
+                    let n = dst.send_slice(data).unwrap_or(0);
+                    (n, n)
+                })
+                .unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            moved += n;
+        }
+        if moved > 0 {
+            self.touch(from);
+            self.touch(to);
+        }
+        moved
+    }
+
+    /// Queue `data` on `conn`; return how many bytes fit.
+    pub fn send(&mut self, conn: ConnId, data: &[u8]) -> usize {
+        let n = self
+            .flows
+            .get_mut(conn)
+            .and_then(|c| c.socket_mut().send_slice(data).ok())
+            .unwrap_or(0);
+        if n > 0 {
+            self.touch(conn);
+        }
+        n
+    }
+
+    /// Read up to `buf.len()` bytes from `conn`.
+    pub fn recv(&mut self, conn: ConnId, buf: &mut [u8]) -> usize {
+        let n = self
+            .flows
+            .get_mut(conn)
+            .and_then(|c| c.socket_mut().recv_slice(buf).ok())
+            .unwrap_or(0);
+        if n > 0 {
+            self.touch(conn);
+        }
+        n
+    }
+
+    /// Send a FIN after what is queued (half-close).
+    pub fn close(&mut self, conn: ConnId) {
+        if let Some(c) = self.flows.get_mut(conn) {
+            c.socket_mut().close();
+            self.touch(conn);
+        }
+    }
+
+    /// Reset `conn` now: a RST goes out and [`App::closed`] follows with
+    /// [`Close::Aborted`] (unless the peer's RST already ended it).
+    pub fn abort(&mut self, conn: ConnId) {
+        if let Some(c) = self.flows.get_mut(conn) {
+            c.aborted = true;
+            c.socket_mut().abort();
+            self.touch(conn);
+        }
+    }
+
+    fn new_socket(&self) -> tcp::Socket<'static> {
+        let p = &self.params;
+        let mut s = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0u8; p.rx_buffer]),
+            tcp::SocketBuffer::new(vec![0u8; p.tx_buffer]),
+        );
+        s.set_nagle_enabled(p.nagle);
+        s.set_ack_delay(
+            (p.delayed_ack_ms > 0).then(|| SDuration::from_millis(u64::from(p.delayed_ack_ms))),
+        );
+        s.set_keep_alive(
+            (p.keepalive_s > 0).then(|| SDuration::from_secs(u64::from(p.keepalive_s))),
+        );
+        s.set_tsval_generator(Some(tsval));
+        s
+    }
+
+    fn insert(
+        &mut self,
+        key: FlowKey,
+        socket: tcp::Socket<'static>,
+        listener: Option<u32>,
+    ) -> Option<ConnId> {
+        let mut set = SocketSet::new(Vec::with_capacity(1));
+        let handle = set.add(socket);
+        let conn = Conn {
+            set,
+            handle,
+            timer: None,
+            deadline: NEVER,
+            time_wait_end: NEVER,
+            user: 0,
+            listener,
+            state: State::Closed,
+            established: false,
+            reset_in: false,
+            aborted: false,
+            touched: false,
+            notified: false,
+            snd_max: None,
+        };
+        match self.flows.insert(key, conn) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                self.stats.table_full.add(1);
+                None
+            }
+        }
+    }
+
+    /// Return the local address to reach `remote` from.
+    fn source_for(&self, remote: Ipv4Addr) -> Option<Ipv4Addr> {
+        let port = match self.fib.lookup(remote)? {
+            Route::Connected { port } | Route::Via { port, .. } => port,
+            _ => return None,
+        };
+        self.port_addrs.get(usize::from(port)).copied().flatten()
+    }
+
+    /// Open a connection to `remote` (SYN goes out at the next flush).
+    ///
+    /// # Errors
+    /// No route or local address, no free port, a full table.
+    pub fn connect(&mut self, remote: SocketAddrV4) -> Result<ConnId, ConnectError> {
+        let local_ip = self
+            .source_for(*remote.ip())
+            .ok_or(ConnectError::NoRoute(remote))?;
+        if self.flows.len() >= self.params.max_connections {
+            self.stats.table_full.add(1);
+            return Err(ConnectError::TableFull(self.params.max_connections));
+        }
+        let port = match self.ports.allocate(local_ip, remote) {
+            Ok(p) => p.port,
+            Err(e) => {
+                self.stats.ports_exhausted.add(1);
+                return Err(e.into());
+            }
+        };
+        let local = SocketAddrV4::new(local_ip, port);
+        let mut socket = self.new_socket();
+        if let Err(e) = socket.connect(
+            self.iface.context(),
+            IpEndpoint::new(IpAddress::Ipv4(*remote.ip()), remote.port()),
+            IpEndpoint::new(IpAddress::Ipv4(local_ip), port),
+        ) {
+            self.ports.release(local, remote);
+            return Err(ConnectError::Socket(remote, e));
+        }
+        let Some(id) = self.insert(FlowKey::new(local, remote), socket, None) else {
+            self.ports.release(local, remote);
+            return Err(ConnectError::TableFull(self.params.max_connections));
+        };
+        self.stats.active_opens.add(1);
+        self.touch(id);
+        Ok(id)
+    }
+
+    fn listener_for(&self, local: SocketAddrV4) -> Option<usize> {
+        self.listeners
+            .iter()
+            .position(|(l, _)| l.address == local)
+            .or_else(|| {
+                self.listeners.iter().position(|(l, _)| {
+                    l.address.port() == local.port() && l.address.ip().is_unspecified()
+                })
+            })
+    }
+
+    /// Return true if `port` is an ephemeral port another worker hands out,
+    /// so a segment to it that matches no connection here belongs there.
+    pub fn owner_of(&self, local_port: u16) -> Option<u16> {
+        if self.params.workers <= 1 {
+            return None;
+        }
+        crate::ports::port_owner(
+            &self.params.ephemeral_ports,
+            self.params.workers,
+            local_port,
+        )
+        .filter(|&w| w != self.params.worker)
+    }
+
+    /// Return the key of the IPv4/TCP packet `ip`, if it parses.
+    pub fn key_of(ip: &[u8]) -> Option<FlowKey> {
+        parse(ip).map(|s| s.key)
+    }
+
+    /// Return true if a connection with `key` is open here.
+    pub fn has(&self, key: &FlowKey) -> bool {
+        self.flows.lookup(key).is_some()
+    }
+
+    /// Feed one received IPv4 packet (starting at its IP header) to the
+    /// connection it belongs to, creating one for a SYN to a listener, or
+    /// answering with RST. Call [`Stack::flush`] after a batch.
+    pub fn input<B: Buffer>(&mut self, ip: &mut [u8], dev: &mut SegmentDevice<'_, B>, now_ms: u64) {
+        self.now_ms = now_ms;
+        let now = SInstant::from_millis(now_ms as i64);
+        let Some(seg) = parse(ip) else {
+            self.stats.malformed.add(1);
+            return;
+        };
+        if seg.syn {
+            clamp_mss(ip, self.params.mtu.saturating_sub(40 + OPTION_ROOM));
+        }
+        let ip: &[u8] = ip;
+        self.stats.segments_in.add(1);
+        let id = match self.flows.lookup(&seg.key) {
+            Some(id) => Some(id),
+            None if seg.syn && !seg.ack && !seg.rst => self.passive_open(seg.key),
+            None => None,
+        };
+        let before = dev.out.len();
+        let mut ingress = Ingress { dev, rx: Some(ip) };
+        match id {
+            Some(id) => {
+                if let Some(c) = self.flows.get_mut(id) {
+                    c.reset_in |= seg.rst;
+                    self.iface
+                        .poll_ingress_single(now, &mut ingress, &mut c.set);
+                }
+                self.touch(id);
+                self.notify(id);
+            }
+            None => {
+                self.iface
+                    .poll_ingress_single(now, &mut ingress, &mut self.empty);
+                let sent = ingress.dev.out.len() - before;
+                if sent > 0 {
+                    self.stats.rst_no_connection.add(sent as u64);
+                }
+            }
+        }
+        self.stats.segments_out.add((dev.out.len() - before) as u64);
+    }
+
+    fn passive_open(&mut self, key: FlowKey) -> Option<ConnId> {
+        let li = self.listener_for(key.local)?;
+        let limit = self.params.listener_connection_limit;
+        if limit > 0 && self.listeners[li].1 >= limit {
+            self.stats.listener_overflow.add(1);
+            return None;
+        }
+        let mut socket = self.new_socket();
+        socket
+            .listen(IpListenEndpoint {
+                addr: Some(IpAddress::Ipv4(*key.local.ip())),
+                port: key.local.port(),
+            })
+            .ok()?;
+        let id = self.insert(key, socket, Some(li as u32))?;
+        self.listeners[li].1 += 1;
+        self.stats.passive_opens.add(1);
+        Some(id)
+    }
+
+    /// Advance the timers to `now_ms`: connections whose time came are
+    /// polled (retransmissions, delayed ACKs, keep-alives, TIME-WAIT) and
+    /// the application hears of its deadlines. Call [`Stack::flush`] after.
+    pub fn advance(&mut self, now_ms: u64, app: &mut impl App) {
+        self.now_ms = now_ms;
+        let mut fired = std::mem::take(&mut self.fired);
+        self.timers.advance(now_ms, |bits| fired.push(bits));
+        for bits in fired.drain(..) {
+            let id = FlowId::from_bits(bits);
+            let Some(c) = self.flows.get_mut(id) else {
+                continue;
+            };
+            c.timer = None;
+            if c.time_wait_end <= now_ms {
+                // TIME-WAIT cut short: the connection is gone.
+                self.stats.time_wait_cut.add(1);
+                self.free(id, Close::Graceful, app);
+                continue;
+            }
+            if c.deadline <= now_ms {
+                c.deadline = NEVER;
+                app.deadline(self, id);
+            }
+            self.touch(id);
+            self.notify(id);
+        }
+        self.fired = fired;
+    }
+
+    /// Return true if connections wait to be flushed.
+    pub fn has_work(&self) -> bool {
+        !self.touched.is_empty() || !self.notify.is_empty()
+    }
+
+    /// Let the application see what changed, send what the touched
+    /// connections have to send, free the closed ones and rearm timers.
+    pub fn flush<B: Buffer>(&mut self, app: &mut impl App, dev: &mut SegmentDevice<'_, B>) {
+        let now = SInstant::from_millis(self.now_ms as i64);
+        // Bounded: each round either empties both lists or frees connections.
+        for _ in 0..64 {
+            while let Some(id) = self.notify.pop_front() {
+                let Some(c) = self.flows.get_mut(id) else {
+                    continue;
+                };
+                c.notified = false;
+                let state = c.socket().state();
+                let newly = !c.established
+                    && matches!(
+                        state,
+                        State::Established | State::CloseWait | State::FinWait1 | State::FinWait2
+                    );
+                if newly {
+                    c.established = true;
+                    self.stats.established.add(1);
+                    if let Some(l) = c.listener {
+                        app.accepted(self, id, l);
+                    }
+                }
+                app.ready(self, id);
+            }
+            if self.touched.is_empty() {
+                break;
+            }
+            let touched = std::mem::take(&mut self.touched);
+            for &id in &touched {
+                self.egress(id, now, dev, app);
+            }
+            let mut t = touched;
+            t.clear();
+            if self.touched.is_empty() {
+                self.touched = t;
+            }
+        }
+        if dev.no_buffer > 0 {
+            self.stats.no_buffer.add(dev.no_buffer);
+            dev.no_buffer = 0;
+        }
+    }
+
+    fn egress<B: Buffer>(
+        &mut self,
+        id: ConnId,
+        now: SInstant,
+        dev: &mut SegmentDevice<'_, B>,
+        app: &mut impl App,
+    ) {
+        let now_ms = self.now_ms;
+        let Some(c) = self.flows.get_mut(id) else {
+            return;
+        };
+        c.touched = false;
+        let before = dev.out.len();
+        let mut segments = 0;
+        while segments < MAX_SEGMENTS_PER_FLUSH {
+            let n = dev.out.len();
+            let r = self.iface.poll_egress(now, dev, &mut c.set);
+            if matches!(r, PollResult::None) && dev.out.len() == n {
+                break;
+            }
+            segments += 1;
+        }
+        let mut retrans = 0;
+        let own_mss = self.params.mtu.saturating_sub(40);
+        for p in &mut dev.out[before..] {
+            let ip = &mut p.buf.data_mut()[ETH_HEADROOM..];
+            if c.snd_max.is_none() {
+                clamp_mss(ip, own_mss);
+            }
+            if let Some((seq, end)) = sent_range(ip) {
+                match c.snd_max {
+                    Some(max) if end != seq && (end.wrapping_sub(max) as i32) <= 0 => retrans += 1,
+                    Some(max) if (end.wrapping_sub(max) as i32) > 0 => c.snd_max = Some(end),
+                    None => c.snd_max = Some(end),
+                    _ => {}
+                }
+            }
+        }
+        self.stats.retransmitted_segments.add(retrans);
+        self.stats.segments_out.add((dev.out.len() - before) as u64);
+        let state = c.socket().state();
+        let prev = c.state;
+        c.state = state;
+        if state != prev {
+            c.notified = true;
+            self.notify.push_back(id);
+        }
+        // Listen after a flush: the SYN that created it was not taken.
+        if state == State::Closed || state == State::Listen {
+            let how = if c.reset_in {
+                Close::Reset
+            } else if c.aborted {
+                Close::Aborted
+            } else if matches!(prev, State::TimeWait | State::LastAck | State::Closing) {
+                Close::Graceful
+            } else if c.established || prev == State::SynSent {
+                Close::TimedOut
+            } else {
+                Close::Reset
+            };
+            self.free(id, how, app);
+            return;
+        }
+        if state == State::TimeWait && c.time_wait_end == NEVER {
+            c.time_wait_end = now_ms + u64::from(self.params.time_wait_ms);
+        }
+        if segments == MAX_SEGMENTS_PER_FLUSH {
+            // More to send: again at the next poll.
+            c.touched = true;
+            self.touched.push(id);
+        }
+        let poll_at = match self.iface.poll_at(now, &c.set) {
+            Some(t) => t.total_millis().max(0) as u64,
+            None => NEVER,
+        };
+        let at = poll_at.min(c.deadline).min(c.time_wait_end);
+        match (c.timer, at) {
+            (None, NEVER) => {}
+            (Some(h), NEVER) => {
+                self.timers.cancel(h);
+                c.timer = None;
+            }
+            (Some(h), at) => {
+                if !self.timers.reschedule(h, at) {
+                    c.timer = self.timers.schedule(id.to_bits(), at).ok();
+                }
+            }
+            (None, at) => c.timer = self.timers.schedule(id.to_bits(), at).ok(),
+        }
+    }
+
+    fn free(&mut self, id: ConnId, how: Close, app: &mut impl App) {
+        let Some((key, c)) = self.flows.remove(id) else {
+            return;
+        };
+        if let Some(h) = c.timer {
+            self.timers.cancel(h);
+        }
+        match c.listener {
+            Some(l) => {
+                if let Some(entry) = self.listeners.get_mut(l as usize) {
+                    entry.1 = entry.1.saturating_sub(1);
+                }
+            }
+            None => {
+                self.ports.release(key.local, key.remote);
+            }
+        }
+        self.stats.closed.add(1);
+        match how {
+            Close::Reset => self.stats.resets_received.add(1),
+            Close::Aborted => self.stats.aborted.add(1),
+            Close::TimedOut => self.stats.timed_out.add(1),
+            Close::Graceful => {}
+        }
+        app.closed(self, id, how);
+    }
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack")
+            .field("connections", &self.flows.len())
+            .field("listeners", &self.listeners)
+            .finish()
+    }
+}

@@ -1,0 +1,336 @@
+//! Two [`Stack`]s wired back to back in memory: handshakes, data both ways,
+//! half-close, RST for a closed port, back-pressure and timers, with the
+//! real smoltcp state machine and no kernel.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+
+use zerohop_dataplane::fib::FibBuilder;
+use zerohop_dataplane::graph::Packet;
+use zerohop_dataplane::l3::Allocator;
+use zerohop_dataplane::testing::HeapBuffer;
+use zerohop_dataplane::Buffer;
+use zerohop_tcpstack::stack::ETH_HEADROOM;
+use zerohop_tcpstack::{App, Close, ConnId, Listen, SegmentDevice, Stack, TcpParams};
+
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+
+/// What an application saw, and how it behaves.
+#[derive(Default)]
+struct Recorder {
+    /// Echo what arrives (server) instead of only collecting it.
+    echo: bool,
+    /// Do not read at all (a stalled reader).
+    stalled: bool,
+    /// Close our side once the peer's FIN arrived.
+    close_on_fin: bool,
+    accepted: Vec<ConnId>,
+    received: HashMap<ConnId, Vec<u8>>,
+    closed: Vec<(ConnId, Close)>,
+    deadlines: Vec<ConnId>,
+    fin_seen: Vec<ConnId>,
+}
+
+impl App for Recorder {
+    fn accepted(&mut self, _tcp: &mut Stack, conn: ConnId, _listener: u32) {
+        self.accepted.push(conn);
+    }
+    fn ready(&mut self, tcp: &mut Stack, conn: ConnId) {
+        if self.stalled {
+            return;
+        }
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = tcp.recv(conn, &mut buf);
+            if n == 0 {
+                break;
+            }
+            if self.echo {
+                assert_eq!(tcp.send(conn, &buf[..n]), n, "echo fits");
+            }
+            self.received
+                .entry(conn)
+                .or_default()
+                .extend_from_slice(&buf[..n]);
+        }
+        if tcp.recv_finished(conn) && !self.fin_seen.contains(&conn) {
+            self.fin_seen.push(conn);
+            if self.close_on_fin {
+                tcp.close(conn);
+            }
+        }
+    }
+    fn deadline(&mut self, _tcp: &mut Stack, conn: ConnId) {
+        self.deadlines.push(conn);
+    }
+    fn closed(&mut self, _tcp: &mut Stack, conn: ConnId, how: Close) {
+        self.closed.push((conn, how));
+    }
+}
+
+struct Host {
+    stack: Stack,
+    app: Recorder,
+    alloc: Allocator<HeapBuffer>,
+}
+
+fn host(addr: Ipv4Addr, params: TcpParams) -> Host {
+    let mut fib = FibBuilder::new();
+    fib.interface(0, addr, 24);
+    let fib = Arc::new(fib.build().expect("fib"));
+    Host {
+        stack: Stack::new(params, fib, vec![Some(addr)], 7, 0).expect("stack"),
+        app: Recorder::default(),
+        alloc: Box::new(|| Some(HeapBuffer::empty())),
+    }
+}
+
+/// Two hosts and the segments in flight between them.
+struct Net {
+    a: Host,
+    b: Host,
+    now: u64,
+    /// Segments exchanged (both directions).
+    segments: usize,
+    /// Immediate answers not delivered yet.
+    a_pending: Vec<Packet<HeapBuffer>>,
+    b_pending: Vec<Packet<HeapBuffer>>,
+}
+
+impl Net {
+    fn new(params: TcpParams) -> Net {
+        let mut b = host(SERVER, params.clone());
+        b.stack.listen(Listen {
+            address: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 80),
+            id: 0,
+        });
+        Net {
+            a: host(CLIENT, params),
+            b,
+            now: 0,
+            segments: 0,
+            a_pending: Vec::new(),
+            b_pending: Vec::new(),
+        }
+    }
+
+    /// Flush both sides and deliver segments until the wire is quiet (or
+    /// `max` rounds); advance the clock by 1 ms per round.
+    fn run(&mut self, max: usize) {
+        for _ in 0..max {
+            let mut from_a = flush(&mut self.a, self.now);
+            let mut from_b = flush(&mut self.b, self.now);
+            from_a.append(&mut self.a_pending);
+            from_b.append(&mut self.b_pending);
+            if from_a.is_empty() && from_b.is_empty() {
+                self.now += 1;
+                self.a.stack.advance(self.now, &mut self.a.app);
+                self.b.stack.advance(self.now, &mut self.b.app);
+                if !self.a.stack.has_work() && !self.b.stack.has_work() {
+                    return;
+                }
+                continue;
+            }
+            self.segments += from_a.len() + from_b.len();
+            self.b_pending = deliver(&mut self.b, from_a, self.now);
+            self.a_pending = deliver(&mut self.a, from_b, self.now);
+            self.now += 1;
+            self.a.stack.advance(self.now, &mut self.a.app);
+            self.b.stack.advance(self.now, &mut self.b.app);
+        }
+    }
+
+    /// Run for `ms` of simulated time regardless of quiet wires.
+    fn run_for(&mut self, ms: u64) {
+        let end = self.now + ms;
+        while self.now < end {
+            self.run(1);
+            self.now += 1;
+            self.a.stack.advance(self.now, &mut self.a.app);
+            self.b.stack.advance(self.now, &mut self.b.app);
+        }
+    }
+}
+
+fn flush(h: &mut Host, _now: u64) -> Vec<Packet<HeapBuffer>> {
+    let mut out = Vec::new();
+    let mtu = h.stack.params().mtu;
+    let mut dev = SegmentDevice::new(&mut h.alloc, &mut out, mtu);
+    h.stack.flush(&mut h.app, &mut dev);
+    out
+}
+
+/// Feed `pkts` to `h`; return what it answered at once (RSTs for no
+/// connection, immediate ACKs).
+fn deliver(h: &mut Host, pkts: Vec<Packet<HeapBuffer>>, now: u64) -> Vec<Packet<HeapBuffer>> {
+    let mut out = Vec::new();
+    let mtu = h.stack.params().mtu;
+    {
+        let mut dev = SegmentDevice::new(&mut h.alloc, &mut out, mtu);
+        for mut p in pkts {
+            assert_eq!(p.meta.l3_offset as usize, ETH_HEADROOM);
+            assert!(p.meta.local_origin);
+            assert!(
+                p.buf.len() - ETH_HEADROOM <= usize::from(mtu),
+                "fits the MTU"
+            );
+            h.stack
+                .input(&mut p.buf.data_mut()[ETH_HEADROOM..], &mut dev, now);
+        }
+    }
+    out
+}
+
+fn server() -> SocketAddrV4 {
+    SocketAddrV4::new(SERVER, 80)
+}
+
+#[test]
+fn handshake_echo_and_graceful_close() {
+    let mut net = Net::new(TcpParams::default());
+    net.b.app.echo = true;
+    net.b.app.close_on_fin = true;
+    let c = net.a.stack.connect(server()).expect("connect");
+    net.run(100);
+    assert_eq!(net.b.app.accepted.len(), 1, "server accepted");
+    assert!(net.a.stack.is_established(c));
+    let msg: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let mut sent = 0;
+    while sent < msg.len() {
+        sent += net.a.stack.send(c, &msg[sent..]);
+        net.run(10_000);
+    }
+    net.run(10_000);
+    assert_eq!(net.a.app.received.get(&c).map(Vec::len), Some(msg.len()));
+    assert_eq!(net.a.app.received[&c], msg, "echo intact");
+    net.a.stack.close(c);
+    net.run(10_000);
+    assert_eq!(net.b.app.fin_seen.len(), 1, "server saw the client's FIN");
+    assert_eq!(net.a.app.fin_seen, vec![c], "client saw the server's FIN");
+    // The server closed second: it is freed at once; the client sits in
+    // TIME-WAIT until time_wait_ms.
+    assert_eq!(net.b.app.closed.len(), 1);
+    assert_eq!(net.b.app.closed[0].1, Close::Graceful);
+    assert_eq!(net.a.stack.len(), 1, "client in TIME-WAIT");
+    net.run_for(u64::from(TcpParams::default().time_wait_ms) + 50);
+    assert_eq!(net.a.app.closed, vec![(c, Close::Graceful)]);
+    assert!(net.a.stack.is_empty() && net.b.stack.is_empty());
+    assert_eq!(net.a.stack.stats().time_wait_cut.get(), 1);
+    assert_eq!(net.a.stack.stats().active(), 0);
+}
+
+#[test]
+fn closed_port_answers_with_reset() {
+    let mut net = Net::new(TcpParams::default());
+    let c = net
+        .a
+        .stack
+        .connect(SocketAddrV4::new(SERVER, 81))
+        .expect("connect");
+    // The RST comes back from input, not from a flush: deliver by hand.
+    let syn = flush(&mut net.a, 0);
+    assert_eq!(syn.len(), 1);
+    let mut rst = Vec::new();
+    {
+        let mtu = net.b.stack.params().mtu;
+        let mut dev = SegmentDevice::new(&mut net.b.alloc, &mut rst, mtu);
+        for mut p in syn {
+            net.b
+                .stack
+                .input(&mut p.buf.data_mut()[ETH_HEADROOM..], &mut dev, 0);
+        }
+    }
+    assert_eq!(rst.len(), 1, "one RST");
+    assert_eq!(net.b.stack.stats().rst_no_connection.get(), 1);
+    let answer = deliver(&mut net.a, rst, 1);
+    assert!(answer.is_empty());
+    net.run(10);
+    assert_eq!(net.a.app.closed, vec![(c, Close::Reset)]);
+    assert!(net.a.stack.is_empty());
+}
+
+#[test]
+fn a_stalled_reader_closes_the_window() {
+    let params = TcpParams {
+        rx_buffer: 16 * 1024,
+        tx_buffer: 16 * 1024,
+        ..TcpParams::default()
+    };
+    let mut net = Net::new(params);
+    net.b.app.stalled = true;
+    let c = net.a.stack.connect(server()).expect("connect");
+    net.run(100);
+    let chunk = vec![7u8; 64 * 1024];
+    let mut queued = 0;
+    for _ in 0..20 {
+        queued += net.a.stack.send(c, &chunk);
+        net.run(1000);
+    }
+    // The receiver holds at most its buffer, the sender at most its own.
+    let server_conn = net.b.app.accepted[0];
+    let (rx, _) = net.b.stack.queues(server_conn).expect("server conn");
+    let (_, tx) = net.a.stack.queues(c).expect("client conn");
+    assert_eq!(rx, 16 * 1024, "receiver full");
+    assert_eq!(tx, 16 * 1024, "sender full");
+    assert_eq!(queued, 32 * 1024, "no more accepted than both buffers");
+    // Reading resumes the flow.
+    net.b.app.stalled = false;
+    net.b.app.ready(&mut net.b.stack, server_conn);
+    net.run(10_000);
+    assert!(net.b.app.received[&server_conn].len() > 16 * 1024);
+}
+
+#[test]
+fn deadlines_and_abort() {
+    let mut net = Net::new(TcpParams::default());
+    let c = net.a.stack.connect(server()).expect("connect");
+    net.run(100);
+    net.a.stack.set_deadline(c, Some(net.now + 50));
+    net.run_for(40);
+    assert!(net.a.app.deadlines.is_empty());
+    net.run_for(20);
+    assert_eq!(net.a.app.deadlines, vec![c]);
+    net.a.stack.abort(c);
+    net.run(100);
+    assert_eq!(net.a.app.closed, vec![(c, Close::Aborted)]);
+    let s = net.b.app.accepted[0];
+    assert_eq!(
+        net.b.app.closed,
+        vec![(s, Close::Reset)],
+        "peer saw the RST"
+    );
+}
+
+#[test]
+fn listener_limit_refuses_extra_syns() {
+    let params = TcpParams {
+        listener_connection_limit: 2,
+        ..TcpParams::default()
+    };
+    let mut net = Net::new(params);
+    let conns: Vec<_> = (0..3)
+        .map(|_| net.a.stack.connect(server()).expect("connect"))
+        .collect();
+    net.run(200);
+    assert_eq!(net.b.app.accepted.len(), 2);
+    assert_eq!(net.b.stack.stats().listener_overflow.get() >= 1, true);
+    assert!(net.a.stack.is_established(conns[0]) && net.a.stack.is_established(conns[1]));
+    assert!(!net.a.stack.is_established(conns[2]));
+}
+
+#[test]
+fn retransmissions_are_counted() {
+    let mut net = Net::new(TcpParams::default());
+    let c = net.a.stack.connect(server()).expect("connect");
+    net.run(100);
+    net.a.stack.send(c, b"lost once");
+    // Lose the data segment.
+    let lost = flush(&mut net.a, net.now);
+    assert_eq!(lost.len(), 1);
+    net.run_for(2_000);
+    assert!(net.a.stack.stats().retransmitted_segments.get() >= 1);
+    let s = net.b.app.accepted[0];
+    assert_eq!(net.b.app.received[&s], b"lost once");
+}
