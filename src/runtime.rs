@@ -19,10 +19,12 @@ use zerohop_dataplane::acl::{Acl, AclAction, AclRule};
 use zerohop_dataplane::fib::{Fib, FibBuilder};
 use zerohop_dataplane::graph::{format_trace, GraphStats};
 use zerohop_dataplane::l3::neighbor::NeighbourSync;
-use zerohop_dataplane::l3::{build_graph, AclStats, L3Context, L3Policy, L3Port};
+use zerohop_dataplane::l3::{build_graph_with_tcp, AclStats, L3Context, L3Policy, L3Port};
 use zerohop_dataplane::stats::port_totals;
 use zerohop_dataplane::worker::{L3Stage, PortMode, Worker};
 use zerohop_dataplane::{WorkerStats, VECTOR_SIZE};
+use zerohop_l7::tcp_proxy::{ProxyPlan, ProxyStats, TcpProxy};
+use zerohop_tcpstack::{Handoff, Stack, TcpInput, TcpParams, TcpStats};
 
 use crate::config::{self, Config, DataplaneConfig, Device, Hugepages};
 use crate::dpdk::{self, DpdkQueue, Eal, Mbuf, Mempool, Port, PortConfig};
@@ -215,6 +217,8 @@ struct Workers {
     stats: Vec<Arc<WorkerStats>>,
     /// Per worker that routes: its graph's and ACLs' counters.
     l3: Vec<(Arc<GraphStats>, Arc<AclStats>)>,
+    /// Per worker that proxies: its TCP and proxy counters.
+    tcp: Vec<TcpCounters>,
     cores: Vec<usize>,
 }
 
@@ -325,16 +329,91 @@ pub fn l3_policy(ip4: &config::Ip4Options) -> L3Policy {
     }
 }
 
+/// The TCP settings of worker `worker` of `workers`.
+pub fn tcp_params(dp: &DataplaneConfig, worker: usize) -> TcpParams {
+    let t = &dp.tcp;
+    TcpParams {
+        max_connections: t.max_connections,
+        rx_buffer: t.rx_buffer as usize,
+        tx_buffer: t.tx_buffer as usize,
+        delayed_ack_ms: t.delayed_ack_ms,
+        keepalive_s: t.keepalive_s,
+        time_wait_ms: t.time_wait_ms,
+        listener_connection_limit: t.listener_connection_limit,
+        // One MSS for all connections: the smallest L3 port MTU.
+        mtu: dp
+            .ports
+            .iter()
+            .filter(|p| p.address.is_some())
+            .map(|p| p.mtu)
+            .min()
+            .unwrap_or(1500),
+        nagle: false,
+        ephemeral_ports: t.ephemeral_range(),
+        workers: dp.cores.len() as u16,
+        worker: worker as u16,
+    }
+}
+
+/// A seed from the OS for ISNs, ports and load balancing.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
+/// One worker's TCP and proxy counters.
+type TcpCounters = (Arc<TcpStats>, Arc<ProxyStats>);
+
+/// One worker's TCP node and the counters the main thread reads.
+type TcpPart = (
+    Box<dyn zerohop_dataplane::graph::Node<Mbuf, L3Context<Mbuf>>>,
+    Arc<TcpStats>,
+    Arc<ProxyStats>,
+);
+
+/// Build worker `worker`'s tcp-input node with its proxy, if the config has
+/// listeners.
+fn tcp_part(
+    config: &Config,
+    fib: &Arc<Fib>,
+    worker: usize,
+    handoff: Option<Handoff<Mbuf>>,
+) -> Result<Option<TcpPart>> {
+    let dp = &config.dataplane;
+    let plan = ProxyPlan::new(&config.envoy);
+    if plan.is_empty() {
+        return Ok(None);
+    }
+    let addrs = dp.ports.iter().map(|p| p.address.map(|c| c.addr)).collect();
+    let seed = random_seed();
+    let mut stack = Stack::new(tcp_params(dp, worker), fib.clone(), addrs, seed, 0)
+        .map_err(|e| anyhow!("worker {worker}: TCP: {e}"))?;
+    for l in plan.listens() {
+        stack.listen(l);
+    }
+    let proxy = TcpProxy::new(plan, seed.rotate_left(17));
+    let (tcp_stats, proxy_stats) = (stack.stats().clone(), proxy.stats().clone());
+    Ok(Some((
+        Box::new(TcpInput::new(stack, proxy, handoff)),
+        tcp_stats,
+        proxy_stats,
+    )))
+}
+
 /// Build one worker's IPv4 graph and context.
 fn l3_stage(
-    dp: &DataplaneConfig,
+    config: &Config,
     plan: &ForwardingPlan,
     ports: &[Port],
     pool: &Arc<Mempool>,
     sync: Option<NeighbourSync>,
-) -> Result<Option<L3Stage<Mbuf>>> {
+    tcp: Option<TcpPart>,
+) -> Result<(Option<L3Stage<Mbuf>>, Option<TcpCounters>)> {
+    let dp = &config.dataplane;
     let Some(fib) = &plan.fib else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let l3_ports = ports
         .iter()
@@ -354,20 +433,29 @@ fn l3_stage(
         l3_policy(&dp.ip4),
     );
     ctx.sync = sync;
-    let mut graph = build_graph::<Mbuf>(ports.len(), dpdk::cycles).map_err(|e| anyhow!("{e}"))?;
+    let (node, stats) = match tcp {
+        Some((node, t, p)) => (Some(node), Some((t, p))),
+        None => (None, None),
+    };
+    let mut graph = build_graph_with_tcp::<Mbuf>(ports.len(), dpdk::cycles, node)
+        .map_err(|e| anyhow!("{e}"))?;
     graph.trace(dp.trace_packets);
-    Ok(Some(L3Stage::new(graph, ctx).map_err(|e| anyhow!(e))?))
+    Ok((
+        Some(L3Stage::new(graph, ctx).map_err(|e| anyhow!(e))?),
+        stats,
+    ))
 }
 
 /// Start one pinned, EAL-registered worker per configured core; each owns
 /// queue pair i of every port.
 fn start_workers(
-    dp: &DataplaneConfig,
+    config: &Config,
     plan: &ForwardingPlan,
     ports: &mut [Port],
     pool: &Arc<Mempool>,
     stop: &Arc<AtomicBool>,
 ) -> Result<Workers> {
+    let dp = &config.dataplane;
     // Queue pair i of every port goes to worker i.
     let mut taken: Vec<std::vec::IntoIter<DpdkQueue>> = ports
         .iter_mut()
@@ -378,7 +466,17 @@ fn start_workers(
         handles: Vec::new(),
         stats: Vec::new(),
         l3: Vec::new(),
+        tcp: Vec::new(),
         cores: dp.cores.clone(),
+    };
+    // Segments for another worker's upstream connections go to it.
+    let mut handoffs: Vec<Option<Handoff<Mbuf>>> = if dp.cores.len() > 1 {
+        Handoff::mesh(dp.cores.len(), 4096)
+            .into_iter()
+            .map(Some)
+            .collect()
+    } else {
+        Vec::new()
     };
     let (started_tx, started_rx) = mpsc::channel::<Result<(), String>>();
     // Workers share what they learn by ARP (a reply may reach any queue).
@@ -397,7 +495,15 @@ fn start_workers(
         }
         let stats = Arc::new(WorkerStats::new(ports.len()));
         let sync = syncs.get_mut(i).and_then(Option::take);
-        let l3 = l3_stage(dp, plan, ports, pool, sync)?;
+        let handoff = handoffs.get_mut(i).and_then(Option::take);
+        let tcp = match &plan.fib {
+            Some(fib) => tcp_part(config, fib, i, handoff)?,
+            None => None,
+        };
+        let (l3, tcp_stats) = l3_stage(config, plan, ports, pool, sync, tcp)?;
+        if let Some(t) = tcp_stats {
+            workers.tcp.push(t);
+        }
         if let Some(stage) = &l3 {
             workers.l3.push((
                 stage.graph().stats().clone(),
@@ -569,7 +675,7 @@ pub fn run(config: &Config, config_path: &Path) -> Result<()> {
         .cloned()
         .ok_or_else(|| anyhow!("no mempool"))?;
 
-    let mut workers = start_workers(dp, &plan, &mut ports, &worker_pool, &stop)?;
+    let mut workers = start_workers(config, &plan, &mut ports, &worker_pool, &stop)?;
     drop(worker_pool);
     for (i, &(a, b)) in xconnect_pairs(dp).iter().enumerate() {
         info!(
@@ -596,6 +702,7 @@ pub fn run(config: &Config, config_path: &Path) -> Result<()> {
     workers.stop_and_join()?;
     report(&ports, &workers);
     report_l3(dp, &workers);
+    report_tcp(&workers);
     drop(workers);
 
     // Closing the ports returns the mbufs held in their rings.
@@ -711,6 +818,52 @@ fn report_l3(dp: &DataplaneConfig, workers: &Workers) {
     }
     if !workers.l3.is_empty() {
         info!("cycle counter: {:.0} MHz", hz / 1e6);
+    }
+}
+
+/// Log the TCP layer's counters per worker and the proxy's Envoy-named
+/// stats summed over workers (`stat <name>: <value>`).
+fn report_tcp(workers: &Workers) {
+    for (w, (t, _)) in workers.tcp.iter().enumerate() {
+        info!(
+            "worker {w} tcp: passive_opens={} active_opens={} established={} closed={} \
+             active={} resets_received={} aborted={} timed_out={} time_wait_cut={} \
+             rst_no_connection={} listener_overflow={} table_full={} ports_exhausted={} \
+             retransmitted_segments={} segments_in={} segments_out={} handed_off={} \
+             handoff_full={} no_buffer={} malformed={}",
+            t.passive_opens.get(),
+            t.active_opens.get(),
+            t.established.get(),
+            t.closed.get(),
+            t.active(),
+            t.resets_received.get(),
+            t.aborted.get(),
+            t.timed_out.get(),
+            t.time_wait_cut.get(),
+            t.rst_no_connection.get(),
+            t.listener_overflow.get(),
+            t.table_full.get(),
+            t.ports_exhausted.get(),
+            t.retransmitted_segments.get(),
+            t.segments_in.get(),
+            t.segments_out.get(),
+            t.handed_off.get(),
+            t.handoff_full.get(),
+            t.no_buffer.get(),
+            t.malformed.get(),
+        );
+    }
+    let mut sums: Vec<(String, u64)> = Vec::new();
+    for (_, p) in &workers.tcp {
+        for (i, (name, v)) in p.values().into_iter().enumerate() {
+            match sums.get_mut(i) {
+                Some(s) => s.1 += v,
+                None => sums.push((name, v)),
+            }
+        }
+    }
+    for (name, v) in sums {
+        info!("stat {name}: {v}");
     }
 }
 

@@ -1,0 +1,642 @@
+//! The L4 proxy: Envoy's `tcp_proxy` on zerohop's userspace TCP.
+//!
+//! One [`TcpProxy`] per worker is the [`App`] of that worker's TCP
+//! [`Stack`]. For each downstream connection a listener accepts, it picks an
+//! endpoint of the listener's cluster (round robin, random or least
+//! request, weighted), opens the upstream connection, and from then on moves
+//! bytes both ways with [`Stack::splice`]: straight from one connection's
+//! receive buffer into the other's send buffer. The proxy buffers nothing of
+//! its own, so a slow reader on one side closes the TCP window on the other
+//! (back-pressure) and memory stays at the configured buffer sizes.
+//!
+//! Closing follows the peers: a FIN from one side is passed on as a FIN to
+//! the other once every byte before it was passed on (half-close); a reset
+//! or a refused upstream resets the other side at once. A connect timeout
+//! resets both; the idle timeout closes both.
+//!
+//! Counters are per worker, single writer, and named as Envoy names them
+//! (`tcp.<stat_prefix>.*`, `cluster.<name>.*`); [`ProxyStats::values`] lists
+//! them for summing over workers.
+
+use std::net::SocketAddrV4;
+use std::sync::Arc;
+
+use zerohop_dataplane::Counter;
+use zerohop_tcpstack::rng::Rng;
+use zerohop_tcpstack::{App, Close, ConnId, Listen, Stack};
+
+use crate::config::{EnvoyConfig, LbPolicy, NetworkFilter};
+
+/// Grace after an idle timeout's FINs before both sides are reset.
+const CLOSE_GRACE_MS: u64 = 1_000;
+
+/// Counters of one listener's `tcp_proxy` on one worker.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Connections accepted.
+    pub downstream_cx_total: Counter,
+    /// Connections finished.
+    pub downstream_cx_closed: Counter,
+    /// Bytes received from downstream (and sent upstream).
+    pub downstream_cx_rx_bytes_total: Counter,
+    /// Bytes sent downstream.
+    pub downstream_cx_tx_bytes_total: Counter,
+    /// Connections closed by the idle timeout.
+    pub idle_timeout: Counter,
+    /// Connections reset because no upstream connection could be opened
+    /// (no route, no port, table full).
+    pub downstream_cx_no_route: Counter,
+}
+
+/// Counters of one endpoint on one worker.
+#[derive(Debug, Default)]
+pub struct EndpointStats {
+    /// Connections opened to it.
+    pub cx_total: Counter,
+    /// Connections to it finished.
+    pub cx_closed: Counter,
+    /// Connections to it that failed to open (refused, timed out).
+    pub cx_connect_fail: Counter,
+}
+
+impl EndpointStats {
+    /// Connections open now.
+    pub fn active(&self) -> u64 {
+        self.cx_total.get().saturating_sub(self.cx_closed.get())
+    }
+}
+
+/// Counters of one cluster on one worker.
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    /// Upstream connections opened.
+    pub upstream_cx_total: Counter,
+    /// Upstream connections finished.
+    pub upstream_cx_closed: Counter,
+    /// Upstream connections that failed (refused, unreachable, reset
+    /// before the handshake ended) — timeouts included.
+    pub upstream_cx_connect_fail: Counter,
+    /// ... of which because `connect_timeout` passed.
+    pub upstream_cx_connect_timeout: Counter,
+    /// Established upstream connections the upstream reset or timed out.
+    pub upstream_cx_destroy_remote: Counter,
+    /// Established upstream connections zerohop reset (downstream reset,
+    /// idle timeout).
+    pub upstream_cx_destroy_local: Counter,
+    /// Bytes received from upstreams.
+    pub upstream_cx_rx_bytes_total: Counter,
+    /// Bytes sent to upstreams.
+    pub upstream_cx_tx_bytes_total: Counter,
+    /// Per endpoint, in config order.
+    pub endpoints: Vec<EndpointStats>,
+}
+
+/// One worker's proxy counters, readable by the main thread without locks.
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    /// (stat_prefix, counters), per listener in config order.
+    pub listeners: Vec<(String, ListenerStats)>,
+    /// (name, endpoint addresses, counters), per cluster in config order.
+    pub clusters: Vec<(String, Vec<SocketAddrV4>, ClusterStats)>,
+}
+
+impl ProxyStats {
+    /// Return every counter as (Envoy stat name, value), in a fixed order.
+    pub fn values(&self) -> Vec<(String, u64)> {
+        let mut v = Vec::new();
+        for (prefix, l) in &self.listeners {
+            let p = format!("tcp.{prefix}");
+            let active = l
+                .downstream_cx_total
+                .get()
+                .saturating_sub(l.downstream_cx_closed.get());
+            v.push((
+                format!("{p}.downstream_cx_total"),
+                l.downstream_cx_total.get(),
+            ));
+            v.push((format!("{p}.downstream_cx_active"), active));
+            v.push((
+                format!("{p}.downstream_cx_rx_bytes_total"),
+                l.downstream_cx_rx_bytes_total.get(),
+            ));
+            v.push((
+                format!("{p}.downstream_cx_tx_bytes_total"),
+                l.downstream_cx_tx_bytes_total.get(),
+            ));
+            v.push((format!("{p}.idle_timeout"), l.idle_timeout.get()));
+            v.push((
+                format!("{p}.downstream_cx_no_route"),
+                l.downstream_cx_no_route.get(),
+            ));
+        }
+        for (name, addrs, c) in &self.clusters {
+            let p = format!("cluster.{name}");
+            let active = c
+                .upstream_cx_total
+                .get()
+                .saturating_sub(c.upstream_cx_closed.get());
+            for (key, value) in [
+                ("upstream_cx_total", c.upstream_cx_total.get()),
+                ("upstream_cx_active", active),
+                ("upstream_cx_connect_fail", c.upstream_cx_connect_fail.get()),
+                (
+                    "upstream_cx_connect_timeout",
+                    c.upstream_cx_connect_timeout.get(),
+                ),
+                (
+                    "upstream_cx_destroy_remote",
+                    c.upstream_cx_destroy_remote.get(),
+                ),
+                (
+                    "upstream_cx_destroy_local",
+                    c.upstream_cx_destroy_local.get(),
+                ),
+                (
+                    "upstream_cx_rx_bytes_total",
+                    c.upstream_cx_rx_bytes_total.get(),
+                ),
+                (
+                    "upstream_cx_tx_bytes_total",
+                    c.upstream_cx_tx_bytes_total.get(),
+                ),
+                ("membership_total", addrs.len() as u64),
+            ] {
+                v.push((format!("{p}.{key}"), value));
+            }
+            for (addr, e) in addrs.iter().zip(&c.endpoints) {
+                v.push((format!("{p}.endpoint.{addr}.cx_total"), e.cx_total.get()));
+                v.push((format!("{p}.endpoint.{addr}.cx_active"), e.active()));
+                v.push((
+                    format!("{p}.endpoint.{addr}.cx_connect_fail"),
+                    e.cx_connect_fail.get(),
+                ));
+            }
+        }
+        v
+    }
+}
+
+/// A listener as the proxy runs it.
+#[derive(Debug, Clone)]
+struct ListenerPlan {
+    address: SocketAddrV4,
+    cluster: usize,
+    idle_timeout_ms: Option<u64>,
+}
+
+/// A cluster as the proxy runs it, with its load balancer's state.
+#[derive(Debug, Clone)]
+struct ClusterPlan {
+    connect_timeout_ms: u64,
+    policy: LbPolicy,
+    endpoints: Vec<SocketAddrV4>,
+    weights: Vec<u32>,
+    total_weight: u64,
+    /// Smooth weighted round robin: current weights.
+    current: Vec<i64>,
+}
+
+/// The proxy's plan, built once from the config and cloned per worker.
+#[derive(Debug, Clone)]
+pub struct ProxyPlan {
+    listeners: Vec<ListenerPlan>,
+    clusters: Vec<ClusterPlan>,
+    prefixes: Vec<String>,
+    cluster_names: Vec<String>,
+}
+
+impl ProxyPlan {
+    /// Build the plan of the config's `tcp_proxy` listeners.
+    pub fn new(config: &EnvoyConfig) -> ProxyPlan {
+        let clusters: Vec<ClusterPlan> = config
+            .clusters
+            .iter()
+            .map(|c| ClusterPlan {
+                connect_timeout_ms: c.connect_timeout.as_millis().max(1) as u64,
+                policy: c.lb_policy,
+                endpoints: c.endpoints.iter().map(|e| e.address).collect(),
+                weights: c.endpoints.iter().map(|e| e.weight.max(1)).collect(),
+                total_weight: c.endpoints.iter().map(|e| u64::from(e.weight.max(1))).sum(),
+                current: vec![0; c.endpoints.len()],
+            })
+            .collect();
+        let mut listeners = Vec::new();
+        let mut prefixes = Vec::new();
+        for l in &config.listeners {
+            let NetworkFilter::TcpProxy(t) = &l.filter;
+            let Some(cluster) = config.clusters.iter().position(|c| c.name == t.cluster) else {
+                continue; // the config loader rejects this
+            };
+            listeners.push(ListenerPlan {
+                address: l.address,
+                cluster,
+                idle_timeout_ms: t.idle_timeout.map(|d| d.as_millis().max(1) as u64),
+            });
+            prefixes.push(t.stat_prefix.clone());
+        }
+        ProxyPlan {
+            listeners,
+            clusters,
+            prefixes,
+            cluster_names: config.clusters.iter().map(|c| c.name.clone()).collect(),
+        }
+    }
+
+    /// Return the listening addresses, with the id [`App::accepted`] gets.
+    pub fn listens(&self) -> Vec<Listen> {
+        self.listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| Listen {
+                address: l.address,
+                id: i as u32,
+            })
+            .collect()
+    }
+
+    /// Return true without listeners.
+    pub fn is_empty(&self) -> bool {
+        self.listeners.is_empty()
+    }
+}
+
+/// One proxied connection pair.
+#[derive(Debug, Clone, Copy)]
+struct Session {
+    down: Option<ConnId>,
+    up: Option<ConnId>,
+    listener: u32,
+    cluster: u32,
+    endpoint: u32,
+    up_connected: bool,
+    /// FIN passed on to the upstream / downstream.
+    fin_up: bool,
+    fin_down: bool,
+    /// Idle timeout fired: both sides are closing.
+    closing: bool,
+    last_activity_ms: u64,
+}
+
+/// Which side of a session a connection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Down,
+    Up,
+}
+
+/// One worker's L4 proxy. See the [module documentation](self).
+pub struct TcpProxy {
+    plan: ProxyPlan,
+    sessions: Vec<Option<Session>>,
+    free: Vec<u32>,
+    stats: Arc<ProxyStats>,
+    rng: Rng,
+}
+
+impl TcpProxy {
+    /// Return a worker's proxy for `plan`; `seed` varies random choices.
+    pub fn new(plan: ProxyPlan, seed: u64) -> TcpProxy {
+        let stats = ProxyStats {
+            listeners: plan
+                .prefixes
+                .iter()
+                .map(|p| (p.clone(), ListenerStats::default()))
+                .collect(),
+            clusters: plan
+                .clusters
+                .iter()
+                .zip(&plan.cluster_names)
+                .map(|(c, n)| {
+                    (
+                        n.clone(),
+                        c.endpoints.clone(),
+                        ClusterStats {
+                            endpoints: c
+                                .endpoints
+                                .iter()
+                                .map(|_| EndpointStats::default())
+                                .collect(),
+                            ..ClusterStats::default()
+                        },
+                    )
+                })
+                .collect(),
+        };
+        TcpProxy {
+            plan,
+            sessions: Vec::new(),
+            free: Vec::new(),
+            stats: Arc::new(stats),
+            rng: Rng(seed),
+        }
+    }
+
+    /// Return the counters (shared with the main thread).
+    pub fn stats(&self) -> &Arc<ProxyStats> {
+        &self.stats
+    }
+
+    /// Return the sessions open now.
+    pub fn sessions(&self) -> usize {
+        self.sessions.len() - self.free.len()
+    }
+
+    /// Pick an endpoint of cluster `ci`.
+    fn pick(&mut self, ci: usize) -> usize {
+        let c = &mut self.plan.clusters[ci];
+        let n = c.endpoints.len();
+        if n <= 1 {
+            return 0;
+        }
+        match c.policy {
+            LbPolicy::RoundRobin => {
+                // Smooth weighted round robin: equal weights rotate strictly.
+                let total = c.total_weight as i64;
+                let mut best = 0;
+                for i in 0..n {
+                    c.current[i] += i64::from(c.weights[i]);
+                    if c.current[i] > c.current[best] {
+                        best = i;
+                    }
+                }
+                c.current[best] -= total;
+                best
+            }
+            LbPolicy::Random => self.weighted_random(ci),
+            LbPolicy::LeastRequest => {
+                // Power of two choices on active connections (this worker's).
+                let a = self.weighted_random(ci);
+                let b = self.weighted_random(ci);
+                let e = &self.stats.clusters[ci].2.endpoints;
+                if e[b].active() < e[a].active() {
+                    b
+                } else {
+                    a
+                }
+            }
+        }
+    }
+
+    fn weighted_random(&mut self, ci: usize) -> usize {
+        let c = &self.plan.clusters[ci];
+        let mut x = self.rng.next_u64() % c.total_weight.max(1);
+        for (i, w) in c.weights.iter().enumerate() {
+            let w = u64::from(*w);
+            if x < w {
+                return i;
+            }
+            x -= w;
+        }
+        0
+    }
+
+    fn session_of(&self, tcp: &Stack, conn: ConnId) -> Option<(usize, Side)> {
+        let user = tcp.user(conn)?;
+        if user == 0 {
+            return None;
+        }
+        let v = user - 1;
+        let idx = (v >> 1) as usize;
+        let side = if v & 1 == 1 { Side::Up } else { Side::Down };
+        self.sessions.get(idx)?.as_ref()?;
+        Some((idx, side))
+    }
+
+    fn tag(idx: usize, side: Side) -> u64 {
+        ((idx as u64) << 1 | u64::from(side == Side::Up)) + 1
+    }
+
+    fn new_session(&mut self, s: Session) -> usize {
+        match self.free.pop() {
+            Some(i) => {
+                self.sessions[i as usize] = Some(s);
+                i as usize
+            }
+            None => {
+                self.sessions.push(Some(s));
+                self.sessions.len() - 1
+            }
+        }
+    }
+
+    fn end_session_if_done(&mut self, idx: usize) {
+        if let Some(s) = self.sessions[idx] {
+            if s.down.is_none() && s.up.is_none() {
+                self.sessions[idx] = None;
+                self.free.push(idx as u32);
+            }
+        }
+    }
+
+    /// Move bytes both ways and pass FINs on.
+    fn pump(&mut self, tcp: &mut Stack, idx: usize) {
+        let Some(mut s) = self.sessions[idx] else {
+            return;
+        };
+        let (Some(down), Some(up)) = (s.down, s.up) else {
+            return;
+        };
+        if !s.up_connected {
+            return;
+        }
+        let l = &self.stats.listeners[s.listener as usize].1;
+        let c = &self.stats.clusters[s.cluster as usize].2;
+        let to_up = tcp.splice(down, up) as u64;
+        let to_down = tcp.splice(up, down) as u64;
+        if to_up > 0 {
+            l.downstream_cx_rx_bytes_total.add(to_up);
+            c.upstream_cx_tx_bytes_total.add(to_up);
+        }
+        if to_down > 0 {
+            l.downstream_cx_tx_bytes_total.add(to_down);
+            c.upstream_cx_rx_bytes_total.add(to_down);
+        }
+        if to_up + to_down > 0 {
+            s.last_activity_ms = tcp.now_ms();
+        }
+        if !s.fin_up && tcp.recv_finished(down) {
+            tcp.close(up);
+            s.fin_up = true;
+        }
+        if !s.fin_down && tcp.recv_finished(up) {
+            tcp.close(down);
+            s.fin_down = true;
+        }
+        self.sessions[idx] = Some(s);
+    }
+}
+
+impl App for TcpProxy {
+    fn accepted(&mut self, tcp: &mut Stack, conn: ConnId, listener: u32) {
+        let Some(lp) = self.plan.listeners.get(listener as usize).cloned() else {
+            tcp.abort(conn);
+            return;
+        };
+        self.stats.listeners[listener as usize]
+            .1
+            .downstream_cx_total
+            .add(1);
+        let ci = lp.cluster;
+        let ei = self.pick(ci);
+        let now = tcp.now_ms();
+        let endpoint = self.plan.clusters[ci].endpoints[ei];
+        let mut s = Session {
+            down: Some(conn),
+            up: None,
+            listener,
+            cluster: ci as u32,
+            endpoint: ei as u32,
+            up_connected: false,
+            fin_up: false,
+            fin_down: false,
+            closing: false,
+            last_activity_ms: now,
+        };
+        let up = match tcp.connect(endpoint) {
+            Ok(up) => up,
+            Err(_) => {
+                self.stats.listeners[listener as usize]
+                    .1
+                    .downstream_cx_no_route
+                    .add(1);
+                let idx = self.new_session(s);
+                tcp.set_user(conn, Self::tag(idx, Side::Down));
+                tcp.abort(conn);
+                return;
+            }
+        };
+        s.up = Some(up);
+        let c = &self.stats.clusters[ci].2;
+        c.upstream_cx_total.add(1);
+        c.endpoints[ei].cx_total.add(1);
+        let idx = self.new_session(s);
+        tcp.set_user(conn, Self::tag(idx, Side::Down));
+        tcp.set_user(up, Self::tag(idx, Side::Up));
+        tcp.set_deadline(up, Some(now + self.plan.clusters[ci].connect_timeout_ms));
+        if let Some(idle) = lp.idle_timeout_ms {
+            tcp.set_deadline(conn, Some(now + idle));
+        }
+    }
+
+    fn ready(&mut self, tcp: &mut Stack, conn: ConnId) {
+        let Some((idx, side)) = self.session_of(tcp, conn) else {
+            return;
+        };
+        if let Some(s) = self.sessions[idx].as_mut() {
+            if side == Side::Up && !s.up_connected && tcp.is_established(conn) {
+                s.up_connected = true;
+                tcp.set_deadline(conn, None);
+            }
+        }
+        self.pump(tcp, idx);
+    }
+
+    fn deadline(&mut self, tcp: &mut Stack, conn: ConnId) {
+        let Some((idx, side)) = self.session_of(tcp, conn) else {
+            return;
+        };
+        let Some(mut s) = self.sessions[idx] else {
+            return;
+        };
+        let now = tcp.now_ms();
+        match side {
+            Side::Up if !s.up_connected => {
+                let c = &self.stats.clusters[s.cluster as usize].2;
+                c.upstream_cx_connect_timeout.add(1);
+                tcp.abort(conn);
+                if let Some(d) = s.down {
+                    tcp.abort(d);
+                }
+            }
+            Side::Up => {}
+            Side::Down if s.closing => {
+                // The FINs of the idle timeout did not finish: reset.
+                if let Some(u) = s.up {
+                    tcp.abort(u);
+                }
+                tcp.abort(conn);
+            }
+            Side::Down => {
+                let Some(idle) = self.plan.listeners[s.listener as usize].idle_timeout_ms else {
+                    return;
+                };
+                if now.saturating_sub(s.last_activity_ms) >= idle {
+                    self.stats.listeners[s.listener as usize]
+                        .1
+                        .idle_timeout
+                        .add(1);
+                    s.closing = true;
+                    tcp.close(conn);
+                    if let Some(u) = s.up {
+                        tcp.close(u);
+                    }
+                    tcp.set_deadline(conn, Some(now + CLOSE_GRACE_MS));
+                    self.sessions[idx] = Some(s);
+                } else {
+                    tcp.set_deadline(conn, Some(s.last_activity_ms + idle));
+                }
+            }
+        }
+    }
+
+    fn closed(&mut self, tcp: &mut Stack, conn: ConnId, how: Close) {
+        let Some((idx, side)) = self.session_of(tcp, conn) else {
+            return;
+        };
+        let Some(mut s) = self.sessions[idx] else {
+            return;
+        };
+        let c = &self.stats.clusters[s.cluster as usize].2;
+        match side {
+            Side::Down => {
+                s.down = None;
+                self.stats.listeners[s.listener as usize]
+                    .1
+                    .downstream_cx_closed
+                    .add(1);
+                if let Some(u) = s.up {
+                    if how != Close::Graceful {
+                        if s.up_connected {
+                            c.upstream_cx_destroy_local.add(1);
+                        }
+                        tcp.abort(u);
+                    } else if !s.fin_up {
+                        tcp.close(u);
+                    }
+                }
+            }
+            Side::Up => {
+                s.up = None;
+                c.upstream_cx_closed.add(1);
+                let e = &c.endpoints[s.endpoint as usize];
+                e.cx_closed.add(1);
+                let failed = !s.up_connected;
+                if failed {
+                    c.upstream_cx_connect_fail.add(1);
+                    e.cx_connect_fail.add(1);
+                } else if matches!(how, Close::Reset | Close::TimedOut) {
+                    c.upstream_cx_destroy_remote.add(1);
+                }
+                if let Some(d) = s.down {
+                    if failed || how != Close::Graceful {
+                        tcp.abort(d);
+                    } else if !s.fin_down {
+                        // Everything the upstream sent was passed on before
+                        // its connection could close; pass on its FIN too.
+                        tcp.close(d);
+                    }
+                }
+            }
+        }
+        self.sessions[idx] = Some(s);
+        self.end_session_if_done(idx);
+    }
+}
+
+impl std::fmt::Debug for TcpProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpProxy")
+            .field("sessions", &self.sessions())
+            .finish()
+    }
+}
