@@ -123,7 +123,8 @@ pub trait App {
     fn ready(&mut self, tcp: &mut Stack, conn: ConnId);
     /// The deadline set with [`Stack::set_deadline`] passed.
     fn deadline(&mut self, tcp: &mut Stack, conn: ConnId);
-    /// `conn` is gone; its handle is stale from now on.
+    /// `conn` is closing for good; its word and key are still readable
+    /// during this call, and its handle is stale after it.
     fn closed(&mut self, tcp: &mut Stack, conn: ConnId, how: Close);
 }
 
@@ -229,6 +230,8 @@ struct Conn {
     notified: bool,
     /// Highest sequence number sent + 1 (for counting retransmissions).
     snd_max: Option<u32>,
+    /// The application was told it closed (TIME-WAIT belongs to the stack).
+    reported: bool,
 }
 
 impl Conn {
@@ -761,6 +764,7 @@ impl Stack {
             touched: false,
             notified: false,
             snd_max: None,
+            reported: false,
         };
         match self.flows.insert(key, conn) {
             Ok(id) => Some(id),
@@ -1061,7 +1065,14 @@ impl Stack {
         }
         if state == State::TimeWait && c.time_wait_end == NEVER {
             c.time_wait_end = now_ms + u64::from(self.params.time_wait_ms);
+            // Both FINs are through: for the application (and Envoy's
+            // `_active` gauges) the connection is over; TIME-WAIT is the
+            // stack's business.
+            self.report_closed(id, Close::Graceful, app);
         }
+        let Some(c) = self.flows.get_mut(id) else {
+            return;
+        };
         if segments == MAX_SEGMENTS_PER_FLUSH {
             // More to send: again at the next poll.
             c.touched = true;
@@ -1087,7 +1098,32 @@ impl Stack {
         }
     }
 
+    /// Count the end of `id` and tell the application, once.
+    fn report_closed(&mut self, id: ConnId, how: Close, app: &mut impl App) {
+        let Some(c) = self.flows.get_mut(id) else {
+            return;
+        };
+        if c.reported {
+            return;
+        }
+        c.reported = true;
+        self.stats.closed.add(1);
+        match how {
+            Close::Reset => self.stats.resets_received.add(1),
+            Close::Aborted => self.stats.aborted.add(1),
+            Close::TimedOut => self.stats.timed_out.add(1),
+            Close::Graceful => {}
+        }
+        // The application still sees the connection (its word, its key)
+        // during the callback; the handle is stale for it after.
+        app.closed(self, id, how);
+        if let Some(c) = self.flows.get_mut(id) {
+            c.user = 0;
+        }
+    }
+
     fn free(&mut self, id: ConnId, how: Close, app: &mut impl App) {
+        self.report_closed(id, how, app);
         let Some((key, c)) = self.flows.remove(id) else {
             return;
         };
@@ -1104,14 +1140,6 @@ impl Stack {
                 self.ports.release(key.local, key.remote);
             }
         }
-        self.stats.closed.add(1);
-        match how {
-            Close::Reset => self.stats.resets_received.add(1),
-            Close::Aborted => self.stats.aborted.add(1),
-            Close::TimedOut => self.stats.timed_out.add(1),
-            Close::Graceful => {}
-        }
-        app.closed(self, id, how);
     }
 }
 

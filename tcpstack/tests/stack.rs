@@ -65,7 +65,11 @@ impl App for Recorder {
     fn deadline(&mut self, _tcp: &mut Stack, conn: ConnId) {
         self.deadlines.push(conn);
     }
-    fn closed(&mut self, _tcp: &mut Stack, conn: ConnId, how: Close) {
+    fn closed(&mut self, tcp: &mut Stack, conn: ConnId, how: Close) {
+        assert!(
+            tcp.key(conn).is_some(),
+            "the application still sees the connection while told it closed"
+        );
         self.closed.push((conn, how));
     }
 }
