@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepare this machine to build, test and run zerohop: Debian packages (DPDK 22.11,
-# clang for bindgen, the tools the end-to-end tests drive), a Rust toolchain with
+# clang for bindgen, the tools the end-to-end tests drive, iperf3 and HAProxy for
+# scripts/bench_l4.sh), a Rust toolchain with
 # rustfmt and clippy, and 2 MB hugepages mounted at /dev/hugepages.
 #
 # Idempotent: prints nothing when everything is already in place. Root work goes
@@ -10,7 +11,7 @@
 set -euo pipefail
 
 PACKAGES=(libdpdk-dev dpdk pkg-config clang libclang-dev iproute2 ethtool curl
-  iputils-ping python3 procps build-essential)
+  iputils-ping python3 procps build-essential iperf3 haproxy socat)
 HUGEPAGES_WANTED=${ZEROHOP_HUGEPAGES:-1024}
 HUGEPAGES_SYSFS=/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages
 HUGETLBFS_DIR=/dev/hugepages

@@ -970,3 +970,151 @@ pub fn assert_ping(zerohop: &Zerohop, ns: &Netns, dst: &str, reply_ttl: Option<u
         );
     }
 }
+
+/// The value of the statistic `name` that zerohop logs at exit as `stat NAME: VALUE`
+/// (Envoy stat names, summed over workers: `stat tcp.l4.downstream_cx_total: 5`,
+/// `stat cluster.backend.endpoint.10.0.1.2:9001.cx_total: 10`); the last such line
+/// counts. `None` if there is no such line or its value is not an integer.
+pub fn stat(log: &str, name: &str) -> Option<u64> {
+    let needle = format!("stat {name}: ");
+    log.lines().rev().find_map(|line| {
+        let at = line.find(&needle)?;
+        // `stat` must start a word: not the tail of a longer one (`…_stat x: 1`).
+        let starts_word = at == 0 || line[..at].ends_with(char::is_whitespace);
+        if !starts_word {
+            return None;
+        }
+        line[at + needle.len()..]
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+/// The path of `rel` under `tests/fixtures/` (helper scripts for the tests).
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
+}
+
+/// The resident set size of process `pid` in KiB (`VmRSS:` in `/proc/PID/status`; pages
+/// of hugetlbfs mappings are not in it); `None` once the process is gone.
+pub fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line["VmRSS:".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A background process (a test server or client in a namespace) whose stdout and
+/// stderr go to a file that the test reads while it runs; killed (SIGKILL) on drop.
+pub struct LoggedProcess {
+    child: Option<Child>,
+    what: String,
+    out_path: PathBuf,
+    // Last field: dropped after `Drop::drop` has killed the child.
+    _dir: TempDir,
+}
+
+impl LoggedProcess {
+    /// Start `cmd` with stdin closed and its output going to a temporary file; `what`
+    /// names it in panic messages.
+    pub fn spawn(mut cmd: Command, what: &str) -> LoggedProcess {
+        let dir = TempDir::new("proc");
+        let out_path = dir.path().join("output.log");
+        let out = File::create(&out_path).expect("create process log");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup process log"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {what} ({cmd:?}): {e}"));
+        LoggedProcess {
+            child: Some(child),
+            what: what.to_owned(),
+            out_path,
+            _dir: dir,
+        }
+    }
+
+    /// The process id (`ip netns exec` execs, so it is the program's own).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Everything the process has written so far (stdout and stderr interleaved).
+    pub fn output(&self) -> String {
+        fs::read(&self.out_path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Wait until a line of the output contains `needle` and return that line; panic
+    /// with the output if the process exits first or `timeout` passes.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.output().lines().find(|l| l.contains(needle)) {
+                return line.to_owned();
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    panic!(
+                        "{} exited ({}) before printing `{needle}`; output:\n{}",
+                        self.what,
+                        describe(status),
+                        self.output()
+                    );
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not print `{needle}` within {timeout:?}; output:\n{}",
+                self.what,
+                self.output()
+            );
+            thread::sleep(POLL);
+        }
+    }
+
+    /// Panic if the process has exited.
+    pub fn assert_running(&mut self) {
+        let child = self.child.as_mut().expect("running");
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{} exited early ({}); output:\n{}",
+                self.what,
+                describe(status),
+                self.output()
+            );
+        }
+    }
+
+    /// SIGKILL the process and reap it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for LoggedProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Netns {
+    /// Start `program args` in the background inside this namespace with its output
+    /// captured (see [`LoggedProcess`]).
+    pub fn spawn_logged(&self, program: &str, args: &[&str], what: &str) -> LoggedProcess {
+        LoggedProcess::spawn(self.command(program, args), what)
+    }
+}

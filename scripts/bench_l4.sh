@@ -1,0 +1,498 @@
+#!/usr/bin/env bash
+# L4 proxy benchmark: zerohop's tcp_proxy against HAProxy (mode tcp), on the same
+# topology, the same veth ends and the same pinned CPU.
+#
+#   ns C 10.0.0.2 ─veth─ ns P [10.0.0.1 | 10.0.1.1] ─veth─ ns U 10.0.1.2
+#   clients (iperf3 -c,   zerohop: DPDK net_af_packet on P's veth ends,   servers (iperf3 -s :5201,
+#   client.py cps)          one worker on --core, no kernel addresses      server.py respond :9100)
+#                           on those ends while it runs
+#                         HAProxy: kernel sockets on the same ends (the
+#                           addresses are added for it), nbthread 1,
+#                           taskset to --core
+#
+# Two metrics, each proxy in turn (listener 10.0.0.1:8000 → one upstream in U, the proxy
+# restarted per metric):
+#   - single-connection throughput: iperf3 -c 10.0.0.1 -p 8000 -t 10 -J from C, receiver
+#     bits/s, median of 3 runs;
+#   - new connections per second: tests/fixtures/tcp/client.py cps (several processes,
+#     each connect / send `GET\n` / read `ok\n` to EOF / close, for 10 s) against
+#     server.py respond, median of 3 runs.
+# The load generators and servers run on every CPU except --core. tx checksum offload
+# (and with it TSO) is off on all four veth ends, so both proxies see MTU-sized frames.
+#
+# Writes a Markdown table (metric | zerohop | HAProxy | ratio) to stdout and to
+# target/bench/l4.md, the raw numbers and a machine description to target/bench/l4.json,
+# and each zerohop run's log to target/bench/l4-zerohop-*.log. Exits 1 if a proxy could
+# not be measured (its cells say FAILED, the reasons follow the table), after measuring
+# the other. The connection rate comes from Python processes: on a machine with few CPUs
+# they, not the proxy, may set the ceiling (both proxies then show about the same rate).
+#
+#   sudo scripts/bench_l4.sh [--quick] [--core N] [--only zerohop|haproxy] [--procs N]
+#     --quick   1 run of 3 s per metric instead of 3 runs of 10 s
+#     --core N  the CPU for the proxy (default 1)
+#     --only P  measure only zerohop or only haproxy
+#     --procs N client and server processes for the connection rate (default: CPUs
+#               left for load, at least 2)
+#   ZEROHOP_BIN=PATH  use this zerohop binary instead of building target/release/zerohop
+#
+# Runs scripts/setup.sh first (packages, hugepages). Needs root. Everything it creates
+# (namespaces, interfaces, processes, temporary files) is removed on exit, also on
+# failure or Ctrl-C.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/netns.sh
+. scripts/netns.sh
+
+QUICK=0
+CORE=1
+ONLY=
+PROCS=
+usage() {
+  sed -n '/^#   sudo scripts/,/^#   ZEROHOP_BIN/s/^#   //p' "$0" >&2
+  exit 2
+}
+while (($#)); do
+  case $1 in
+    --quick) QUICK=1 ;;
+    --core) CORE=${2:?--core needs a CPU number}; shift ;;
+    --only) ONLY=${2:?--only needs zerohop or haproxy}; shift ;;
+    --procs) PROCS=${2:?--procs needs a number}; shift ;;
+    -h | --help) usage ;;
+    *) echo "bench_l4.sh: unknown argument $1" >&2; usage ;;
+  esac
+  shift
+done
+[[ -z $ONLY || $ONLY == zerohop || $ONLY == haproxy ]] || { echo "--only: zerohop or haproxy" >&2; exit 2; }
+
+say() { printf '==> %s\n' "$*" >&2; }
+note() { printf '    %s\n' "$*" >&2; }
+die() {
+  printf 'bench_l4.sh: error: %s\n' "$*" >&2
+  exit 1
+}
+
+[[ $EUID -eq 0 ]] || die "needs root (network namespaces, DPDK vdevs): sudo -E $0"
+
+if ((QUICK)); then RUNS=1 SECS=3; else RUNS=3 SECS=10; fi
+NCPU=$(nproc)
+if ! [[ $CORE =~ ^[0-9]+$ ]] || ((CORE >= NCPU)); then
+  die "--core $CORE: this machine has CPUs 0-$((NCPU - 1))"
+fi
+LOAD_CPUS=$(seq 0 $((NCPU - 1)) | grep -vx "$CORE" | paste -sd, -)
+[[ -n $LOAD_CPUS ]] || LOAD_CPUS=$CORE # one CPU: everything shares it
+NLOAD=$(tr ',' '\n' <<<"$LOAD_CPUS" | wc -l)
+PROCS=${PROCS:-$((NLOAD < 2 ? 2 : NLOAD))}
+
+say "setup"
+bash scripts/setup.sh
+export PATH="$HOME/.cargo/bin:$PATH"
+for tool in iperf3 haproxy python3 taskset; do
+  command -v "$tool" >/dev/null || die "$tool not found (scripts/setup.sh installs it)"
+done
+if [[ -n ${ZEROHOP_BIN:-} ]]; then
+  BIN=$ZEROHOP_BIN
+else
+  say "cargo build --release"
+  cargo build --release
+  BIN=${CARGO_TARGET_DIR:-target}/release/zerohop
+fi
+[[ -x $BIN ]] || die "no zerohop binary at $BIN"
+OUT_DIR=${CARGO_TARGET_DIR:-target}/bench
+mkdir -p "$OUT_DIR"
+
+# Unique names: namespaces and interfaces are machine-wide (tests may run beside us).
+PREFIX=zb$(printf '%05d' $(($$ % 100000)))
+NS_C=${PREFIX}c NS_P=${PREFIX}p NS_U=${PREFIX}u
+IF_C=${PREFIX}c0 IF_PC=${PREFIX}c1 IF_U=${PREFIX}u0 IF_PU=${PREFIX}u1
+PROXY_DOWN=10.0.0.1 PROXY_UP=10.0.1.1 UPSTREAM=10.0.1.2
+LISTEN_PORT=8000 IPERF_PORT=5201 RESPOND_PORT=9100
+CLIENT_PY=$PWD/tests/fixtures/tcp/client.py
+SERVER_PY=$PWD/tests/fixtures/tcp/server.py
+TMP=$(mktemp -d /tmp/zerohop-bench.XXXXXX)
+RESULTS=$TMP/results # lines: PROXY KEY VALUE
+: >"$RESULTS"
+PROXY_PID= # the proxy running now (zerohop or haproxy)
+BG_PIDS=() # servers in U
+
+stop_pid() { # PID [SIGNAL]: signal it, wait up to 15 s, then SIGKILL
+  local pid=$1 sig=${2:-TERM}
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill "-$sig" "$pid" 2>/dev/null || true
+  for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  set +e
+  exec 2>/dev/null # best effort from here; also hides bash's "Killed" job notices
+  [[ -n $PROXY_PID ]] && stop_pid "$PROXY_PID"
+  for pid in "${BG_PIDS[@]}"; do stop_pid "$pid" KILL; done
+  for ns in "$NS_C" "$NS_P" "$NS_U"; do
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
+  done
+  zh_cleanup "$PREFIX"
+  rm -rf "$TMP"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Run a command in a namespace. Background processes use `ip netns exec` directly
+# instead, so that $! is the program's own pid (ip netns exec and taskset exec).
+in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
+
+say "topology $NS_C ⇄ $NS_P ⇄ $NS_U (proxy CPU $CORE, load CPUs $LOAD_CPUS)"
+zh_ns_veth "$NS_C" "$IF_C" "$IF_PC" 10.0.0.2/24 "$NS_P"
+zh_ns_veth "$NS_U" "$IF_U" "$IF_PU" "$UPSTREAM/24" "$NS_P"
+zh_if_quiet "$NS_P" "$IF_PC"
+zh_if_quiet "$NS_P" "$IF_PU"
+zh_ns_gw "$NS_C" "$PROXY_DOWN"
+zh_ns_gw "$NS_U" "$PROXY_UP"
+in_ns "$NS_C" sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+say "servers in $NS_U: iperf3 -s :$IPERF_PORT, server.py respond :$RESPOND_PORT ($PROCS processes)"
+ip netns exec "$NS_U" taskset -c "$LOAD_CPUS" iperf3 -s -B "$UPSTREAM" -p "$IPERF_PORT" >"$TMP/iperf3-server.log" 2>&1 &
+BG_PIDS+=($!)
+ip netns exec "$NS_U" taskset -c "$LOAD_CPUS" python3 "$SERVER_PY" respond --addr "$UPSTREAM" \
+  --port "$RESPOND_PORT" --procs "$PROCS" >"$TMP/respond.log" 2>&1 &
+BG_PIDS+=($!)
+for _ in $(seq 100); do grep -q ready "$TMP/respond.log" && break; sleep 0.1; done
+grep -q ready "$TMP/respond.log" || die "server.py respond did not start: $(cat "$TMP/respond.log")"
+
+# --- the proxies ---------------------------------------------------------------------
+
+# Kernel addresses on P's veth ends: HAProxy needs them; while zerohop drives the ends
+# with af_packet they must be gone (else P's kernel would answer ARP and TCP too).
+p_addrs() { # add | del
+  ip -n "$NS_P" addr "$1" "$PROXY_DOWN/24" dev "$IF_PC"
+  ip -n "$NS_P" addr "$1" "$PROXY_UP/24" dev "$IF_PU"
+}
+flush_neigh() {
+  ip -n "$NS_C" neigh flush all
+  ip -n "$NS_U" neigh flush all
+}
+
+ZH_LOG=
+start_zerohop() { # UPSTREAM_PORT LOG_NAME
+  local port=$1 cfg=$TMP/zerohop.yaml
+  ZH_LOG=$OUT_DIR/l4-zerohop-$2.log
+  cat >"$cfg" <<EOF
+dataplane:
+  cores: [$CORE]
+  hugepages: auto
+  eal_args: ["--no-pci"]
+  ports:
+    - name: down
+      device: "net_af_packet0,iface=$IF_PC"
+      address: $PROXY_DOWN/24
+    - name: up
+      device: "net_af_packet1,iface=$IF_PU"
+      address: $PROXY_UP/24
+static_resources:
+  listeners:
+  - name: l4
+    address: { socket_address: { address: 0.0.0.0, port_value: $LISTEN_PORT } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: l4
+          cluster: backend
+          idle_timeout: 60s
+  clusters:
+  - name: backend
+    connect_timeout: 1s
+    type: STATIC
+    lb_policy: ROUND_ROBIN
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: $UPSTREAM, port_value: $port } } }
+EOF
+  ip -n "$NS_P" addr flush dev "$IF_PC"
+  ip -n "$NS_P" addr flush dev "$IF_PU"
+  flush_neigh
+  ip netns exec "$NS_P" "$BIN" -c "$cfg" --mode serve -l info >"$ZH_LOG" 2>&1 &
+  PROXY_PID=$!
+  for _ in $(seq 300); do
+    grep -q "zerohop ready" "$ZH_LOG" && return 0
+    kill -0 "$PROXY_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$PROXY_PID" 2>/dev/null; then
+    FAIL_WHY="zerohop not ready within 30 s"
+  else
+    local rc=0
+    wait "$PROXY_PID" || rc=$?
+    FAIL_WHY="zerohop exited (code $rc) before ready"
+  fi
+  FAIL_WHY+=": $(tail -n 2 "$ZH_LOG" | tr '\n' ' ') (log: $ZH_LOG)"
+  stop_pid "$PROXY_PID"
+  PROXY_PID=
+  return 1
+}
+
+start_haproxy() { # UPSTREAM_PORT LOG_NAME
+  local port=$1 cfg=$TMP/haproxy.cfg maxconn
+  maxconn=$((($(ulimit -n) - 200) / 2))
+  ((maxconn > 50000)) && maxconn=50000
+  cat >"$cfg" <<EOF
+global
+  nbthread 1
+  maxconn $maxconn
+defaults
+  mode tcp
+  timeout connect 1s
+  timeout client 60s
+  timeout server 60s
+frontend l4
+  bind $PROXY_DOWN:$LISTEN_PORT
+  maxconn $maxconn
+  default_backend backend
+backend backend
+  server s1 $UPSTREAM:$port maxconn $maxconn
+EOF
+  p_addrs add
+  flush_neigh
+  ip netns exec "$NS_P" taskset -c "$CORE" haproxy -db -f "$cfg" >"$TMP/haproxy-$2.log" 2>&1 &
+  PROXY_PID=$!
+  for _ in $(seq 50); do
+    in_ns "$NS_P" ss -Hltnp "sport = :$LISTEN_PORT" | grep -q "pid=$PROXY_PID," && return 0
+    kill -0 "$PROXY_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  FAIL_WHY="haproxy did not start: $(tail -n 3 "$TMP/haproxy-$2.log" | tr '\n' ' ')"
+  stop_pid "$PROXY_PID"
+  PROXY_PID=
+  return 1
+}
+
+stop_proxy() { # PROXY
+  [[ -n $PROXY_PID ]] || return 0
+  stop_pid "$PROXY_PID"
+  PROXY_PID=
+  if [[ $1 == haproxy ]]; then
+    p_addrs del
+  elif [[ -n $ZH_LOG ]]; then
+    grep -E 'stat (tcp|cluster)\.|mbufs_in_use' "$ZH_LOG" | sed 's/^/    zerohop: /' >&2 || true
+  fi
+}
+
+record() { echo "$1 $2 $3" >>"$RESULTS"; }
+log_hint() { if [[ $1 == zerohop ]]; then echo " (zerohop log: $ZH_LOG)"; fi; }
+fail() { # PROXY METRIC WHY
+  note "FAILED: $1 $2: $3"
+  record "$1" "${2}_error" "$(tr -s '\n\t' '  ' <<<"$3" | cut -c1-400)"
+}
+
+# The receiver's bits/s from iperf3 -J output FILE; else (exit 1) why not.
+iperf_bps() {
+  python3 - "$1" <<'PY'
+import json, sys
+text = open(sys.argv[1]).read()
+try:
+    doc = json.loads(text)
+    print(doc["end"]["sum_received"]["bits_per_second"])
+except (ValueError, KeyError, TypeError):
+    why = doc.get("error") if isinstance(locals().get("doc"), dict) else None
+    print(why or "no iperf3 result: " + (" ".join(text.split())[:200] or "empty output"))
+    sys.exit(1)
+PY
+}
+
+measure_throughput() { # PROXY
+  local proxy=$1 i json bps rc
+  FAIL_WHY=
+  if ! "start_$proxy" "$IPERF_PORT" throughput; then
+    fail "$proxy" throughput "$FAIL_WHY"
+    return 0
+  fi
+  for i in $(seq "$RUNS"); do
+    json=$TMP/iperf3-$proxy-$i.json
+    rc=0
+    in_ns "$NS_C" taskset -c "$LOAD_CPUS" timeout $((SECS + 30)) \
+      iperf3 -c "$PROXY_DOWN" -p "$LISTEN_PORT" -t "$SECS" -J --connect-timeout 3000 >"$json" 2>&1 || rc=$?
+    if ! bps=$(iperf_bps "$json") || ((rc != 0)); then
+      fail "$proxy" throughput "iperf3 through $PROXY_DOWN:$LISTEN_PORT failed (run $i\
+$( ((rc == 124)) && echo ', timed out')$( ((rc != 0 && rc != 124)) && echo ", exit $rc")): $bps \
+— $proxy did not carry the test$(log_hint "$proxy")"
+      stop_proxy "$proxy"
+      return 0
+    fi
+    note "$proxy throughput run $i: $(python3 -c "print(f'{$bps/1e9:.3f}')") Gbit/s"
+    record "$proxy" throughput_bps "$bps"
+  done
+  stop_proxy "$proxy"
+}
+
+measure_cps() { # PROXY
+  local proxy=$1 i line conns errors cps
+  FAIL_WHY=
+  if ! "start_$proxy" "$RESPOND_PORT" cps; then
+    fail "$proxy" cps "$FAIL_WHY"
+    return 0
+  fi
+  for i in $(seq "$RUNS"); do
+    # A probe first, so that a proxy that does not forward fails fast and clearly.
+    line=$(in_ns "$NS_C" timeout 20 python3 "$CLIENT_PY" probe --host "$PROXY_DOWN" \
+      --port "$LISTEN_PORT" --send 'GET
+' --timeout 3 | grep '^result' || true)
+    if [[ $line != *outcome=data* ]]; then
+      fail "$proxy" cps "no answer through $PROXY_DOWN:$LISTEN_PORT (${line:-client.py probe failed}) \
+— $proxy did not proxy the connection$(log_hint "$proxy")"
+      stop_proxy "$proxy"
+      return 0
+    fi
+    line=$(in_ns "$NS_C" taskset -c "$LOAD_CPUS" timeout $((SECS + 60)) python3 "$CLIENT_PY" cps \
+      --host "$PROXY_DOWN" --port "$LISTEN_PORT" --secs "$SECS" --procs "$PROCS" --timeout 2 |
+      grep '^result' || true)
+    conns=$(sed -n 's/.* conns=\([0-9]*\).*/\1/p' <<<"$line")
+    errors=$(sed -n 's/.* errors=\([0-9]*\).*/\1/p' <<<"$line")
+    if [[ -z $conns || $conns == 0 ]]; then
+      fail "$proxy" cps "client.py cps completed no connection (${line:-no result})"
+      stop_proxy "$proxy"
+      return 0
+    fi
+    cps=$(python3 -c "print($conns / $SECS)")
+    note "$proxy connections/s run $i: ${cps%.*} ($conns in ${SECS} s, $errors errors)"
+    record "$proxy" cps "$cps"
+    record "$proxy" cps_errors "$errors"
+  done
+  stop_proxy "$proxy"
+}
+
+PROXIES=(zerohop haproxy)
+[[ -n $ONLY ]] && PROXIES=("$ONLY")
+for proxy in "${PROXIES[@]}"; do
+  say "$proxy: single-connection throughput (iperf3, $RUNS × ${SECS} s)"
+  measure_throughput "$proxy"
+  say "$proxy: new connections per second ($PROCS client processes, $RUNS × ${SECS} s)"
+  measure_cps "$proxy"
+done
+
+# --- report --------------------------------------------------------------------------
+
+say "report"
+python3 - "$RESULTS" "$OUT_DIR" "$CORE" "$LOAD_CPUS" "$QUICK" "$RUNS" "$SECS" "$PROCS" "${PROXIES[*]}" <<'PY'
+import json, os, platform, statistics, subprocess, sys, time
+
+results, out_dir, core, load_cpus, quick, runs, secs, procs, proxies = sys.argv[1:]
+proxies = proxies.split()
+raw = {p: {} for p in ("zerohop", "haproxy")}
+for line in open(results):
+    proxy, key, value = line.rstrip("\n").split(" ", 2)
+    raw[proxy].setdefault(key, []).append(value)
+
+def first_line(cmd):
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return (out.stdout or out.stderr).splitlines()[0].strip()
+    except Exception as e:  # noqa: BLE001
+        return f"unknown ({e})"
+
+cpu_model = "unknown"
+for line in open("/proc/cpuinfo"):
+    if line.startswith("model name"):
+        cpu_model = line.split(":", 1)[1].strip()
+        break
+
+summary = {}
+for proxy in ("zerohop", "haproxy"):
+    r = raw[proxy]
+    s = {"measured": proxy in proxies}
+    for metric, key in (("throughput_bps", "throughput_bps"), ("cps", "cps")):
+        values = [float(v) for v in r.get(key, [])]
+        s[metric] = {
+            "runs": values,
+            "median": statistics.median(values) if values else None,
+            "error": (r.get(key.split("_")[0] + "_error") or [None])[0],
+        }
+    s["cps"]["errors_per_run"] = [int(v) for v in r.get("cps_errors", [])]
+    summary[proxy] = s
+
+machine = {
+    "cpu_model": cpu_model,
+    "nproc": os.cpu_count(),
+    "kernel": platform.release(),
+    "haproxy": first_line(["haproxy", "-v"]),
+    "iperf3": first_line(["iperf3", "--version"]),
+    "python": platform.python_version(),
+}
+doc = {
+    "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    "machine": machine,
+    "setup": {
+        "proxy_cpu": int(core),
+        "load_cpus": load_cpus,
+        "quick": quick == "1",
+        "runs": int(runs),
+        "seconds_per_run": int(secs),
+        "cps_processes": int(procs),
+        "veth_offloads": "tx checksum (and TSO) off on all veth ends",
+        "zerohop": "1 worker, DPDK net_af_packet on the proxy namespace's veth ends",
+        "haproxy": "mode tcp, nbthread 1, taskset to the proxy CPU, default tuning",
+    },
+    "results": summary,
+}
+with open(os.path.join(out_dir, "l4.json"), "w") as f:
+    json.dump(doc, f, indent=2)
+    f.write("\n")
+
+def cell(proxy, metric, scale, fmt):
+    m = summary[proxy][metric]
+    if not summary[proxy]["measured"]:
+        return "not run"
+    if m["median"] is None:
+        return "FAILED"
+    return fmt.format(m["median"] / scale)
+
+def ratio(metric):
+    a, b = summary["zerohop"][metric]["median"], summary["haproxy"][metric]["median"]
+    return f"{a / b:.2f}×" if a and b else "n/a"
+
+n = f"median of {runs} × {secs} s" if int(runs) > 1 else f"{secs} s"
+rows = [
+    (f"single-connection throughput, Gbit/s ({n})", "throughput", "throughput_bps", 1e9, "{:.2f}"),
+    (f"new connections per second ({n}, {procs} client processes)", "connection rate", "cps", 1, "{:.0f}"),
+]
+md = [
+    "# L4 proxy benchmark: zerohop tcp_proxy vs HAProxy (mode tcp)",
+    "",
+    f"{machine['cpu_model']}, {machine['nproc']} CPUs, Linux {machine['kernel']}; "
+    f"proxy pinned to CPU {core}, load on CPUs {load_cpus}; {machine['haproxy']}; {machine['iperf3']}.",
+    "",
+    "| metric | zerohop | HAProxy | ratio |",
+    "|---|---|---|---|",
+]
+for label, _, metric, scale, fmt in rows:
+    md.append(
+        f"| {label} | {cell('zerohop', metric, scale, fmt)} | {cell('haproxy', metric, scale, fmt)} | {ratio(metric)} |"
+    )
+md.append("")
+md.append(
+    "ratio = zerohop / HAProxy. Raw runs and machine details: l4.json. The connection "
+    f"rate comes from Python clients and servers on CPUs {load_cpus}: where both proxies "
+    "show about the same rate, the load generator is the limit."
+)
+failures = [
+    f"- {proxy} {short}: {summary[proxy][metric]['error'] or 'no result'}"
+    for proxy in proxies
+    for _, short, metric, _, _ in rows
+    if summary[proxy][metric]["median"] is None
+]
+if failures:
+    md += ["", "FAILED:", *failures]
+text = "\n".join(md) + "\n"
+with open(os.path.join(out_dir, "l4.md"), "w") as f:
+    f.write(text)
+print(text, end="")
+failed = [p for p in proxies for m in ("throughput_bps", "cps") if summary[p][m]["median"] is None]
+sys.exit(1 if failed else 0)
+PY

@@ -1,0 +1,836 @@
+//! End-to-end: zerohop as an L4 proxy (Envoy `tcp_proxy`) between a client namespace
+//! and an upstream namespace, on its own userspace TCP stack.
+//!
+//! ```text
+//!  ns C 10.0.0.2/24 ── veth ── [port down 10.0.0.1/24] zerohop [port up 10.0.1.1/24] ── veth ── ns U 10.0.1.2/24
+//!  default via 10.0.0.1        (ns P, net_af_packet on the P ends;              default via 10.0.1.1
+//!                               listener l4 0.0.0.0:8000 → cluster backend)     servers on 9001…
+//! ```
+//!
+//! Every test builds its own namespaces (unique names: tests and test binaries may run
+//! in parallel), starts zerohop in P with a `static_resources` listener on port 8000
+//! whose `tcp_proxy` sends every connection to cluster `backend` (endpoints in U), runs
+//! a server from `tests/fixtures/tcp/server.py` in U and a client from
+//! `tests/fixtures/tcp/client.py` in C (python3, standard library only; each prints one
+//! `result key=value …` line), then stops zerohop with SIGTERM and checks a clean exit
+//! (code 0, `mbufs_in_use=0`, both ports counted) and the Envoy stats zerohop logs at
+//! exit as `stat NAME: VALUE` (summed over workers):
+//!
+//! - `tcp.l4.downstream_cx_total`, `tcp.l4.downstream_cx_rx_bytes_total`,
+//!   `tcp.l4.downstream_cx_tx_bytes_total`
+//! - `cluster.backend.upstream_cx_total`, `cluster.backend.upstream_cx_active`,
+//!   `cluster.backend.upstream_cx_connect_fail`, `cluster.backend.upstream_cx_destroy_remote`
+//! - `cluster.backend.endpoint.10.0.1.2:PORT.cx_total`
+//!
+//! A stat expected to be zero may also be absent (zerohop may log only non-zero ones).
+//! Servers see the proxy's address (10.0.1.1) as the peer: connections are proxied, not
+//! routed. The heavy tests (1 GiB, 2,000 connections, slow reader) run one at a time.
+//! Needs root; run with `cargo test --test e2e_tcp_proxy`.
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+use std::process::ExitStatus;
+use std::sync::{Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const CLIENT: &str = "10.0.0.2";
+/// zerohop's address on port `down`: the clients' gateway and the listener's address.
+const PROXY_DOWN: &str = "10.0.0.1";
+/// zerohop's address on port `up`: the source of its upstream connections.
+const PROXY_UP: &str = "10.0.1.1";
+const UPSTREAM: &str = "10.0.1.2";
+const LISTENER_PORT: u16 = 8000;
+const SERVER_PORT: u16 = 9001;
+/// A port with no listener in zerohop's config.
+const CLOSED_PORT: u16 = 8999;
+const GIB: u64 = 1 << 30;
+const MIB: u64 = 1 << 20;
+
+/// How long a test server may take to print `ready`.
+const SERVER_READY: Duration = Duration::from_secs(15);
+
+/// Serialise the heavy tests: they load both CPUs (zerohop busy-polls one) for seconds.
+static HEAVY: Mutex<()> = Mutex::new(());
+
+fn heavy() -> MutexGuard<'static, ()> {
+    // A test that panicked while holding the lock poisons it; the next may still run.
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Namespaces C (clients) and U (upstream servers), each joined by a veth pair to
+/// namespace P, where zerohop runs with net_af_packet ports on the P ends: `down`
+/// towards C, `up` towards U. zerohop gets a namespace of its own because DPDK 22.11's
+/// af_packet PMD picks its PACKET_FANOUT group id as `(getpid() ^ ifindex) & 0xffff`,
+/// per namespace (see tests/e2e_router.rs). Fields drop in order: the veths go first,
+/// then the namespaces (which kills the servers and clients left in them).
+struct ProxyTopology {
+    veth_c: Veth,
+    veth_u: Veth,
+    ns_p: Netns,
+    ns_c: Netns,
+    ns_u: Netns,
+}
+
+impl ProxyTopology {
+    /// Build it, and check that zerohop's address does not answer from C while zerohop
+    /// is not running (else the test proves nothing).
+    fn new() -> ProxyTopology {
+        let id = unique_id();
+        let ns_c = Netns::new(&format!("zp{id}c"));
+        let ns_u = Netns::new(&format!("zp{id}u"));
+        let ns_p = Netns::new(&format!("zp{id}p"));
+        let veth_c = Veth::new(
+            &ns_c,
+            &format!("zp{id}c0"),
+            Some(&ns_p),
+            &format!("zp{id}c1"),
+            &format!("{CLIENT}/24"),
+        );
+        let veth_u = Veth::new(
+            &ns_u,
+            &format!("zp{id}u0"),
+            Some(&ns_p),
+            &format!("zp{id}u1"),
+            &format!("{UPSTREAM}/24"),
+        );
+        ns_c.add_default_route(PROXY_DOWN);
+        ns_u.add_default_route(PROXY_UP);
+        let topo = ProxyTopology {
+            veth_c,
+            veth_u,
+            ns_p,
+            ns_c,
+            ns_u,
+        };
+        let ping = topo.ns_c.run(
+            "ping",
+            &["-n", "-c", "1", "-W", "1", PROXY_DOWN],
+            Duration::from_secs(10),
+        );
+        assert!(
+            !ping.success(),
+            "{PROXY_DOWN} answers in {} before zerohop started: the test proves nothing\n{}",
+            topo.ns_c.name(),
+            ping.stdout_str()
+        );
+        // Forget the failed ARP resolution, so the first packets to zerohop start afresh
+        // rather than waiting out a FAILED entry.
+        must("ip", &["-n", topo.ns_c.name(), "neigh", "flush", "all"]);
+        topo
+    }
+
+    /// zerohop's config: ports `down` and `up`, `dataplane_extra` (keys of `dataplane`,
+    /// indented two spaces, e.g. a `tcp:` section) and listener `l4` on port 8000 with a
+    /// `tcp_proxy` to cluster `backend`: round robin over `UPSTREAM:port` for each of
+    /// `endpoint_ports`.
+    fn config(&self, endpoint_ports: &[u16], dataplane_extra: &str) -> String {
+        let core = worker_core();
+        let (down, up) = (self.veth_c.proxy_if(), self.veth_u.proxy_if());
+        let endpoints: String = endpoint_ports
+            .iter()
+            .map(|port| {
+                format!(
+                    "        - endpoint: {{ address: {{ socket_address: \
+                     {{ address: {UPSTREAM}, port_value: {port} }} }} }}\n"
+                )
+            })
+            .collect();
+        format!(
+            r#"dataplane:
+  cores: [{core}]
+  hugepages: auto
+  eal_args: ["--no-pci"]
+  ports:
+    - name: down
+      device: "net_af_packet0,iface={down}"
+      address: {PROXY_DOWN}/24
+    - name: up
+      device: "net_af_packet1,iface={up}"
+      address: {PROXY_UP}/24
+{dataplane_extra}static_resources:
+  listeners:
+  - name: l4
+    address:
+      socket_address: {{ address: 0.0.0.0, port_value: {LISTENER_PORT} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: l4
+          cluster: backend
+          idle_timeout: 30s
+  clusters:
+  - name: backend
+    connect_timeout: 1s
+    type: STATIC
+    lb_policy: ROUND_ROBIN
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+{endpoints}"#
+        )
+    }
+
+    /// Start zerohop in P with [`ProxyTopology::config`]; wait until ready.
+    fn start_zerohop(&self, endpoint_ports: &[u16], dataplane_extra: &str) -> Zerohop {
+        let mut zerohop = Zerohop::start_in(
+            Some(&self.ns_p),
+            &self.config(endpoint_ports, dataplane_extra),
+        );
+        zerohop.wait_ready(READY_TIMEOUT);
+        zerohop
+    }
+
+    /// Start `server.py MODE --addr UPSTREAM args…` in U; wait for its `ready`.
+    fn server(&self, mode: &str, args: &[&str]) -> LoggedProcess {
+        let script = fixture("tcp/server.py");
+        let mut argv = vec![
+            script.to_str().expect("utf-8 path"),
+            mode,
+            "--addr",
+            UPSTREAM,
+        ];
+        argv.extend_from_slice(args);
+        let mut server = self
+            .ns_u
+            .spawn_logged("python3", &argv, &format!("server.py {mode}"));
+        server.wait_for("ready", SERVER_READY);
+        server
+    }
+
+    /// `client.py COMMAND --host PROXY_DOWN --port PORT args…` in C, with its arguments.
+    fn client_argv(command: &str, port: u16, args: &[&str]) -> Vec<String> {
+        let mut argv = vec![
+            fixture("tcp/client.py")
+                .to_str()
+                .expect("utf-8 path")
+                .to_owned(),
+            command.to_owned(),
+            "--host".to_owned(),
+            PROXY_DOWN.to_owned(),
+            "--port".to_owned(),
+            port.to_string(),
+        ];
+        argv.extend(args.iter().map(|a| (*a).to_owned()));
+        argv
+    }
+
+    /// Run `client.py COMMAND` (see [`ProxyTopology::client_argv`]) in C to completion,
+    /// bounded by `timeout`; return its `result` line as a map, panicking with the
+    /// client's output and zerohop's log if it failed or printed none.
+    fn client(
+        &self,
+        zerohop: &Zerohop,
+        command: &str,
+        port: u16,
+        args: &[&str],
+        timeout: Duration,
+    ) -> ClientResult {
+        let argv = Self::client_argv(command, port, args);
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let out = self.ns_c.run("python3", &argv, timeout);
+        ClientResult::parse(&out).unwrap_or_else(|| {
+            panic!(
+                "client.py {command} failed ({}) or printed no result line\nstdout:\n{}\
+                 stderr:\n{}\nzerohop log:\n{}",
+                describe(out.status),
+                out.stdout_str(),
+                out.stderr,
+                zerohop.log()
+            )
+        })
+    }
+}
+
+/// The `result key=value …` line a client.py command prints last, and all it printed.
+struct ClientResult {
+    values: HashMap<String, String>,
+    stdout: String,
+}
+
+impl ClientResult {
+    fn parse(out: &CmdOutput) -> Option<ClientResult> {
+        let stdout = out.stdout_str();
+        if !out.success() {
+            return None;
+        }
+        let line = stdout.lines().rev().find(|l| l.starts_with("result "))?;
+        let values = line["result ".len()..]
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Some(ClientResult { values, stdout })
+    }
+
+    /// The value of `key`, or "<missing>".
+    fn get(&self, key: &str) -> &str {
+        self.values.get(key).map_or("<missing>", String::as_str)
+    }
+
+    /// The value of `key` as a number; panic if it is missing or not one.
+    fn num(&self, key: &str) -> f64 {
+        self.get(key)
+            .parse()
+            .unwrap_or_else(|_| panic!("client result: no number `{key}=`: {}", self.stdout))
+    }
+}
+
+/// Panic unless the exit log has `stat NAME: V` with V == `want`. A `want` of 0 also
+/// accepts no line at all.
+fn assert_stat_eq(log: &str, name: &str, want: u64) {
+    let got = stat(log, name);
+    let ok = got == Some(want) || (want == 0 && got.is_none());
+    assert!(
+        ok,
+        "want `stat {name}: {want}` in the exit log, got {got:?}\nlog:\n{log}"
+    );
+}
+
+/// Panic unless the exit log has `stat NAME: V` with V >= `min`.
+fn assert_stat_at_least(log: &str, name: &str, min: u64) {
+    let got = stat(log, name);
+    assert!(
+        got.is_some_and(|v| v >= min),
+        "want `stat {name}: N` with N >= {min} in the exit log, got {got:?}\nlog:\n{log}"
+    );
+}
+
+/// Stop zerohop (SIGTERM) and check the clean exit: code 0, `mbufs_in_use=0`, and
+/// packets both ways on each of `ports`. Return the log.
+fn stop(zerohop: Zerohop, ports: &[&str]) -> String {
+    let (status, log): (ExitStatus, String) = zerohop.terminate();
+    assert_clean_exit_after_traffic(status, &log, ports);
+    log
+}
+
+/// The reply line server.py sink sends before its tail: `bytes=N sha256=HEX\n`.
+fn sink_reply_len(bytes: u64, sha256: &str) -> u64 {
+    format!("bytes={bytes} sha256={sha256}\n").len() as u64
+}
+
+/// 1 GiB of pseudo-random data from C to U through zerohop arrives intact (SHA-256 on
+/// both ends), and the upstream's reply (its digest and 64 KiB) comes back intact.
+#[test]
+fn one_gib_arrives_intact() {
+    if !require_root() {
+        return;
+    }
+    let _heavy = heavy();
+    let topo = ProxyTopology::new();
+    let zerohop = topo.start_zerohop(&[SERVER_PORT], "");
+    let server = topo.server("sink", &["--port", "9001", "--reply-bytes", "65536"]);
+
+    let bytes = GIB.to_string();
+    let r = topo.client(
+        &zerohop,
+        "send",
+        LISTENER_PORT,
+        &[
+            "--bytes",
+            &bytes,
+            "--reply-bytes",
+            "65536",
+            "--timeout",
+            "30",
+        ],
+        Duration::from_secs(300),
+    );
+    let why = || {
+        format!(
+            "client:\n{}server:\n{}zerohop log:\n{}",
+            r.stdout,
+            server.output(),
+            zerohop.log()
+        )
+    };
+    assert_eq!(r.get("error"), "<missing>", "transfer failed\n{}", why());
+    assert_eq!(r.get("sent"), bytes, "client sent too little\n{}", why());
+    assert_eq!(
+        r.get("server_bytes"),
+        bytes,
+        "upstream got a different count\n{}",
+        why()
+    );
+    assert_eq!(
+        r.get("server_sha256"),
+        r.get("sent_sha256"),
+        "upstream received different bytes than the client sent\n{}",
+        why()
+    );
+    assert_eq!(
+        r.get("tail_ok"),
+        "1",
+        "reply from upstream corrupted\n{}",
+        why()
+    );
+    assert!(
+        server.output().contains(&format!("peer={PROXY_UP}:")),
+        "the upstream should see zerohop's address {PROXY_UP} as the peer\n{}",
+        why()
+    );
+    eprintln!(
+        "1 GiB through zerohop: {} s, {} Mbit/s (client connect to reply)",
+        r.get("secs"),
+        r.get("mbps")
+    );
+
+    let log = stop(zerohop, &["down", "up"]);
+    let reply_len = sink_reply_len(GIB, r.get("sent_sha256")) + 65536;
+    assert_stat_eq(&log, "tcp.l4.downstream_cx_total", 1);
+    assert_stat_eq(&log, "cluster.backend.upstream_cx_total", 1);
+    assert_stat_eq(&log, "tcp.l4.downstream_cx_rx_bytes_total", GIB);
+    assert_stat_eq(&log, "tcp.l4.downstream_cx_tx_bytes_total", reply_len);
+}
+
+/// 2,000 connections open at once through zerohop, each echoing a distinct 1 KiB
+/// payload: all verified, and the upstream held 2,000 at once.
+#[test]
+fn two_thousand_concurrent_echo() {
+    if !require_root() {
+        return;
+    }
+    const CONNS: u64 = 2000;
+    let _heavy = heavy();
+    let topo = ProxyTopology::new();
+    let zerohop = topo.start_zerohop(&[SERVER_PORT], "");
+    let server = topo.server("echo", &["--port", "9001"]);
+
+    let conns = CONNS.to_string();
+    let r = topo.client(
+        &zerohop,
+        "echo",
+        LISTENER_PORT,
+        &["--conns", &conns, "--size", "1024", "--timeout", "30"],
+        Duration::from_secs(240),
+    );
+    let peak = server
+        .output()
+        .lines()
+        .filter_map(|l| l.strip_prefix("peak=")?.trim().parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    eprintln!(
+        "{CONNS} concurrent echo connections: {} opened, {} verified in {} s; upstream peak {peak}",
+        r.get("opened"),
+        r.get("verified"),
+        r.get("secs")
+    );
+    assert_eq!(
+        r.get("verified"),
+        conns,
+        "every connection should echo its payload ({}) \nclient:\n{}zerohop log:\n{}",
+        r.get("first_error"),
+        r.stdout,
+        zerohop.log()
+    );
+    assert!(
+        peak >= CONNS,
+        "the upstream should have held {CONNS} connections at once, peak {peak}\nserver:\n{}",
+        server.output()
+    );
+
+    let log = stop(zerohop, &["down", "up"]);
+    assert_stat_at_least(&log, "tcp.l4.downstream_cx_total", CONNS);
+    assert_stat_at_least(&log, "cluster.backend.upstream_cx_total", CONNS);
+    assert_stat_eq(&log, "cluster.backend.upstream_cx_connect_fail", 0);
+}
+
+/// A cluster of three endpoints with round robin and one worker: 30 sequential
+/// connections go to each endpoint exactly 10 times.
+#[test]
+#[ignore = "known failure (issue 4 open): the 10/10/10 spread holds, but 1-2 upstream \
+            connections are still counted active at exit; run with --ignored"]
+fn round_robin_spreads_over_three_upstreams() {
+    if !require_root() {
+        return;
+    }
+    const PORTS: [u16; 3] = [9001, 9002, 9003];
+    let topo = ProxyTopology::new();
+    let zerohop = topo.start_zerohop(&PORTS, "");
+    let server = topo.server(
+        "ident",
+        &["--port", "9001", "--port", "9002", "--port", "9003"],
+    );
+
+    let r = topo.client(
+        &zerohop,
+        "ident",
+        LISTENER_PORT,
+        &["--count", "30", "--timeout", "5"],
+        Duration::from_secs(120),
+    );
+    assert_eq!(
+        r.get("ok"),
+        "30",
+        "every connection should get the server's line\nclient:\n{}zerohop log:\n{}",
+        r.stdout,
+        zerohop.log()
+    );
+    let mut per_port: HashMap<u16, u32> = HashMap::new();
+    for line in r.stdout.lines().filter_map(|l| l.strip_prefix("reply ")) {
+        // "port=9001 peer=10.0.1.1:41234"
+        let port = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("port=")?.parse::<u16>().ok())
+            .unwrap_or_else(|| panic!("reply without port=: {line}"));
+        assert!(
+            line.contains(&format!("peer={PROXY_UP}:")),
+            "the upstream should see zerohop's address {PROXY_UP} as the peer: {line}"
+        );
+        *per_port.entry(port).or_insert(0) += 1;
+    }
+    eprintln!("connections per upstream port: {per_port:?}");
+    for port in PORTS {
+        assert_eq!(
+            per_port.get(&port).copied().unwrap_or(0),
+            10,
+            "round robin over {PORTS:?} should give port {port} 10 of 30: {per_port:?}\n\
+             server:\n{}",
+            server.output()
+        );
+    }
+
+    // Let the last connection's close handshakes finish before the stats are taken.
+    thread::sleep(Duration::from_millis(500));
+    let log = stop(zerohop, &["down", "up"]);
+    assert_stat_eq(&log, "tcp.l4.downstream_cx_total", 30);
+    assert_stat_eq(&log, "cluster.backend.upstream_cx_total", 30);
+    assert_stat_eq(&log, "cluster.backend.upstream_cx_active", 0);
+    for port in PORTS {
+        assert_stat_eq(
+            &log,
+            &format!("cluster.backend.endpoint.{UPSTREAM}:{port}.cx_total"),
+            10,
+        );
+    }
+}
+
+/// The only endpoint refuses (nothing listens: U's kernel answers the SYN with RST):
+/// the client's connection is reset within 1 s, and the cluster counts a connect failure.
+#[test]
+fn refused_upstream_resets_client_within_one_second() {
+    if !require_root() {
+        return;
+    }
+    const REFUSING_PORT: u16 = 9009;
+    let topo = ProxyTopology::new();
+    let zerohop = topo.start_zerohop(&[REFUSING_PORT], "");
+    // Nothing listens there: checked from inside U (local delivery, not through zerohop).
+    let local = topo.ns_u.run(
+        "python3",
+        &[
+            "-c",
+            "import socket, sys\n\
+             try:\n    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)\n    \
+             print('open')\n\
+             except ConnectionRefusedError:\n    print('refused')\n",
+            UPSTREAM,
+            &REFUSING_PORT.to_string(),
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(local.stdout_str().trim(), "refused", "{}", local.stderr);
+
+    let r = topo.client(
+        &zerohop,
+        "probe",
+        LISTENER_PORT,
+        &["--send", "x", "--timeout", "3"],
+        Duration::from_secs(30),
+    );
+    let secs = r.num("secs");
+    eprintln!(
+        "refused upstream: client saw `{}` {secs} s after connecting",
+        r.get("outcome")
+    );
+    assert!(
+        ["reset", "refused"].contains(&r.get("outcome")),
+        "the client should see its connection reset (ECONNRESET) or refused, got `{}`\n\
+         client:\n{}zerohop log:\n{}",
+        r.get("outcome"),
+        r.stdout,
+        zerohop.log()
+    );
+    assert!(
+        secs < 1.0,
+        "the reset should come within 1 s of connecting, took {secs} s\nclient:\n{}",
+        r.stdout
+    );
+
+    let log = stop(zerohop, &["down", "up"]);
+    assert_stat_at_least(&log, "cluster.backend.upstream_cx_connect_fail", 1);
+    assert_stat_eq(&log, "cluster.backend.upstream_cx_active", 0);
+}
+
+/// The upstream is SIGKILLed in the middle of a stream (it holds unread bytes from the
+/// client, so its kernel resets the connection): zerohop closes the downstream
+/// connection (EOF or reset) within a few seconds and counts a remote upstream close.
+#[test]
+fn upstream_killed_mid_stream_closes_downstream() {
+    if !require_root() {
+        return;
+    }
+    let topo = ProxyTopology::new();
+    let zerohop = topo.start_zerohop(&[SERVER_PORT], "");
+    let mut server = topo.server(
+        "stream",
+        &["--port", "9001", "--rate", "1000000", "--chunk", "16384"],
+    );
+
+    let argv = ProxyTopology::client_argv(
+        "watch",
+        LISTENER_PORT,
+        &["--timeout", "30", "--send-every", "0.1"],
+    );
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let mut client = topo.ns_c.spawn_logged("python3", &argv, "client.py watch");
+    server.wait_for("connected", Duration::from_secs(10));
+    client.wait_for("first-data", Duration::from_secs(10));
+    // Let the stream run (and client bytes pile up unread in the server) for a moment.
+    thread::sleep(Duration::from_millis(500));
+    client.assert_running();
+
+    // Before kill(): it returns once the server is reaped, its sockets already reset.
+    let killed = Instant::now();
+    server.kill();
+    let closed = client.wait_for("closed ", Duration::from_secs(5));
+    let took = killed.elapsed();
+    eprintln!("upstream killed: client `{closed}` {took:?} later");
+    assert!(
+        closed.contains("outcome=eof") || closed.contains("outcome=reset"),
+        "the client should see EOF or a reset once the upstream dies, got `{closed}`\n\
+         zerohop log:\n{}",
+        zerohop.log()
+    );
+
+    let log = stop(zerohop, &["down", "up"]);
+    assert_stat_eq(&log, "tcp.l4.downstream_cx_total", 1);
+    assert_stat_at_least(&log, "cluster.backend.upstream_cx_destroy_remote", 1);
+    assert_stat_eq(&log, "cluster.backend.upstream_cx_active", 0);
+}
+
+/// Half-close both ways: the client sends 1 MiB and shuts down its sending side; the
+/// upstream, having read to EOF (so the client's FIN crossed), answers with its count,
+/// digest and 256 KiB, then closes; the client reads all of it, then EOF (the upstream's
+/// FIN crossed back).
+#[test]
+fn half_close_propagates() {
+    if !require_root() {
+        return;
+    }
+    const SENT: u64 = MIB + 17;
+    const TAIL: u64 = 256 * 1024;
+    let topo = ProxyTopology::new();
+    let zerohop = topo.start_zerohop(&[SERVER_PORT], "");
+    let server = topo.server(
+        "sink",
+        &["--port", "9001", "--reply-bytes", &TAIL.to_string()],
+    );
+
+    let r = topo.client(
+        &zerohop,
+        "send",
+        LISTENER_PORT,
+        &[
+            "--bytes",
+            &SENT.to_string(),
+            "--reply-bytes",
+            &TAIL.to_string(),
+            "--timeout",
+            "10",
+        ],
+        Duration::from_secs(60),
+    );
+    let why = || {
+        format!(
+            "client:\n{}server:\n{}zerohop log:\n{}",
+            r.stdout,
+            server.output(),
+            zerohop.log()
+        )
+    };
+    assert_eq!(r.get("error"), "<missing>", "exchange failed\n{}", why());
+    assert_eq!(
+        r.get("server_bytes"),
+        SENT.to_string(),
+        "upstream should read to EOF after the client's half-close\n{}",
+        why()
+    );
+    assert_eq!(r.get("server_sha256"), r.get("sent_sha256"), "{}", why());
+    assert_eq!(
+        r.get("tail_bytes"),
+        TAIL.to_string(),
+        "the reply after the half-close should arrive whole\n{}",
+        why()
+    );
+    assert_eq!(r.get("tail_ok"), "1", "reply corrupted\n{}", why());
+    assert_eq!(r.get("eof"), "1", "{}", why());
+
+    let log = stop(zerohop, &["down", "up"]);
+    assert_stat_eq(&log, "tcp.l4.downstream_cx_total", 1);
+    assert_stat_eq(&log, "tcp.l4.downstream_cx_rx_bytes_total", SENT);
+    assert_stat_eq(
+        &log,
+        "tcp.l4.downstream_cx_tx_bytes_total",
+        sink_reply_len(SENT, r.get("sent_sha256")) + TAIL,
+    );
+}
+
+/// The upstream sends 200 MiB as fast as it can while the client reads 64 KiB per
+/// 100 ms for 10 s: flow control holds the upstream back, so zerohop's resident memory
+/// grows by less than 32 MiB (its buffers are 64 KiB per direction and connection;
+/// mbufs live in hugepages). Then the client drains the rest: all 200 MiB arrive intact.
+#[test]
+fn slow_client_keeps_memory_bounded() {
+    if !require_root() {
+        return;
+    }
+    const TOTAL: u64 = 200 * MIB;
+    const MAX_GROWTH_KIB: u64 = 32 * 1024;
+    let _heavy = heavy();
+    let topo = ProxyTopology::new();
+    let zerohop = topo.start_zerohop(
+        &[SERVER_PORT],
+        "  tcp:\n    rx_buffer: 65536\n    tx_buffer: 65536\n",
+    );
+    let server = topo.server(
+        "stream",
+        &[
+            "--port",
+            "9001",
+            "--bytes",
+            &TOTAL.to_string(),
+            "--chunk",
+            "262144",
+        ],
+    );
+    let pid = zerohop.pid();
+    let before = vm_rss_kib(pid).expect("zerohop's VmRSS");
+
+    let argv = ProxyTopology::client_argv(
+        "slow",
+        LISTENER_PORT,
+        &[
+            "--chunk",
+            "65536",
+            "--interval",
+            "0.1",
+            "--slow-secs",
+            "10",
+            "--timeout",
+            "30",
+        ],
+    );
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let mut samples: Vec<(f64, u64)> = Vec::new();
+    let out = thread::scope(|s| {
+        let client = s.spawn(|| topo.ns_c.run("python3", &argv, Duration::from_secs(180)));
+        while !client.is_finished() {
+            if let Some(rss) = vm_rss_kib(pid) {
+                samples.push((started.elapsed().as_secs_f64(), rss));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        client.join().expect("client thread")
+    });
+    let max = samples.iter().map(|&(_, rss)| rss).max().unwrap_or(before);
+    let growth = max.saturating_sub(before);
+    let series: Vec<String> = samples
+        .iter()
+        .step_by(10)
+        .map(|(t, rss)| format!("{t:.0}s:{rss}"))
+        .collect();
+    eprintln!(
+        "zerohop VmRSS: before {before} KiB, max {max} KiB (+{growth} KiB) over {} samples; \
+         KiB per second: {}",
+        samples.len(),
+        series.join(" ")
+    );
+
+    let r = ClientResult::parse(&out).unwrap_or_else(|| {
+        panic!(
+            "client.py slow failed ({})\nstdout:\n{}stderr:\n{}\nserver:\n{}zerohop log:\n{}",
+            describe(out.status),
+            out.stdout_str(),
+            out.stderr,
+            server.output(),
+            zerohop.log()
+        )
+    });
+    eprintln!(
+        "slow client: {} bytes in the slow phase, {} in all, {} s",
+        r.get("slow_read"),
+        r.get("read"),
+        r.get("secs")
+    );
+    assert!(
+        growth < MAX_GROWTH_KIB,
+        "zerohop's VmRSS grew by {growth} KiB (from {before} to {max}) while a slow client \
+         held back a fast upstream: want < {MAX_GROWTH_KIB} KiB\nzerohop log:\n{}",
+        zerohop.log()
+    );
+    assert_eq!(
+        r.get("read"),
+        TOTAL.to_string(),
+        "the client should receive all of the stream\nclient:\n{}server:\n{}zerohop log:\n{}",
+        r.stdout,
+        server.output(),
+        zerohop.log()
+    );
+    assert_eq!(r.get("ok"), "1", "stream corrupted\nclient:\n{}", r.stdout);
+    assert!(
+        r.num("slow_read") < (TOTAL / 4) as f64,
+        "the client should have been slow (read {} in the slow phase)",
+        r.get("slow_read")
+    );
+
+    let log = stop(zerohop, &["down", "up"]);
+    assert_stat_eq(&log, "tcp.l4.downstream_cx_tx_bytes_total", TOTAL);
+}
+
+/// A port without a listener: zerohop answers the SYN with RST, so the client's connect
+/// is refused at once, and no listener counts a connection.
+#[test]
+#[ignore = "known failure (issue 4 open): the first frame zerohop sends after start is \
+            lost on the af_packet port, so the RST arrives for the SYN retransmitted \
+            after 1 s; run with --ignored"]
+fn closed_port_gets_reset() {
+    if !require_root() {
+        return;
+    }
+    let topo = ProxyTopology::new();
+    let zerohop = topo.start_zerohop(&[SERVER_PORT], "");
+    let r = topo.client(
+        &zerohop,
+        "probe",
+        CLOSED_PORT,
+        &["--timeout", "3"],
+        Duration::from_secs(30),
+    );
+    let secs = r.num("secs");
+    eprintln!(
+        "closed port {CLOSED_PORT}: client saw `{}` after {secs} s",
+        r.get("outcome")
+    );
+    assert_eq!(
+        r.get("outcome"),
+        "refused",
+        "connect to {PROXY_DOWN}:{CLOSED_PORT} should be refused (RST)\nclient:\n{}\
+         zerohop log:\n{}",
+        r.stdout,
+        zerohop.log()
+    );
+    assert!(secs < 1.0, "refused after {secs} s, want < 1 s");
+
+    // Only port `down` saw traffic (ARP and the SYN/RST).
+    let log = stop(zerohop, &["down"]);
+    assert_stat_eq(&log, "tcp.l4.downstream_cx_total", 0);
+    assert_stat_eq(&log, "cluster.backend.upstream_cx_total", 0);
+}
