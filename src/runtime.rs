@@ -830,7 +830,7 @@ fn report_tcp(workers: &Workers) {
              active={} resets_received={} aborted={} timed_out={} time_wait_cut={} \
              rst_no_connection={} listener_overflow={} table_full={} ports_exhausted={} \
              retransmitted_segments={} segments_in={} segments_out={} handed_off={} \
-             handoff_full={} no_buffer={} malformed={}",
+             no_buffer={} malformed={}",
             t.passive_opens.get(),
             t.active_opens.get(),
             t.established.get(),
@@ -848,7 +848,6 @@ fn report_tcp(workers: &Workers) {
             t.segments_in.get(),
             t.segments_out.get(),
             t.handed_off.get(),
-            t.handoff_full.get(),
             t.no_buffer.get(),
             t.malformed.get(),
         );

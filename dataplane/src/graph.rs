@@ -330,6 +330,30 @@ impl<B: Buffer> Output<'_, B> {
     }
 }
 
+/// Return node `i`'s [`Output`]: its next nodes and error counters, the
+/// graph's pending vectors, transmit stage and drop counters.
+fn output<'a, B: Buffer>(
+    pending: &'a mut [Vec<Packet<B>>],
+    targets: &'a [Target],
+    stats: &'a GraphStats,
+    tx: &'a mut TxStage<B>,
+    flush: &'a mut dyn FnMut(u16, &mut PacketVector<B>),
+    i: usize,
+) -> Output<'a, B> {
+    let node = &stats.nodes[i];
+    Output {
+        pending,
+        targets,
+        errors: &node.errors,
+        tx,
+        flush,
+        // error-drop is the last node.
+        drop_stats: &stats.nodes[stats.nodes.len() - 1],
+        node: node.name,
+        trace: &stats.trace,
+    }
+}
+
 /// Per-port transmit vectors behind the built-in port-tx node.
 struct TxStage<B> {
     vectors: Vec<PacketVector<B>>,
@@ -512,7 +536,9 @@ impl<B: Buffer, C> GraphBuilder<B, C> {
             nodes,
             trace: Mutex::new(Vec::new()),
         });
+        let polling = (0..count).filter(|&i| self.nodes[i].polls()).collect();
         Ok(Graph {
+            polling,
             pending: (0..count)
                 .map(|_| Vec::with_capacity(VECTOR_SIZE))
                 .collect(),
@@ -548,6 +574,8 @@ pub struct Graph<B: Buffer, C> {
     trace_next: u32,
     /// A packet of the current run is traced (saves a scan per dispatch).
     tracing: bool,
+    /// Indices of the nodes that [`Node::polls`], found once at build.
+    polling: Vec<usize>,
 }
 
 /// Dispatch passes before the engine gives up on packets still pending (a
@@ -602,22 +630,15 @@ impl<B: Buffer, C> Graph<B, C> {
     /// Call [`Node::poll`] on every node that [`Node::polls`], then run the
     /// graph over what they produced (see [`Graph::run`]).
     pub fn poll(&mut self, ctx: &mut C, flush: &mut dyn FnMut(u16, &mut PacketVector<B>)) {
-        for i in 0..self.nodes.len() {
-            if !self.nodes[i].polls() {
-                continue;
-            }
-            let drop_index = self.stats.nodes.len() - 1;
-            let (node_stats, rest) = self.stats.nodes.split_at(drop_index);
-            let mut out = Output {
-                pending: &mut self.pending,
-                targets: &self.targets[i],
-                errors: &node_stats[i].errors,
-                tx: &mut self.tx,
+        for &i in &self.polling {
+            let mut out = output(
+                &mut self.pending,
+                &self.targets[i],
+                &self.stats,
+                &mut self.tx,
                 flush,
-                drop_stats: &rest[0],
-                node: node_stats[i].name,
-                trace: &self.stats.trace,
-            };
+                i,
+            );
             self.nodes[i].poll(ctx, &mut out);
         }
         self.run(ctx, flush);
@@ -625,7 +646,7 @@ impl<B: Buffer, C> Graph<B, C> {
 
     /// Return true if some node [`Node::polls`].
     pub fn has_polling_nodes(&self) -> bool {
-        self.nodes.iter().any(|n| n.polls())
+        !self.polling.is_empty()
     }
 
     /// Run every node with pending packets until none are left, then flush
@@ -670,26 +691,24 @@ impl<B: Buffer, C> Graph<B, C> {
             self.record_trace(i, ctx);
         }
         let start = (self.cycles)();
-        let drop_index = self.stats.nodes.len() - 1;
-        let (node_stats, rest) = self.stats.nodes.split_at(drop_index);
-        let errors = &node_stats[i].errors;
+        let stats = &*self.stats;
+        let errors = &stats.nodes[i].errors;
+        let drop_stats = &stats.nodes[stats.nodes.len() - 1];
         let unhandled = errors.len() - ENGINE_ERRORS.len();
-        let mut out = Output {
-            pending: &mut self.pending,
-            targets: &self.targets[i],
-            errors,
-            tx: &mut self.tx,
+        let mut out = output(
+            &mut self.pending,
+            &self.targets[i],
+            stats,
+            &mut self.tx,
             flush,
-            drop_stats: &rest[0],
-            node: node_stats[i].name,
-            trace: &self.stats.trace,
-        };
+            i,
+        );
         if self.nodes[i].owns_packets() {
             self.nodes[i].process_owned(ctx, &mut self.scratch, &mut out);
             let left = self.scratch.len() as u64;
             if left > 0 {
                 errors[unhandled].1.add(left);
-                rest[0].packets.add(left);
+                drop_stats.packets.add(left);
                 self.scratch.clear();
             }
         } else {
@@ -718,7 +737,7 @@ impl<B: Buffer, C> Graph<B, C> {
                 }
             }
         }
-        let s = &node_stats[i];
+        let s = &stats.nodes[i];
         s.calls.add(1);
         s.packets.add(n);
         s.cycles.add((self.cycles)().wrapping_sub(start));

@@ -46,8 +46,6 @@ pub struct L3Stage<B: Buffer> {
     ctx: L3Context<B>,
     entry: usize,
     arp_node: usize,
-    /// Some node has work of its own (TCP timers, handoffs).
-    polling: bool,
 }
 
 impl<B: Buffer> L3Stage<B> {
@@ -60,13 +58,11 @@ impl<B: Buffer> L3Stage<B> {
             .node_index("ethernet-input")
             .ok_or("graph has no ethernet-input")?;
         let arp_node = graph.node_index("ip4-arp").ok_or("graph has no ip4-arp")?;
-        let polling = graph.has_polling_nodes();
         Ok(Self {
             graph,
             ctx,
             entry,
             arp_node,
-            polling,
         })
     }
 
@@ -177,7 +173,11 @@ impl<Q: PortQueue> Worker<Q> {
         if released {
             self.run_graph();
         }
-        if self.l3.as_ref().is_some_and(|l3| l3.polling) {
+        if self
+            .l3
+            .as_ref()
+            .is_some_and(|l3| l3.graph.has_polling_nodes())
+        {
             self.poll_graph();
         }
         let Some(l3) = self.l3.as_mut() else {
@@ -230,7 +230,11 @@ impl<Q: PortQueue> Worker<Q> {
             self.stats.busy_iterations.add(1);
             self.stats.packets.add(received as u64);
             // Timers must not wait 1024 busy iterations (milliseconds).
-            if self.l3.as_ref().is_some_and(|l3| l3.polling) {
+            if self
+                .l3
+                .as_ref()
+                .is_some_and(|l3| l3.graph.has_polling_nodes())
+            {
                 self.until_clock = 0;
             }
         }

@@ -54,8 +54,6 @@ pub struct TcpInput<B, A> {
 impl<B: Buffer, A: App> TcpInput<B, A> {
     const LOOKUP: usize = 0;
     const E_HANDOFF_FULL: usize = 0;
-    const C_HANDED_OFF: usize = 1;
-    const C_SEGMENT: usize = 2;
 
     /// Wrap a stack and its application; `handoff` with more than one
     /// worker.
@@ -103,16 +101,22 @@ impl<B: Buffer, A: App> TcpInput<B, A> {
             return Some(pkt);
         };
         match owner.try_send(pkt) {
-            Ok(()) => {
-                self.stack.stats().handed_off.add(1);
-                out.count(Self::C_HANDED_OFF);
-            }
+            Ok(()) => self.stack.stats().handed_off.add(1),
+            // Counted by the graph, under this node's reason.
             Err(TrySendError::Full(p) | TrySendError::Disconnected(p)) => {
-                self.stack.stats().handoff_full.add(1);
-                out.drop(p, Self::E_HANDOFF_FULL);
+                out.drop(p, Self::E_HANDOFF_FULL)
             }
         }
         None
+    }
+
+    /// Feed one segment to the stack; its buffer is freed after (smoltcp
+    /// copied what it keeps).
+    fn feed(stack: &mut Stack, mut pkt: Packet<B>, dev: &mut SegmentDevice<'_, B>, now: u64) {
+        let l3 = usize::from(pkt.meta.l3_offset);
+        if let Some(ip) = pkt.buf.data_mut().get_mut(l3..) {
+            stack.input(ip, dev, now);
+        }
     }
 
     fn emit(&mut self, out: &mut Output<'_, B>) {
@@ -132,7 +136,7 @@ impl<B: Buffer, A: App + Send> Node<B, L3Context<B>> for TcpInput<B, A> {
     }
 
     fn errors(&self) -> &'static [&'static str] {
-        &["handoff-queue-full", "handed-off", "segment"]
+        &["handoff-queue-full"]
     }
 
     fn owns_packets(&self) -> bool {
@@ -147,26 +151,16 @@ impl<B: Buffer, A: App + Send> Node<B, L3Context<B>> for TcpInput<B, A> {
     ) {
         let now = ctx.now_ms;
         let mut emitted = std::mem::take(&mut self.emitted);
-        let mut segments = 0;
         {
             let mut dev = SegmentDevice::new(&mut ctx.alloc, &mut emitted, self.mtu);
             for pkt in input.drain(..) {
-                let Some(mut pkt) = self.hand_off(pkt, out) else {
-                    continue;
-                };
-                let l3 = usize::from(pkt.meta.l3_offset);
-                if let Some(ip) = pkt.buf.data_mut().get_mut(l3..) {
-                    self.stack.input(ip, &mut dev, now);
+                if let Some(pkt) = self.hand_off(pkt, out) {
+                    Self::feed(&mut self.stack, pkt, &mut dev, now);
                 }
-                segments += 1;
-                // The segment's buffer is freed here: smoltcp copied it.
             }
             self.stack.flush(&mut self.app, &mut dev);
         }
         self.emitted = emitted;
-        for _ in 0..segments {
-            out.count(Self::C_SEGMENT);
-        }
         self.emit(out);
     }
 
@@ -180,11 +174,8 @@ impl<B: Buffer, A: App + Send> Node<B, L3Context<B>> for TcpInput<B, A> {
         {
             let mut dev = SegmentDevice::new(&mut ctx.alloc, &mut emitted, self.mtu);
             if let Some(h) = self.handoff.as_ref() {
-                for mut pkt in h.receiver.try_iter().take(HANDOFF_BATCH) {
-                    let l3 = usize::from(pkt.meta.l3_offset);
-                    if let Some(ip) = pkt.buf.data_mut().get_mut(l3..) {
-                        self.stack.input(ip, &mut dev, now);
-                    }
+                for pkt in h.receiver.try_iter().take(HANDOFF_BATCH) {
+                    Self::feed(&mut self.stack, pkt, &mut dev, now);
                 }
             }
             self.stack.advance(now, &mut self.app);

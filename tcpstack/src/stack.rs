@@ -172,10 +172,10 @@ pub struct TcpStats {
     pub segments_out: Counter,
     /// Segments not parsed (too short, not TCP).
     pub malformed: Counter,
-    /// Segments handed to the worker that owns their port.
+    /// Segments handed to the worker that owns their port (those dropped
+    /// because its queue was full are the graph's `tcp-input`
+    /// `handoff-queue-full` drops).
     pub handed_off: Counter,
-    /// Segments dropped because the owner's handoff queue was full.
-    pub handoff_full: Counter,
     /// Emitted segments dropped: no buffer.
     pub no_buffer: Counter,
 }
@@ -330,17 +330,17 @@ pub const OPTION_ROOM: u16 = 12;
 fn sent_range(ip: &[u8]) -> Option<(u32, u32)> {
     let ihl = usize::from(*ip.first()? & 0xf) * 4;
     let total = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]));
-    let tcp = ip.get(ihl..)?;
-    let seq = u32::from_be_bytes([*tcp.get(4)?, tcp[5], tcp[6], tcp[7]]);
-    let doff = usize::from(*tcp.get(12)? >> 4) * 4;
+    let tcp = ip.get(ihl..ihl + 20)?;
+    let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+    let doff = usize::from(tcp[12] >> 4) * 4;
     let flags = tcp[13];
     let len = total.saturating_sub(ihl + doff) as u32 + u32::from(flags & 0x03 != 0);
     Some((seq, seq.wrapping_add(len)))
 }
 
-/// smoltcp's device for one call: at most one received packet, and emitted
-/// packets into `out` (each in a fresh buffer from `alloc`, with Ethernet
-/// headroom, headed for `ip4-lookup`).
+/// Where a batch of TCP work puts what smoltcp emits: packets into `out`,
+/// each in a fresh buffer from `alloc` with Ethernet headroom, headed for
+/// `ip4-lookup`. smoltcp sees it through a `DeviceCall` per call.
 pub struct SegmentDevice<'a, B> {
     alloc: &'a mut Allocator<B>,
     out: &'a mut Vec<Packet<B>>,
@@ -405,39 +405,14 @@ impl<B: Buffer> phy::TxToken for SegTx<'_, '_, B> {
     }
 }
 
-impl<'a, B: Buffer> phy::Device for SegmentDevice<'a, B> {
-    type RxToken<'r>
-        = SegRx<'r>
-    where
-        Self: 'r;
-    type TxToken<'r>
-        = SegTx<'a, 'r, B>
-    where
-        Self: 'r;
-
-    fn receive(&mut self, _: SInstant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        None
-    }
-
-    fn transmit(&mut self, _: SInstant) -> Option<Self::TxToken<'_>> {
-        Some(SegTx { dev: self })
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ip;
-        caps.max_transmission_unit = self.mtu;
-        caps
-    }
-}
-
-/// A [`SegmentDevice`] with one received packet to hand smoltcp.
-struct Ingress<'x, 'a, B> {
+/// smoltcp's view of a [`SegmentDevice`] for one call: at most one received
+/// packet (`None` for egress), and transmit slots into the device.
+struct DeviceCall<'x, 'a, B> {
     dev: &'x mut SegmentDevice<'a, B>,
     rx: Option<&'x [u8]>,
 }
 
-impl<'a, B: Buffer> phy::Device for Ingress<'_, 'a, B> {
+impl<'a, B: Buffer> phy::Device for DeviceCall<'_, 'a, B> {
     type RxToken<'r>
         = SegRx<'r>
     where
@@ -457,7 +432,10 @@ impl<'a, B: Buffer> phy::Device for Ingress<'_, 'a, B> {
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
-        self.dev.capabilities()
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ip;
+        caps.max_transmission_unit = self.dev.mtu;
+        caps
     }
 }
 
@@ -508,7 +486,14 @@ impl Stack {
         let mut dev = SegmentDevice::new(&mut no_alloc, &mut no_out, params.mtu);
         let mut config = IfaceConfig::new(HardwareAddress::Ip);
         config.random_seed = seed;
-        let mut iface = Interface::new(config, &mut dev, SInstant::from_millis(now_ms as i64));
+        let mut iface = Interface::new(
+            config,
+            &mut DeviceCall {
+                dev: &mut dev,
+                rx: None,
+            },
+            SInstant::from_millis(now_ms as i64),
+        );
         let mut addrs: Vec<Ipv4Addr> = port_addrs.iter().flatten().copied().collect();
         addrs.sort_unstable();
         addrs.dedup();
@@ -878,7 +863,7 @@ impl Stack {
             None => None,
         };
         let before = dev.out.len();
-        let mut ingress = Ingress { dev, rx: Some(ip) };
+        let mut ingress = DeviceCall { dev, rx: Some(ip) };
         match id {
             Some(id) => {
                 if let Some(c) = self.flows.get_mut(id) {
@@ -1016,7 +1001,11 @@ impl Stack {
         let mut segments = 0;
         while segments < MAX_SEGMENTS_PER_FLUSH {
             let n = dev.out.len();
-            let r = self.iface.poll_egress(now, dev, &mut c.set);
+            let mut tx = DeviceCall {
+                dev: &mut *dev,
+                rx: None,
+            };
+            let r = self.iface.poll_egress(now, &mut tx, &mut c.set);
             if matches!(r, PollResult::None) && dev.out.len() == n {
                 break;
             }
