@@ -825,32 +825,12 @@ fn report_l3(dp: &DataplaneConfig, workers: &Workers) {
 /// stats summed over workers (`stat <name>: <value>`).
 fn report_tcp(workers: &Workers) {
     for (w, (t, _)) in workers.tcp.iter().enumerate() {
-        info!(
-            "worker {w} tcp: passive_opens={} active_opens={} established={} closed={} \
-             active={} resets_received={} aborted={} timed_out={} time_wait_cut={} \
-             rst_no_connection={} listener_overflow={} table_full={} ports_exhausted={} \
-             retransmitted_segments={} segments_in={} segments_out={} handed_off={} \
-             no_buffer={} malformed={}",
-            t.passive_opens.get(),
-            t.active_opens.get(),
-            t.established.get(),
-            t.closed.get(),
-            t.active(),
-            t.resets_received.get(),
-            t.aborted.get(),
-            t.timed_out.get(),
-            t.time_wait_cut.get(),
-            t.rst_no_connection.get(),
-            t.listener_overflow.get(),
-            t.table_full.get(),
-            t.ports_exhausted.get(),
-            t.retransmitted_segments.get(),
-            t.segments_in.get(),
-            t.segments_out.get(),
-            t.handed_off.get(),
-            t.no_buffer.get(),
-            t.malformed.get(),
-        );
+        let fields: Vec<String> = t
+            .values()
+            .into_iter()
+            .map(|(name, v)| format!("{name}={v}"))
+            .collect();
+        info!("worker {w} tcp: {}", fields.join(" "));
     }
     let mut sums: Vec<(String, u64)> = Vec::new();
     for (_, p) in &workers.tcp {

@@ -166,6 +166,9 @@ pub struct TcpStats {
     pub ports_exhausted: Counter,
     /// Segments retransmitted (sequence space sent before).
     pub retransmitted_segments: Counter,
+    /// SACK-carrying duplicate ACKs whose window was evened out so smoltcp
+    /// counts them towards fast retransmit (see [`mark_dup_ack`]).
+    pub dup_acks_marked: Counter,
     /// Segments received.
     pub segments_in: Counter,
     /// Segments sent.
@@ -181,6 +184,32 @@ pub struct TcpStats {
 }
 
 impl TcpStats {
+    /// Return every counter by name, `active` included (for logs and stats).
+    pub fn values(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("passive_opens", self.passive_opens.get()),
+            ("active_opens", self.active_opens.get()),
+            ("established", self.established.get()),
+            ("closed", self.closed.get()),
+            ("active", self.active()),
+            ("resets_received", self.resets_received.get()),
+            ("aborted", self.aborted.get()),
+            ("timed_out", self.timed_out.get()),
+            ("time_wait_cut", self.time_wait_cut.get()),
+            ("rst_no_connection", self.rst_no_connection.get()),
+            ("listener_overflow", self.listener_overflow.get()),
+            ("table_full", self.table_full.get()),
+            ("ports_exhausted", self.ports_exhausted.get()),
+            ("retransmitted_segments", self.retransmitted_segments.get()),
+            ("dup_acks_marked", self.dup_acks_marked.get()),
+            ("segments_in", self.segments_in.get()),
+            ("segments_out", self.segments_out.get()),
+            ("handed_off", self.handed_off.get()),
+            ("no_buffer", self.no_buffer.get()),
+            ("malformed", self.malformed.get()),
+        ]
+    }
+
     /// Connections open now.
     pub fn active(&self) -> u64 {
         (self.passive_opens.get() + self.active_opens.get()).saturating_sub(self.closed.get())
@@ -232,6 +261,8 @@ struct Conn {
     snd_max: Option<u32>,
     /// The application was told it closed (TIME-WAIT belongs to the stack).
     reported: bool,
+    /// The peer's last acknowledgment (see [`mark_dup_ack`]).
+    peer_ack: PeerAck,
 }
 
 impl Conn {
@@ -324,6 +355,94 @@ pub fn clamp_mss(ip: &mut [u8], max: u16) -> bool {
 /// Bytes of TCP options smoltcp adds to data segments without counting them
 /// in its segment size (timestamps).
 pub const OPTION_ROOM: u16 = 12;
+
+/// The last acknowledgment a connection received: its number and its raw
+/// (unscaled) window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerAck {
+    /// Acknowledgment number.
+    pub ack: u32,
+    /// Window field as received.
+    pub window: u16,
+    /// Set once an acknowledgment was seen.
+    pub seen: bool,
+}
+
+/// Make a SACK-carrying duplicate ACK look duplicate to smoltcp; return true
+/// if `ip` (an IPv4/TCP packet) was rewritten.
+///
+/// smoltcp counts an ACK as duplicate (three of them start fast retransmit)
+/// only if its window equals the previous one, as RFC 5681 says. Linux
+/// receivers grow their window with every ACK while they hold out-of-order
+/// data, so smoltcp never sees a duplicate and every loss waits for the
+/// retransmission timeout (hundreds of ms early in a connection, when
+/// smoltcp's RTT estimate is still near its 300 ms start). An ACK with no
+/// data and no SYN/FIN/RST that repeats the last acknowledgment number and
+/// carries SACK blocks reports data above a hole: a duplicate in RFC 6675's
+/// sense. Its window is set back to the last one (the checksum fixed
+/// incrementally), so smoltcp counts it; the larger window arrives with the
+/// next new acknowledgment. Any other ACK becomes the new `last`.
+pub fn mark_dup_ack(ip: &mut [u8], last: &mut PeerAck) -> bool {
+    let Some(&vihl) = ip.first() else {
+        return false;
+    };
+    let ihl = usize::from(vihl & 0xf) * 4;
+    let total = match ip.get(2..4) {
+        Some(t) => usize::from(u16::from_be_bytes([t[0], t[1]])),
+        None => return false,
+    };
+    let Some(tcp) = ip.get_mut(ihl..total.max(ihl)) else {
+        return false;
+    };
+    if tcp.len() < 20 {
+        return false;
+    }
+    let flags = tcp[13];
+    if flags & 0x10 == 0 {
+        return false;
+    }
+    let ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
+    let window = u16::from_be_bytes([tcp[14], tcp[15]]);
+    let doff = (usize::from(tcp[12] >> 4) * 4).clamp(20, tcp.len());
+    let pure = tcp.len() == doff && flags & 0x07 == 0;
+    let dup =
+        pure && last.seen && ack == last.ack && window != last.window && has_sack(&tcp[20..doff]);
+    if !dup {
+        *last = PeerAck {
+            ack,
+            window,
+            seen: true,
+        };
+        return false;
+    }
+    tcp[14..16].copy_from_slice(&last.window.to_be_bytes());
+    let sum = u16::from_be_bytes([tcp[16], tcp[17]]);
+    let new = zerohop_dataplane::l3::checksum::update(sum, window, last.window);
+    tcp[16..18].copy_from_slice(&new.to_be_bytes());
+    true
+}
+
+/// Return true if TCP options `opts` hold a SACK block (kind 5).
+fn has_sack(opts: &[u8]) -> bool {
+    let mut i = 0;
+    while i < opts.len() {
+        match opts[i] {
+            0 => return false,
+            1 => i += 1,
+            kind => {
+                let len = usize::from(*opts.get(i + 1).unwrap_or(&0));
+                if len < 2 {
+                    return false;
+                }
+                if kind == 5 {
+                    return true;
+                }
+                i += len;
+            }
+        }
+    }
+    false
+}
 
 /// The sequence range an emitted IPv4/TCP packet covers: (seq, seq + len),
 /// counting SYN and FIN.
@@ -750,6 +869,7 @@ impl Stack {
             notified: false,
             snd_max: None,
             reported: false,
+            peer_ack: PeerAck::default(),
         };
         match self.flows.insert(key, conn) {
             Ok(id) => Some(id),
@@ -855,13 +975,20 @@ impl Stack {
         if seg.syn {
             clamp_mss(ip, self.params.mtu.saturating_sub(40 + OPTION_ROOM));
         }
-        let ip: &[u8] = ip;
         self.stats.segments_in.add(1);
         let id = match self.flows.lookup(&seg.key) {
-            Some(id) => Some(id),
+            Some(id) => {
+                if let Some(c) = self.flows.get_mut(id) {
+                    if mark_dup_ack(ip, &mut c.peer_ack) {
+                        self.stats.dup_acks_marked.add(1);
+                    }
+                }
+                Some(id)
+            }
             None if seg.syn && !seg.ack && !seg.rst => self.passive_open(seg.key),
             None => None,
         };
+        let ip: &[u8] = ip;
         let before = dev.out.len();
         let mut ingress = DeviceCall { dev, rx: Some(ip) };
         match id {
@@ -1138,5 +1265,95 @@ impl std::fmt::Debug for Stack {
             .field("connections", &self.flows.len())
             .field("listeners", &self.listeners)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zerohop_dataplane::l3::checksum;
+
+    /// An IPv4/TCP pure ACK from 10.0.0.2:1000 to 10.0.0.1:80 with a valid
+    /// TCP checksum; `sack` adds one SACK block.
+    fn ack(ack_no: u32, window: u16, sack: bool, payload: &[u8]) -> Vec<u8> {
+        let opts: &[u8] = if sack {
+            &[1, 1, 5, 10, 0, 0, 0x10, 0, 0, 0, 0x20, 0]
+        } else {
+            &[]
+        };
+        let tcp_len = 20 + opts.len() + payload.len();
+        let mut p = vec![0u8; 20 + tcp_len];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&((20 + tcp_len) as u16).to_be_bytes());
+        p[8] = 64;
+        p[9] = 6;
+        p[12..16].copy_from_slice(&[10, 0, 0, 2]);
+        p[16..20].copy_from_slice(&[10, 0, 0, 1]);
+        checksum::fill_ipv4(&mut p[..20]);
+        let t = &mut p[20..];
+        t[0..2].copy_from_slice(&1000u16.to_be_bytes());
+        t[2..4].copy_from_slice(&80u16.to_be_bytes());
+        t[8..12].copy_from_slice(&ack_no.to_be_bytes());
+        t[12] = (((20 + opts.len()) / 4) << 4) as u8;
+        t[13] = 0x10;
+        t[14..16].copy_from_slice(&window.to_be_bytes());
+        t[20..20 + opts.len()].copy_from_slice(opts);
+        t[20 + opts.len()..].copy_from_slice(payload);
+        let sum = checksum::checksum(&pseudo(&p));
+        p[36..38].copy_from_slice(&sum.to_be_bytes());
+        p
+    }
+
+    /// The pseudo-header and segment of `p`, for checksumming.
+    fn pseudo(p: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&p[12..20]);
+        v.extend_from_slice(&[0, 6]);
+        v.extend_from_slice(&((p.len() - 20) as u16).to_be_bytes());
+        v.extend_from_slice(&p[20..]);
+        v
+    }
+
+    fn window(p: &[u8]) -> u16 {
+        u16::from_be_bytes([p[34], p[35]])
+    }
+
+    #[test]
+    fn sack_duplicate_gets_the_previous_window_and_a_valid_checksum() {
+        let mut last = PeerAck::default();
+        assert!(!mark_dup_ack(&mut ack(5000, 300, false, &[]), &mut last));
+        let mut dup = ack(5000, 345, true, &[]);
+        assert!(mark_dup_ack(&mut dup, &mut last));
+        assert_eq!(window(&dup), 300);
+        assert_eq!(checksum::sum(&pseudo(&dup)), 0xffff, "checksum still valid");
+        assert_eq!(
+            last.window, 300,
+            "the duplicate does not become the reference"
+        );
+        // A new acknowledgment is taken as it is and becomes the reference.
+        let mut fresh = ack(6448, 400, true, &[]);
+        assert!(!mark_dup_ack(&mut fresh, &mut last));
+        assert_eq!((window(&fresh), last.ack, last.window), (400, 6448, 400));
+    }
+
+    #[test]
+    fn window_updates_data_and_plain_duplicates_are_left_alone() {
+        let mut last = PeerAck::default();
+        mark_dup_ack(&mut ack(5000, 300, false, &[]), &mut last);
+        // Same ack, bigger window, no SACK: a window update.
+        let mut update = ack(5000, 600, false, &[]);
+        assert!(!mark_dup_ack(&mut update, &mut last));
+        assert_eq!(window(&update), 600);
+        // Data with the same ack is never a duplicate.
+        let mut data = ack(5000, 700, true, b"hello");
+        assert!(!mark_dup_ack(&mut data, &mut last));
+        assert_eq!(window(&data), 700);
+        // Same window: already a duplicate for smoltcp, nothing to change.
+        let mut same = ack(5000, 700, true, &[]);
+        assert!(!mark_dup_ack(&mut same, &mut last));
+        // Truncated packets are ignored.
+        let mut short = ack(5000, 1, true, &[]);
+        short.truncate(30);
+        assert!(!mark_dup_ack(&mut short, &mut last));
     }
 }
