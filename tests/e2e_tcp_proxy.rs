@@ -444,8 +444,6 @@ fn two_thousand_concurrent_echo() {
 /// A cluster of three endpoints with round robin and one worker: 30 sequential
 /// connections go to each endpoint exactly 10 times.
 #[test]
-#[ignore = "known failure (issue 4 open): the 10/10/10 spread holds, but 1-2 upstream \
-            connections are still counted active at exit; run with --ignored"]
 fn round_robin_spreads_over_three_upstreams() {
     if !require_root() {
         return;
@@ -798,9 +796,6 @@ fn slow_client_keeps_memory_bounded() {
 /// A port without a listener: zerohop answers the SYN with RST, so the client's connect
 /// is refused at once, and no listener counts a connection.
 #[test]
-#[ignore = "known failure (issue 4 open): the first frame zerohop sends after start is \
-            lost on the af_packet port, so the RST arrives for the SYN retransmitted \
-            after 1 s; run with --ignored"]
 fn closed_port_gets_reset() {
     if !require_root() {
         return;

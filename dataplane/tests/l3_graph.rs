@@ -254,6 +254,40 @@ fn forwarding_resolves_the_next_hop_then_sends_held_packets() {
     assert_eq!(parse_ip(&out[0].1).0.destination, [192, 168, 3, 4]);
 }
 
+/// A packet of local origin (a TCP stack segment) as the stack hands it to
+/// ip4-lookup: a fresh buffer whose Ethernet header is whatever the buffer held
+/// (here: zeros, as in a never-used mbuf).
+fn local_segment(dst: [u8; 4]) -> Packet<HeapBuffer> {
+    let mut f = tcp(MAC1, IP1, dst, 9001);
+    f[..14].fill(0);
+    let mut p = Packet::new(HeapBuffer::from(&f[..]), 0);
+    p.meta.l3_offset = 14;
+    p.meta.local_origin = true;
+    p
+}
+
+#[test]
+fn locally_originated_packets_get_a_whole_ethernet_header() {
+    let mut r = Rig::new(None, 1500);
+    let lookup = r.graph.node_index("ip4-lookup").expect("ip4-lookup");
+    // Unresolved next hop: held by ip4-arp, released by arp-input.
+    r.graph.enqueue(lookup, local_segment(HOST1));
+    let out = r.run(1, vec![]);
+    assert_eq!(out.len(), 1, "the ARP request");
+    let out = r.run(1, vec![arp(2, PEER1, HOST1, MAC1, IP1, MAC1)]);
+    // Resolved next hop: ip4-rewrite.
+    r.graph.enqueue(lookup, local_segment(HOST1));
+    let out = [out, r.run(1, vec![])].concat();
+    assert_eq!(out.len(), 2);
+    for (port, f) in &out {
+        assert_eq!(*port, 1);
+        assert_eq!(&f[0..6], &PEER1);
+        assert_eq!(&f[6..12], &MAC1);
+        assert_eq!(&f[12..14], &[0x08, 0x00], "ethertype IPv4");
+        assert_eq!(parse_ip(f).0.time_to_live, 64, "no TTL decrement");
+    }
+}
+
 #[test]
 fn ttl_one_gets_time_exceeded_from_the_rx_port_address() {
     let mut r = Rig::new(None, 1500);

@@ -365,7 +365,11 @@ fn is_subnet_edge(net: [u8; 4], ip: [u8; 4], len: u8) -> bool {
     host == 0 || host == host_mask
 }
 
-/// Write destination and source MACs; false if the frame is too short.
+/// Write the Ethernet header of an IPv4 packet: destination and source MACs
+/// and ethertype IPv4; false if the frame is too short. The ethertype too:
+/// packets of local origin (the TCP stack's segments) come in fresh buffers
+/// whose headroom holds whatever the mbuf held last (zeros, or an ARP frame's
+/// 0x0806), and the kernel drops a frame with the wrong ethertype.
 #[inline]
 fn set_macs(d: &mut [u8], dst: [u8; 6], src: [u8; 6]) -> bool {
     if d.len() < ETH_HLEN {
@@ -373,6 +377,7 @@ fn set_macs(d: &mut [u8], dst: [u8; 6], src: [u8; 6]) -> bool {
     }
     d[0..6].copy_from_slice(&dst);
     d[6..12].copy_from_slice(&src);
+    d[12..14].copy_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
     true
 }
 
