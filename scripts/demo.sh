@@ -5,8 +5,12 @@
 # cross each path. The third pair sits on two different subnets and zerohop routes
 # between them (L3 ports): ping zerohop itself, routed pings (also to a subnet behind
 # zhdB3, by a static route), a routed HTTP GET, a TCP port that zerohop's ACL denies,
-# and TTL 1 answered with ICMP time exceeded. Then zerohop is stopped with SIGTERM and
-# prints its port counters and its graph's runtime, error and ACL counters.
+# and TTL 1 answered with ICMP time exceeded. On the same L3 ports zerohop terminates
+# TCP in userspace and proxies it (Envoy tcp_proxy): a listener on 10.201.1.254:10000
+# balances round robin over two HTTP servers in zhdB3 (curl shows them alternate), and
+# iperf3 measures a stream through it. Then zerohop is stopped with SIGTERM and prints
+# its port counters, its graph's runtime, error and ACL counters, and the proxy's
+# Envoy-named stats.
 #
 #   L2  zhdA1 10.199.1.1 ─veth─ zhdA1r [a1] ⇄ xconnect ⇄ [b1] zhdB1r ─veth─ 10.199.1.2 zhdB1
 #   L2  zhdA2 10.199.2.1 ─────── zhdA2t [a2] ⇄ xconnect ⇄ [b2] zhdB2t ─────── 10.199.2.2 zhdB2
@@ -14,6 +18,8 @@
 #   L3  zhdA3 10.201.1.1 ─veth─ zhdA3r [a3 10.201.1.254] ⇄ ip4 ⇄ [b3 10.201.2.254] zhdB3r ─veth─ 10.201.2.1 zhdB3
 #       default via .1.254        ACL on a3: no TCP to 8081          default via .2.254, 10.201.100.1 on lo
 #                                 static route 10.201.100.0/24 via 10.201.2.1
+#                                 tcp_proxy 10.201.1.254:10000 → 10.201.2.1:{9001,9002} (HTTP),
+#                                 10.201.1.254:10001 → 10.201.2.1:5201 (iperf3)
 #
 # One zerohop process serves all six ports, inside a namespace of its own, zhdP: the
 # proxy ends of the veth pairs (zhd*r) live there, and net_tap creates zhdA2t/zhdB2t
@@ -96,11 +102,12 @@ run_in() {
   return "${PIPESTATUS[0]}"
 }
 
-# http_serve NS ADDR PORT: start python3 http.server on ADDR:PORT in NS and wait until it
-# answers inside NS (local delivery, not through zerohop).
+# http_serve NS ADDR PORT [DIR]: start python3 http.server on ADDR:PORT in NS serving DIR
+# ($TMP/www by default) and wait until it answers inside NS (local delivery, not through
+# zerohop).
 http_serve() {
-  local ns=$1 addr=$2 port=$3
-  ip netns exec "$ns" python3 -m http.server --bind "$addr" --directory "$TMP/www" \
+  local ns=$1 addr=$2 port=$3 dir=${4:-$TMP/www}
+  ip netns exec "$ns" python3 -m http.server --bind "$addr" --directory "$dir" \
     "$port" >/dev/null 2>&1 &
   HTTP_PIDS+=($!)
   for _ in {1..50}; do
@@ -206,6 +213,48 @@ dataplane:
   acl: # on packets received on a3; first match wins, no match = deny
     - { port: a3, action: deny, protocol: tcp, dst_port: $DENIED_PORT }
     - { port: a3, action: permit }
+  tcp: { delayed_ack_ms: 0 }
+# Envoy v3: zerohop terminates TCP on its L3 addresses and proxies it.
+static_resources:
+  listeners:
+  - name: web
+    address: { socket_address: { address: 10.201.1.254, port_value: 10000 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: web
+          cluster: web
+          idle_timeout: 30s
+  - name: bulk
+    address: { socket_address: { address: 10.201.1.254, port_value: 10001 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: bulk
+          cluster: iperf
+  clusters:
+  - name: web
+    connect_timeout: 1s
+    type: STATIC
+    lb_policy: ROUND_ROBIN
+    load_assignment:
+      cluster_name: web
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 10.201.2.1, port_value: 9001 } } }
+        - endpoint: { address: { socket_address: { address: 10.201.2.1, port_value: 9002 } } }
+  - name: iperf
+    connect_timeout: 1s
+    type: STATIC
+    load_assignment:
+      cluster_name: iperf
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 10.201.2.1, port_value: 5201 } } }
 EOF
 sed 's/^/      /' "$TMP/zerohop.yaml"
 # `ip netns exec` execs zerohop, so $! is zerohop's own pid.
@@ -267,6 +316,36 @@ grep -q 'From 10.201.1.254 .*Time to live exceeded' <<<"$out" ||
 run_in zhdA3 ping -n -c 1 -t 2 -W 2 10.201.2.1 || fail "ping -t 2 should reach 10.201.2.1"
 ok "hop 1 is zerohop (10.201.1.254), hop 2 is 10.201.2.1"
 
+step "L4 proxy: curl 10.201.1.254:10000 four times; round robin over two upstreams in zhdB3"
+for p in 9001 9002; do
+  mkdir -p "$TMP/www$p"
+  echo "upstream 10.201.2.1:$p" >"$TMP/www$p/name.txt"
+  http_serve zhdB3 10.201.2.1 "$p" "$TMP/www$p"
+done
+names=()
+for i in 1 2 3 4; do
+  printf '    [zhdA3] $ curl --max-time 5 http://10.201.1.254:10000/name.txt\n'
+  body=$(ip netns exec zhdA3 curl -sS --fail --noproxy '*' --max-time 5 \
+    http://10.201.1.254:10000/name.txt) || fail "HTTP GET through the tcp_proxy listener"
+  printf '      %s\n' "$body"
+  names+=("$body")
+done
+[[ ${names[0]} != "${names[1]}" && ${names[0]} == "${names[2]}" && ${names[1]} == "${names[3]}" ]] ||
+  fail "round robin should alternate the two upstreams: ${names[*]}"
+ok "zerohop accepted each connection itself and opened a new one to the next upstream"
+for pid in "${HTTP_PIDS[@]: -2}"; do kill "$pid" 2>/dev/null || true; done
+
+step "L4 proxy: iperf3 for 3 s through 10.201.1.254:10001 to iperf3 -s in zhdB3"
+ip netns exec zhdB3 iperf3 -s -1 -B 10.201.2.1 -p 5201 >/dev/null 2>&1 &
+HTTP_PIDS+=($!)
+for _ in {1..50}; do
+  ip netns exec zhdB3 ss -ltn | grep -q ':5201 ' && break
+  sleep 0.1
+done
+run_in zhdA3 timeout 20 iperf3 -c 10.201.1.254 -p 10001 -t 3 -f m |
+  grep -E 'sender|receiver' || fail "iperf3 through the tcp_proxy listener"
+ok "the stream crossed zerohop's userspace TCP twice (client side, upstream side)"
+
 step "stop zerohop (SIGTERM)"
 kill -TERM "$ZH_PID"
 for _ in {1..150}; do
@@ -296,6 +375,13 @@ grep -Eq 'error: node=ip4-local reason=icmp-echo-replied count=[1-9]' "$LOG" ||
 grep -Eq 'error: node=ip4-rewrite reason=ttl-expired count=[1-9]' "$LOG" ||
   fail "no TTL expiry counted"
 ok "echo replies and TTL expiry counted"
+echo
+log_lines 'worker [0-9]+ tcp:|stat (tcp|cluster)\.' | sed 's/^/    /' || fail "no TCP stats in the log"
+grep -Eq 'stat cluster.web.endpoint.10.201.2.1:9001.cx_total: 2$' "$LOG" &&
+  grep -Eq 'stat cluster.web.endpoint.10.201.2.1:9002.cx_total: 2$' "$LOG" ||
+  fail "each web upstream should count 2 connections"
+grep -Eq 'stat tcp.web.downstream_cx_active: 0$' "$LOG" || fail "downstream connections left open"
+ok "the proxy's Envoy-named stats: 2 connections per upstream, none left open"
 if grep -Eq 'error: node=ip4-lookup reason=no-route' "$LOG"; then
   ok "ip4-lookup no-route: python's http.server in zhdB3 asks DNS for its own name; the" \
     "resolver is off-link, zerohop has no route to it and answers ICMP net unreachable"
