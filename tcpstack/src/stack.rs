@@ -1176,10 +1176,19 @@ impl Stack {
             } else {
                 Close::Reset
             };
+            // Closed gracefully (LAST-ACK done) with received bytes the
+            // application has not read yet: keep the flow until it has (its
+            // reads touch the connection, and the next egress frees it).
+            if how == Close::Graceful && c.socket().recv_queue() > 0 {
+                return;
+            }
             self.free(id, how, app);
             return;
         }
-        if state == State::TimeWait && c.time_wait_end == NEVER {
+        // Not before the application has read everything received: telling
+        // it the connection is over makes it drop the unread bytes (the L4
+        // proxy forgets the connection and passes its FIN on).
+        if state == State::TimeWait && c.time_wait_end == NEVER && c.socket().recv_queue() == 0 {
             c.time_wait_end = now_ms + u64::from(self.params.time_wait_ms);
             // Both FINs are through: for the application (and Envoy's
             // `_active` gauges) the connection is over; TIME-WAIT is the

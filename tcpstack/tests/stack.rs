@@ -338,3 +338,46 @@ fn retransmissions_are_counted() {
     let s = net.b.app.accepted[0];
     assert_eq!(net.b.app.received[&s], b"lost once");
 }
+
+/// The side that closed first reaches TIME-WAIT when the peer's FIN arrives,
+/// possibly with bytes it has not read yet (the L4 proxy could not pass them
+/// on: the other side's send buffer was full). The application must not hear
+/// that the connection is over before it has read them all.
+#[test]
+fn time_wait_with_unread_bytes_is_reported_after_they_are_read() {
+    let mut net = Net::new(TcpParams::default());
+    let c = net.a.stack.connect(server()).expect("connect");
+    net.run(100);
+    let s = net.b.app.accepted[0];
+    // A half-closes and stops reading; B answers, then closes.
+    net.a.app.stalled = true;
+    net.a.stack.close(c);
+    net.run(1000);
+    let reply: Vec<u8> = (0..8192u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(net.b.stack.send(s, &reply), reply.len());
+    net.b.stack.close(s);
+    net.run(1000);
+    assert_eq!(
+        net.a.stack.state(c),
+        Some(smoltcp::socket::tcp::State::TimeWait)
+    );
+    assert_eq!(
+        net.a.stack.queues(c),
+        Some((reply.len(), 0)),
+        "unread reply"
+    );
+    assert!(
+        net.a.app.closed.is_empty(),
+        "told closed with {} bytes unread",
+        reply.len()
+    );
+    // Reading everything ends it.
+    net.a.app.stalled = false;
+    net.a.app.ready(&mut net.a.stack, c);
+    net.run(1000);
+    assert_eq!(net.a.app.received.get(&c), Some(&reply), "reply intact");
+    assert_eq!(net.a.app.fin_seen, vec![c]);
+    assert_eq!(net.a.app.closed, vec![(c, Close::Graceful)]);
+    net.run_for(u64::from(TcpParams::default().time_wait_ms) + 50);
+    assert!(net.a.stack.is_empty());
+}
