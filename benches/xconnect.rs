@@ -25,6 +25,7 @@ fn ring_port(name: &str, vdev: &str, pool: &Mempool) -> Port {
             queues: 1,
             rx_descriptors: 1024,
             tx_descriptors: 1024,
+            rss_key: None,
         },
         pool,
     )

@@ -24,6 +24,7 @@ use zerohop_dataplane::stats::port_totals;
 use zerohop_dataplane::worker::{L3Stage, PortMode, Worker};
 use zerohop_dataplane::{WorkerStats, VECTOR_SIZE};
 use zerohop_l7::tcp_proxy::{ProxyPlan, ProxyStats, TcpProxy};
+use zerohop_tcpstack::ports::{RssSteering, MICROSOFT_RSS_KEY};
 use zerohop_tcpstack::{Handoff, Stack, TcpInput, TcpParams, TcpStats};
 
 use crate::config::{self, Config, DataplaneConfig, Device, Hugepages};
@@ -352,7 +353,29 @@ pub fn tcp_params(dp: &DataplaneConfig, worker: usize) -> TcpParams {
         ephemeral_ports: t.ephemeral_range(),
         workers: dp.cores.len() as u16,
         worker: worker as u16,
+        rss: None,
     }
+}
+
+/// The RSS steering all L3 ports share, if each hashes in hardware with
+/// zerohop's key ([`MICROSOFT_RSS_KEY`]) and they have the same redirection
+/// table: workers then choose ephemeral ports whose replies come back to
+/// their own queue. Otherwise replies that reach another worker are handed
+/// over (net_tap, af_packet and the other software queues).
+fn rss_steering(ports: &[Port], dp: &DataplaneConfig) -> Option<RssSteering> {
+    if dp.cores.len() < 2 {
+        return None;
+    }
+    let mut retas = ports
+        .iter()
+        .zip(&dp.ports)
+        .filter(|(_, c)| c.address.is_some())
+        .map(|(p, _)| p.rss_reta());
+    let first = retas.next()??;
+    if !retas.all(|r| r.as_ref() == Some(&first)) {
+        return None;
+    }
+    RssSteering::new(MICROSOFT_RSS_KEY, first).ok()
 }
 
 /// A seed from the OS for ISNs, ports and load balancing.
@@ -380,6 +403,7 @@ fn tcp_part(
     fib: &Arc<Fib>,
     worker: usize,
     handoff: Option<Handoff<Mbuf>>,
+    rss: Option<RssSteering>,
 ) -> Result<Option<TcpPart>> {
     let dp = &config.dataplane;
     let plan = ProxyPlan::new(&config.envoy);
@@ -388,7 +412,11 @@ fn tcp_part(
     }
     let addrs = dp.ports.iter().map(|p| p.address.map(|c| c.addr)).collect();
     let seed = random_seed();
-    let mut stack = Stack::new(tcp_params(dp, worker), fib.clone(), addrs, seed, 0)
+    let params = TcpParams {
+        rss,
+        ..tcp_params(dp, worker)
+    };
+    let mut stack = Stack::new(params, fib.clone(), addrs, seed, 0)
         .map_err(|e| anyhow!("worker {worker}: TCP: {e}"))?;
     for l in plan.listens() {
         stack.listen(l);
@@ -488,6 +516,20 @@ fn start_workers(
     } else {
         Vec::new()
     };
+    let steering = rss_steering(ports, dp);
+    if plan.fib.is_some() && dp.cores.len() > 1 {
+        match &steering {
+            Some(s) => info!(
+                "tcp: ephemeral ports steered by RSS ({}-entry table): replies return to the \
+                 opening worker",
+                s.reta().len()
+            ),
+            None => info!(
+                "tcp: no hardware RSS to predict on the L3 ports; replies that reach another \
+                 worker are handed over"
+            ),
+        }
+    }
     for (i, &cpu) in dp.cores.iter().enumerate() {
         let queues: Vec<DpdkQueue> = taken.iter_mut().filter_map(Iterator::next).collect();
         if queues.len() != ports.len() {
@@ -497,7 +539,7 @@ fn start_workers(
         let sync = syncs.get_mut(i).and_then(Option::take);
         let handoff = handoffs.get_mut(i).and_then(Option::take);
         let tcp = match &plan.fib {
-            Some(fib) => tcp_part(config, fib, i, handoff)?,
+            Some(fib) => tcp_part(config, fib, i, handoff, steering.clone())?,
             None => None,
         };
         let (l3, tcp_stats) = l3_stage(config, plan, ports, pool, sync, tcp)?;
@@ -623,6 +665,7 @@ pub fn run(config: &Config, config_path: &Path) -> Result<()> {
                 queues,
                 rx_descriptors: dp.rx_descriptors,
                 tx_descriptors: dp.tx_descriptors,
+                rss_key: Some(MICROSOFT_RSS_KEY),
             },
             pool,
         )?;

@@ -169,6 +169,7 @@ fn ring_port_loops_frames_back_and_returns_mbufs_on_close() {
             queues: 1,
             rx_descriptors: 256,
             tx_descriptors: 256,
+            rss_key: None,
         },
         &p,
     )

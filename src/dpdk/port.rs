@@ -20,7 +20,25 @@ pub struct PortConfig {
     pub rx_descriptors: u16,
     /// Tx ring size (adjusted to the device's limits).
     pub tx_descriptors: u16,
+    /// With more than one queue: the 40-byte Toeplitz key to program where
+    /// the device hashes in hardware, so that the queue of a 4-tuple can be
+    /// predicted (see [`Port::rss_reta`]).
+    pub rss_key: Option<[u8; 40]>,
 }
+
+/// Drivers whose queue choice is not a Toeplitz hash through a redirection
+/// table zerohop can read (the kernel or software picks the queue).
+const SOFTWARE_RSS_DRIVERS: &[&str] = &[
+    "net_af_packet",
+    "net_af_xdp",
+    "net_tap",
+    "net_ring",
+    "net_null",
+    "net_memif",
+    "net_pcap",
+    "net_vhost",
+    "net_virtio_user",
+];
 
 /// Link state as the PMD reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +85,8 @@ pub struct Port {
     /// means a queue may still be polled, so stopping would be unsound.
     alive: Arc<()>,
     queues_taken: bool,
+    /// The device hashes with the key of [`PortConfig::rss_key`].
+    rss_key_set: bool,
 }
 
 impl Port {
@@ -123,6 +143,7 @@ impl Port {
             started: false,
             alive: Arc::new(()),
             queues_taken: false,
+            rss_key_set: false,
         })
     }
 
@@ -209,6 +230,13 @@ impl Port {
             if hf != 0 {
                 conf.rxmode.mq_mode = ffi::rte_eth_rx_mq_mode_RTE_ETH_MQ_RX_RSS;
                 conf.rx_adv_conf.rss_conf.rss_hf = hf;
+                let hardware = !SOFTWARE_RSS_DRIVERS.contains(&self.driver_name().as_str());
+                if let (Some(key), true, 40) = (&cfg.rss_key, hardware, info.hash_key_size) {
+                    // DPDK copies the key during configure; `cfg` outlives the call.
+                    conf.rx_adv_conf.rss_conf.rss_key = key.as_ptr().cast_mut();
+                    conf.rx_adv_conf.rss_conf.rss_key_len = 40;
+                    self.rss_key_set = true;
+                }
             }
         }
         let ctx = |op: &str| format!("port {}: {op}", self.name);
@@ -240,6 +268,31 @@ impl Port {
         }
         self.queues = cfg.queues;
         Ok(())
+    }
+
+    /// Return the device's RSS redirection table (entry i: the queue of
+    /// hash values with `hash % len == i`), if it hashes in hardware with
+    /// the key given to [`Port::configure`] and the table can be read.
+    pub fn rss_reta(&self) -> Option<Vec<u16>> {
+        if !self.rss_key_set {
+            return None;
+        }
+        let size = usize::from(self.info().ok()?.reta_size);
+        let group = ffi::RTE_ETH_RETA_GROUP_SIZE as usize;
+        if size == 0 || size % group != 0 {
+            return None;
+        }
+        let mut entries = vec![
+            ffi::rte_eth_rss_reta_entry64 {
+                mask: u64::MAX,
+                reta: [0; ffi::RTE_ETH_RETA_GROUP_SIZE as usize],
+            };
+            size / group
+        ];
+        // SAFETY: `entries` holds `size` table entries, as the call reads.
+        let rc =
+            unsafe { ffi::rte_eth_dev_rss_reta_query(self.id, entries.as_mut_ptr(), size as u16) };
+        (rc == 0).then(|| entries.iter().flat_map(|e| e.reta).collect())
     }
 
     /// Set the device's MTU (the largest IP packet it receives and sends).

@@ -34,7 +34,9 @@ use zerohop_dataplane::l3::Allocator;
 use zerohop_dataplane::{Buffer, Counter};
 
 use crate::flow::{FlowId, FlowKey, FlowTable};
-use crate::ports::{EphemeralPorts, EphemeralPortsConfig, PortsError};
+use crate::ports::{
+    EphemeralPorts, EphemeralPortsConfig, PortsError, RssFilter, RssMode, RssSteering,
+};
 use crate::timer::{TimerHandle, TimerWheel};
 use crate::CapacityError;
 
@@ -80,6 +82,10 @@ pub struct TcpParams {
     pub workers: u16,
     /// This worker's index.
     pub worker: u16,
+    /// The NICs' RSS steering, where replies' queues can be predicted:
+    /// ephemeral ports whose replies hash to this worker's queue (its
+    /// index) are preferred.
+    pub rss: Option<RssSteering>,
 }
 
 impl Default for TcpParams {
@@ -97,6 +103,7 @@ impl Default for TcpParams {
             ephemeral_ports: 32_768..=60_999,
             workers: 1,
             worker: 0,
+            rss: None,
         }
     }
 }
@@ -633,7 +640,11 @@ impl Stack {
             range: params.ephemeral_ports.clone(),
             workers: params.workers,
             worker: params.worker,
-            rss: None,
+            rss: params.rss.clone().map(|steering| RssFilter {
+                steering,
+                queue: params.worker,
+                mode: RssMode::Prefer,
+            }),
             seed,
         })
         .map_err(|e| e.to_string())?;

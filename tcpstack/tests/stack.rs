@@ -381,3 +381,32 @@ fn time_wait_with_unread_bytes_is_reported_after_they_are_read() {
     net.run_for(u64::from(TcpParams::default().time_wait_ms) + 50);
     assert!(net.a.stack.is_empty());
 }
+
+/// With the NIC's RSS known, worker 1 of 2 opens connections from ports
+/// whose replies hash to its own queue (1), and they still work.
+#[test]
+fn rss_steered_active_opens_pick_ports_that_come_back_to_the_worker() {
+    use zerohop_tcpstack::ports::{RssSteering, MICROSOFT_RSS_KEY};
+    let steering = RssSteering::round_robin(MICROSOFT_RSS_KEY, 2, 128).expect("steering");
+    let params = TcpParams {
+        workers: 2,
+        worker: 1,
+        rss: Some(steering.clone()),
+        ..TcpParams::default()
+    };
+    let mut net = Net::new(params);
+    net.b.app.echo = true;
+    let conns: Vec<ConnId> = (0..50)
+        .map(|_| net.a.stack.connect(server()).expect("connect"))
+        .collect();
+    net.run(1000);
+    for c in conns {
+        let key = net.a.stack.key(c).expect("open");
+        assert_eq!(
+            steering.queue_for(key.remote, key.local),
+            1,
+            "the reply to {key:?} should reach worker 1's queue"
+        );
+        assert!(net.a.stack.is_established(c));
+    }
+}
