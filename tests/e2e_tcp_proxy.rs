@@ -247,51 +247,6 @@ impl ProxyTopology {
     }
 }
 
-/// The `result key=value …` line a client.py command prints last, and all it printed.
-struct ClientResult {
-    values: HashMap<String, String>,
-    stdout: String,
-}
-
-impl ClientResult {
-    fn parse(out: &CmdOutput) -> Option<ClientResult> {
-        let stdout = out.stdout_str();
-        if !out.success() {
-            return None;
-        }
-        let line = stdout.lines().rev().find(|l| l.starts_with("result "))?;
-        let values = line["result ".len()..]
-            .split_whitespace()
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        Some(ClientResult { values, stdout })
-    }
-
-    /// The value of `key`, or "<missing>".
-    fn get(&self, key: &str) -> &str {
-        self.values.get(key).map_or("<missing>", String::as_str)
-    }
-
-    /// The value of `key` as a number; panic if it is missing or not one.
-    fn num(&self, key: &str) -> f64 {
-        self.get(key)
-            .parse()
-            .unwrap_or_else(|_| panic!("client result: no number `{key}=`: {}", self.stdout))
-    }
-}
-
-/// Panic unless the exit log has `stat NAME: V` with V == `want`. A `want` of 0 also
-/// accepts no line at all.
-fn assert_stat_eq(log: &str, name: &str, want: u64) {
-    let got = stat(log, name);
-    let ok = got == Some(want) || (want == 0 && got.is_none());
-    assert!(
-        ok,
-        "want `stat {name}: {want}` in the exit log, got {got:?}\nlog:\n{log}"
-    );
-}
-
 /// Panic unless the exit log has `stat NAME: V` with V >= `min`.
 fn assert_stat_at_least(log: &str, name: &str, min: u64) {
     let got = stat(log, name);
