@@ -124,44 +124,18 @@ impl TapProxy {
     /// indented two spaces, e.g. a `tcp:` section) and listener `l4` on port 8000 with a
     /// `tcp_proxy` to cluster `backend`, whose one endpoint is `UPSTREAM:9001`.
     fn config(&self, dataplane_extra: &str) -> String {
-        let cores = CORES.map(|c| c.to_string()).join(", ");
         let (down, up) = (&self.tap_down, &self.tap_up);
-        format!(
-            r#"dataplane:
-  cores: [{cores}]
-  hugepages: auto
-  eal_args: ["--no-pci"]
-  ports:
-    - name: down
-      device: "net_tap0,iface={down}"
-      address: {PROXY_DOWN}/24
-    - name: up
-      device: "net_tap1,iface={up}"
-      address: {PROXY_UP}/24
-{dataplane_extra}static_resources:
-  listeners:
-  - name: l4
-    address:
-      socket_address: {{ address: 0.0.0.0, port_value: {LISTENER_PORT} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: l4
-          cluster: backend
-          idle_timeout: 30s
-  clusters:
-  - name: backend
-    connect_timeout: 1s
-    type: STATIC
-    lb_policy: ROUND_ROBIN
-    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: {UPSTREAM}, port_value: {SERVER_PORT} }} }} }}
-"#
+        tcp_proxy_config(
+            &CORES,
+            [
+                &format!("net_tap0,iface={down}"),
+                &format!("net_tap1,iface={up}"),
+            ],
+            [&format!("{PROXY_DOWN}/24"), &format!("{PROXY_UP}/24")],
+            LISTENER_PORT,
+            UPSTREAM,
+            &[SERVER_PORT],
+            dataplane_extra,
         )
     }
 
@@ -203,27 +177,13 @@ impl TapProxy {
 
     /// Start `server.py MODE --addr UPSTREAM --port 9001 args…` in U; wait for `ready`.
     fn server(&self, mode: &str, args: &[&str]) -> LoggedProcess {
-        let script = fixture("tcp/server.py");
         let port = SERVER_PORT.to_string();
-        let mut argv = vec![
-            script.to_str().expect("utf-8 path"),
-            mode,
-            "--addr",
-            UPSTREAM,
-            "--port",
-            &port,
-        ];
-        argv.extend_from_slice(args);
-        let mut server = self
-            .ns_u
-            .spawn_logged("python3", &argv, &format!("server.py {mode}"));
-        server.wait_for("ready", SERVER_READY);
-        server
+        let args = [&["--port", port.as_str()], args].concat();
+        tcp_server_py(&self.ns_u, mode, UPSTREAM, &args, SERVER_READY)
     }
 
     /// Run `client.py COMMAND --host PROXY_DOWN --port 8000 args…` in C to completion,
-    /// bounded by `timeout`; return its `result` line, panicking with the client's
-    /// output and zerohop's log if it failed or printed none.
+    /// bounded by `timeout`; return its `result` line.
     fn client(
         &self,
         zerohop: &Zerohop,
@@ -231,28 +191,8 @@ impl TapProxy {
         args: &[&str],
         timeout: Duration,
     ) -> ClientResult {
-        let script = fixture("tcp/client.py");
-        let port = LISTENER_PORT.to_string();
-        let mut argv = vec![
-            script.to_str().expect("utf-8 path"),
-            command,
-            "--host",
-            PROXY_DOWN,
-            "--port",
-            &port,
-        ];
-        argv.extend_from_slice(args);
-        let out = self.ns_c.run("python3", &argv, timeout);
-        ClientResult::parse(&out).unwrap_or_else(|| {
-            panic!(
-                "client.py {command} failed ({}) or printed no result line\nstdout:\n{}\
-                 stderr:\n{}\nzerohop log:\n{}",
-                describe(out.status),
-                out.stdout_str(),
-                out.stderr,
-                zerohop.log()
-            )
-        })
+        let argv = tcp_client_argv(command, PROXY_DOWN, LISTENER_PORT, args);
+        run_tcp_client(&self.ns_c, zerohop, &argv, timeout)
     }
 }
 

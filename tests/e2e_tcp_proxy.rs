@@ -127,52 +127,18 @@ impl ProxyTopology {
     /// `tcp_proxy` to cluster `backend`: round robin over `UPSTREAM:port` for each of
     /// `endpoint_ports`.
     fn config(&self, endpoint_ports: &[u16], dataplane_extra: &str) -> String {
-        let core = worker_core();
         let (down, up) = (self.veth_c.proxy_if(), self.veth_u.proxy_if());
-        let endpoints: String = endpoint_ports
-            .iter()
-            .map(|port| {
-                format!(
-                    "        - endpoint: {{ address: {{ socket_address: \
-                     {{ address: {UPSTREAM}, port_value: {port} }} }} }}\n"
-                )
-            })
-            .collect();
-        format!(
-            r#"dataplane:
-  cores: [{core}]
-  hugepages: auto
-  eal_args: ["--no-pci"]
-  ports:
-    - name: down
-      device: "net_af_packet0,iface={down}"
-      address: {PROXY_DOWN}/24
-    - name: up
-      device: "net_af_packet1,iface={up}"
-      address: {PROXY_UP}/24
-{dataplane_extra}static_resources:
-  listeners:
-  - name: l4
-    address:
-      socket_address: {{ address: 0.0.0.0, port_value: {LISTENER_PORT} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.tcp_proxy
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-          stat_prefix: l4
-          cluster: backend
-          idle_timeout: 30s
-  clusters:
-  - name: backend
-    connect_timeout: 1s
-    type: STATIC
-    lb_policy: ROUND_ROBIN
-    load_assignment:
-      cluster_name: backend
-      endpoints:
-      - lb_endpoints:
-{endpoints}"#
+        tcp_proxy_config(
+            &[worker_core()],
+            [
+                &format!("net_af_packet0,iface={down}"),
+                &format!("net_af_packet1,iface={up}"),
+            ],
+            [&format!("{PROXY_DOWN}/24"), &format!("{PROXY_UP}/24")],
+            LISTENER_PORT,
+            UPSTREAM,
+            endpoint_ports,
+            dataplane_extra,
         )
     }
 
@@ -188,41 +154,16 @@ impl ProxyTopology {
 
     /// Start `server.py MODE --addr UPSTREAM args…` in U; wait for its `ready`.
     fn server(&self, mode: &str, args: &[&str]) -> LoggedProcess {
-        let script = fixture("tcp/server.py");
-        let mut argv = vec![
-            script.to_str().expect("utf-8 path"),
-            mode,
-            "--addr",
-            UPSTREAM,
-        ];
-        argv.extend_from_slice(args);
-        let mut server = self
-            .ns_u
-            .spawn_logged("python3", &argv, &format!("server.py {mode}"));
-        server.wait_for("ready", SERVER_READY);
-        server
+        tcp_server_py(&self.ns_u, mode, UPSTREAM, args, SERVER_READY)
     }
 
     /// `client.py COMMAND --host PROXY_DOWN --port PORT args…` in C, with its arguments.
     fn client_argv(command: &str, port: u16, args: &[&str]) -> Vec<String> {
-        let mut argv = vec![
-            fixture("tcp/client.py")
-                .to_str()
-                .expect("utf-8 path")
-                .to_owned(),
-            command.to_owned(),
-            "--host".to_owned(),
-            PROXY_DOWN.to_owned(),
-            "--port".to_owned(),
-            port.to_string(),
-        ];
-        argv.extend(args.iter().map(|a| (*a).to_owned()));
-        argv
+        tcp_client_argv(command, PROXY_DOWN, port, args)
     }
 
     /// Run `client.py COMMAND` (see [`ProxyTopology::client_argv`]) in C to completion,
-    /// bounded by `timeout`; return its `result` line as a map, panicking with the
-    /// client's output and zerohop's log if it failed or printed none.
+    /// bounded by `timeout`; return its `result` line.
     fn client(
         &self,
         zerohop: &Zerohop,
@@ -231,19 +172,12 @@ impl ProxyTopology {
         args: &[&str],
         timeout: Duration,
     ) -> ClientResult {
-        let argv = Self::client_argv(command, port, args);
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        let out = self.ns_c.run("python3", &argv, timeout);
-        ClientResult::parse(&out).unwrap_or_else(|| {
-            panic!(
-                "client.py {command} failed ({}) or printed no result line\nstdout:\n{}\
-                 stderr:\n{}\nzerohop log:\n{}",
-                describe(out.status),
-                out.stdout_str(),
-                out.stderr,
-                zerohop.log()
-            )
-        })
+        run_tcp_client(
+            &self.ns_c,
+            zerohop,
+            &Self::client_argv(command, port, args),
+            timeout,
+        )
     }
 }
 

@@ -1163,3 +1163,130 @@ pub fn assert_stat_eq(log: &str, name: &str, want: u64) {
         "want `stat {name}: {want}` in the exit log, got {got:?}\nlog:\n{log}"
     );
 }
+
+/// The L4 proxy tests' zerohop config: workers on `cores`, L3 ports `down`
+/// (`devices[0]`, `addresses[0]`) and `up` (`devices[1]`, `addresses[1]`),
+/// `dataplane_extra` (keys of `dataplane`, indented two spaces, e.g. a `tcp:`
+/// section) and listener `l4` on 0.0.0.0:`listener_port` with a `tcp_proxy`
+/// (idle timeout 30 s) to cluster `backend`: round robin over
+/// `upstream:port` for each of `endpoint_ports`.
+pub fn tcp_proxy_config(
+    cores: &[usize],
+    devices: [&str; 2],
+    addresses: [&str; 2],
+    listener_port: u16,
+    upstream: &str,
+    endpoint_ports: &[u16],
+    dataplane_extra: &str,
+) -> String {
+    let cores = cores
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let [down, up] = devices;
+    let [down_addr, up_addr] = addresses;
+    let endpoints: String = endpoint_ports
+        .iter()
+        .map(|port| {
+            format!(
+                "        - endpoint: {{ address: {{ socket_address: \
+                 {{ address: {upstream}, port_value: {port} }} }} }}\n"
+            )
+        })
+        .collect();
+    format!(
+        r#"dataplane:
+  cores: [{cores}]
+  hugepages: auto
+  eal_args: ["--no-pci"]
+  ports:
+    - name: down
+      device: "{down}"
+      address: {down_addr}
+    - name: up
+      device: "{up}"
+      address: {up_addr}
+{dataplane_extra}static_resources:
+  listeners:
+  - name: l4
+    address:
+      socket_address: {{ address: 0.0.0.0, port_value: {listener_port} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: l4
+          cluster: backend
+          idle_timeout: 30s
+  clusters:
+  - name: backend
+    connect_timeout: 1s
+    type: STATIC
+    lb_policy: ROUND_ROBIN
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:
+{endpoints}"#
+    )
+}
+
+/// Start `tests/fixtures/tcp/server.py MODE --addr ADDR args…` in `ns`; wait
+/// up to `ready` for it to print `ready`.
+pub fn tcp_server_py(
+    ns: &Netns,
+    mode: &str,
+    addr: &str,
+    args: &[&str],
+    ready: Duration,
+) -> LoggedProcess {
+    let script = fixture("tcp/server.py");
+    let mut argv = vec![script.to_str().expect("utf-8 path"), mode, "--addr", addr];
+    argv.extend_from_slice(args);
+    let mut server = ns.spawn_logged("python3", &argv, &format!("server.py {mode}"));
+    server.wait_for("ready", ready);
+    server
+}
+
+/// `tests/fixtures/tcp/client.py COMMAND --host HOST --port PORT args…`.
+pub fn tcp_client_argv(command: &str, host: &str, port: u16, args: &[&str]) -> Vec<String> {
+    let mut argv = vec![
+        fixture("tcp/client.py")
+            .to_str()
+            .expect("utf-8 path")
+            .to_owned(),
+        command.to_owned(),
+        "--host".to_owned(),
+        host.to_owned(),
+        "--port".to_owned(),
+        port.to_string(),
+    ];
+    argv.extend(args.iter().map(|a| (*a).to_owned()));
+    argv
+}
+
+/// Run `argv` (see [`tcp_client_argv`]) with python3 in `ns` to completion,
+/// bounded by `timeout`; return its `result` line, panicking with the
+/// client's output and zerohop's log if it failed or printed none.
+pub fn run_tcp_client(
+    ns: &Netns,
+    zerohop: &Zerohop,
+    argv: &[String],
+    timeout: Duration,
+) -> ClientResult {
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let out = ns.run("python3", &argv, timeout);
+    ClientResult::parse(&out).unwrap_or_else(|| {
+        panic!(
+            "client.py {} failed ({}) or printed no result line\nstdout:\n{}\
+             stderr:\n{}\nzerohop log:\n{}",
+            argv.get(1).copied().unwrap_or("?"),
+            describe(out.status),
+            out.stdout_str(),
+            out.stderr,
+            zerohop.log()
+        )
+    })
+}
