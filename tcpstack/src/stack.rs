@@ -168,6 +168,9 @@ pub struct TcpStats {
     pub timed_out: Counter,
     /// TIME-WAIT connections cut short at `time_wait_ms`.
     pub time_wait_cut: Counter,
+    /// TIME-WAIT connections ended early by a new SYN for the same 4-tuple
+    /// beyond their sequence space (RFC 6191, as Linux does).
+    pub time_wait_reused: Counter,
     /// RSTs sent for segments of no connection (closed port, stale flow).
     pub rst_no_connection: Counter,
     /// SYNs refused: the listener's connection limit.
@@ -208,6 +211,7 @@ impl TcpStats {
             ("aborted", self.aborted.get()),
             ("timed_out", self.timed_out.get()),
             ("time_wait_cut", self.time_wait_cut.get()),
+            ("time_wait_reused", self.time_wait_reused.get()),
             ("rst_no_connection", self.rst_no_connection.get()),
             ("listener_overflow", self.listener_overflow.get()),
             ("table_full", self.table_full.get()),
@@ -277,6 +281,8 @@ struct Conn {
     reported: bool,
     /// The peer's last acknowledgment (see [`mark_dup_ack`]).
     peer_ack: PeerAck,
+    /// End of the peer's sequence space seen so far (highest seq + length).
+    rcv_end: Option<u32>,
 }
 
 impl Conn {
@@ -295,6 +301,9 @@ struct SegmentInfo {
     syn: bool,
     ack: bool,
     rst: bool,
+    /// Sequence number and the end of the sequence space it covers.
+    seq: u32,
+    end: u32,
 }
 
 /// Parse the IPv4 + TCP headers of `ip` (an IPv4 packet).
@@ -309,11 +318,17 @@ fn parse(ip: &[u8]) -> Option<SegmentInfo> {
     let sport = u16::from_be_bytes([tcp[0], tcp[1]]);
     let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
     let flags = tcp[13];
+    let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let doff = usize::from(tcp[12] >> 4) * 4;
+    let len = total.saturating_sub(ihl + doff) as u32 + u32::from(flags & 0x03 != 0);
     Some(SegmentInfo {
         key: FlowKey::from_received(SocketAddrV4::new(src, sport), SocketAddrV4::new(dst, dport)),
         syn: flags & 0x02 != 0,
         ack: flags & 0x10 != 0,
         rst: flags & 0x04 != 0,
+        seq,
+        end: seq.wrapping_add(len),
     })
 }
 
@@ -889,6 +904,7 @@ impl Stack {
             snd_max: None,
             reported: false,
             peer_ack: PeerAck::default(),
+            rcv_end: None,
         };
         match self.flows.insert(key, conn) {
             Ok(id) => Some(id),
@@ -1015,16 +1031,34 @@ impl Stack {
             clamp_mss(ip, self.params.mtu.saturating_sub(40 + OPTION_ROOM));
         }
         self.stats.segments_in.add(1);
+        let fresh_syn = seg.syn && !seg.ack && !seg.rst;
         let id = match self.flows.lookup(&seg.key) {
+            Some(id) if fresh_syn && self.time_wait_reusable(id, seg.seq) => {
+                // The peer reuses the 4-tuple (a kernel client that closed
+                // second keeps no TIME-WAIT of its own): a SYN beyond the
+                // old connection's sequence space ends our TIME-WAIT and
+                // opens anew (RFC 6191; Linux does the same). Otherwise the
+                // SYN would go unanswered until TIME-WAIT ends: a 1-3 s
+                // stall for the client.
+                self.stats.time_wait_reused.add(1);
+                self.release(id);
+                self.passive_open(seg.key)
+            }
             Some(id) => {
                 if let Some(c) = self.flows.get_mut(id) {
                     if mark_dup_ack(ip, &mut c.peer_ack) {
                         self.stats.dup_acks_marked.add(1);
                     }
+                    let beyond = c
+                        .rcv_end
+                        .map_or(true, |e| (seg.end.wrapping_sub(e) as i32) > 0);
+                    if beyond {
+                        c.rcv_end = Some(seg.end);
+                    }
                 }
                 Some(id)
             }
-            None if seg.syn && !seg.ack && !seg.rst => self.passive_open(seg.key),
+            None if fresh_syn => self.passive_open(seg.key),
             None => None,
         };
         let ip: &[u8] = ip;
@@ -1293,8 +1327,26 @@ impl Stack {
         }
     }
 
+    /// Return true if `id` is a passively opened connection in TIME-WAIT,
+    /// already reported closed, that a SYN with sequence number `seq` may
+    /// replace: `seq` lies beyond everything the peer sent on it.
+    fn time_wait_reusable(&self, id: ConnId, seq: u32) -> bool {
+        self.flows.get(id).is_some_and(|c| {
+            c.reported
+                && c.listener.is_some()
+                && c.socket().state() == State::TimeWait
+                && c.rcv_end.is_some_and(|e| (seq.wrapping_sub(e) as i32) > 0)
+        })
+    }
+
     fn free(&mut self, id: ConnId, how: Close, app: &mut impl App) {
         self.report_closed(id, how, app);
+        self.release(id);
+    }
+
+    /// Remove `id` and give back its timer, listener slot or port (the
+    /// application has been told it closed).
+    fn release(&mut self, id: ConnId) {
         let Some((key, c)) = self.flows.remove(id) else {
             return;
         };

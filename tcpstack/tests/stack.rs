@@ -410,3 +410,89 @@ fn rss_steered_active_opens_pick_ports_that_come_back_to_the_worker() {
         assert!(net.a.stack.is_established(c));
     }
 }
+
+/// The sequence number of the IPv4/TCP segment `p`.
+fn seq_of(p: &Packet<HeapBuffer>) -> u32 {
+    let t = &p.buf.data()[ETH_HEADROOM + 20..];
+    u32::from_be_bytes([t[4], t[5], t[6], t[7]])
+}
+
+/// Rewrite the sequence number of `p`, fixing the TCP checksum.
+fn set_seq(p: &mut Packet<HeapBuffer>, seq: u32) {
+    use zerohop_dataplane::l3::checksum::update;
+    let old = seq_of(p);
+    let t = &mut p.buf.data_mut()[ETH_HEADROOM + 20..];
+    let mut sum = u16::from_be_bytes([t[16], t[17]]);
+    sum = update(sum, (old >> 16) as u16, (seq >> 16) as u16);
+    sum = update(sum, old as u16, seq as u16);
+    t[4..8].copy_from_slice(&seq.to_be_bytes());
+    t[16..18].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// A kernel client that closed second keeps no TIME-WAIT and may reuse its
+/// port at once; the server, in TIME-WAIT, takes a SYN beyond the old
+/// connection's sequence space as a new connection (RFC 6191), and ignores
+/// one that is not.
+#[test]
+fn a_new_syn_beyond_the_old_sequence_space_ends_time_wait() {
+    let params = TcpParams {
+        ephemeral_ports: 40_000..=40_000,
+        ..TcpParams::default()
+    };
+    let mut net = Net::new(params);
+    net.a.app.close_on_fin = true;
+    let c = net.a.stack.connect(server()).expect("connect");
+    let syn = flush(&mut net.a, net.now);
+    let isn = seq_of(&syn[0]);
+    net.a_pending = deliver(&mut net.b, syn, net.now);
+    net.run(100);
+    let s = net.b.app.accepted[0];
+    // The server closes first and ends in TIME-WAIT; the client's side is
+    // gone and its one port free.
+    net.b.stack.close(s);
+    net.run(100);
+    assert_eq!(
+        net.b.stack.state(s),
+        Some(smoltcp::socket::tcp::State::TimeWait)
+    );
+    assert!(net.a.stack.state(c).is_none(), "client connection freed");
+
+    // Same 4-tuple, a SYN inside the old sequence space: ignored.
+    let c2 = net.a.stack.connect(server()).expect("connect again");
+    assert_eq!(net.a.stack.key(c2).expect("key").local.port(), 40_000);
+    let mut syn = flush(&mut net.a, net.now);
+    set_seq(&mut syn[0], isn);
+    let answer = deliver(&mut net.b, syn, net.now);
+    assert!(flush(&mut net.b, net.now).is_empty() && answer.is_empty());
+    assert_eq!(net.b.stack.stats().time_wait_reused.get(), 0);
+    assert_eq!(net.b.app.accepted.len(), 1);
+
+    // Beyond it: TIME-WAIT ends and the new connection is accepted.
+    // smoltcp picks random ISNs: try until one lies beyond (about half do),
+    // forgetting each try that does not (its RST is not delivered).
+    net.a.stack.abort(c2);
+    let _rst = flush(&mut net.a, net.now);
+    let mut tries = 0;
+    let c3 = loop {
+        tries += 1;
+        assert!(
+            tries <= 32,
+            "no ISN beyond the old sequence space in 32 tries"
+        );
+        let c3 = net.a.stack.connect(server()).expect("connect a third time");
+        let syn = flush(&mut net.a, net.now);
+        let beyond = (seq_of(&syn[0]).wrapping_sub(isn.wrapping_add(2)) as i32) > 0;
+        net.a_pending = deliver(&mut net.b, syn, net.now);
+        if beyond {
+            break c3;
+        }
+        assert!(net.a_pending.is_empty() && flush(&mut net.b, net.now).is_empty());
+        net.a.stack.abort(c3);
+        let _rst = flush(&mut net.a, net.now);
+    };
+    net.run(100);
+    assert_eq!(net.b.stack.stats().time_wait_reused.get(), 1);
+    assert_eq!(net.b.app.accepted.len(), 2, "accepted anew");
+    assert!(net.a.stack.is_established(c3));
+    assert_eq!(net.b.stack.len(), 1, "the old connection is gone");
+}
