@@ -19,7 +19,10 @@
 //!
 //! 1. `ip4-local` hands `tcp-input` a vector of IPv4 packets (smoltcp runs
 //!    with `Medium::Ip`: the graph owns Ethernet, ARP and routing).
-//! 2. For each segment, `tcp-input` builds the [`FlowKey`] (source → remote,
+//! 2. First every segment of the vector is looked up ([`Stack::warm`]): the
+//!    lookups are independent, so their cache misses overlap (at 100 000
+//!    connections nothing is in cache; stable Rust has no safe prefetch).
+//!    Then for each segment, `tcp-input` builds the [`FlowKey`] (source → remote,
 //!    destination → local) and looks it up in the worker's [`FlowTable`].
 //!    - Hit: the connection holds its own one-socket smoltcp `SocketSet`,
 //!      and the node calls `poll_ingress_single` on it with this segment,
@@ -32,8 +35,10 @@
 //!    - Miss, anything else: on a worker that does not own the port (see
 //!      below) hand the frame over; otherwise answer with an RST, counted.
 //! 3. After polling, the connection asks its socket for `poll_at` and
-//!    (re)schedules its one timer in the worker's [`TimerWheel`], keyed by
-//!    its [`FlowId`]. Each loop iteration advances the wheel to now and polls
+//!    schedules its one timer in the worker's [`TimerWheel`], keyed by
+//!    its [`FlowId`]; an armed timer is moved only to an earlier time (one
+//!    that fires early just rearms), so the ACK that pushes the
+//!    retransmission timeout later costs no wheel operation. Each loop iteration advances the wheel to now and polls
 //!    only the connections whose timers fired (retransmission, delayed ACK,
 //!    keep-alive, TIME-WAIT, idle timeout). `poll_at` saying "now" means
 //!    poll again before the vector ends, not a timer.
@@ -64,8 +69,20 @@
 //! - **Retransmissions** are counted by comparing each emitted segment's
 //!   sequence range with the highest sent so far (smoltcp exposes no
 //!   counter).
-//! - Ephemeral ports are split in per-worker blocks (no RSS steering wired
-//!   yet); a segment for another worker's block is handed over.
+//! - **Duplicate ACKs.** smoltcp counts an ACK towards fast retransmit only
+//!   if the window is unchanged (RFC 5681); Linux receivers grow it with
+//!   every ACK while they hold out-of-order data, so every loss would wait
+//!   for the RTO. A pure ACK that repeats the last acknowledgment and
+//!   carries SACK blocks gets the previous window ([`stack::mark_dup_ack`]).
+//! - **TIME-WAIT reuse.** A SYN for a connection in TIME-WAIT whose sequence
+//!   number lies beyond everything the peer sent on it replaces the old
+//!   connection (RFC 6191, as Linux): kernel clients reuse ports at once.
+//! - **Closes are reported after the last byte is read**: a connection that
+//!   reaches TIME-WAIT (or closes) with unread data stays until the
+//!   application has read it, so the proxy never drops a reply's tail.
+//! - Ephemeral ports are split in per-worker blocks; with hardware RSS
+//!   (`TcpParams::rss`) a worker prefers ports whose replies hash to its own
+//!   queue; a segment for another worker's block is handed over.
 #![forbid(unsafe_code)]
 
 pub mod flow;
