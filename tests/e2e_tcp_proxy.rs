@@ -238,26 +238,7 @@ fn one_gib_arrives_intact() {
             zerohop.log()
         )
     };
-    assert_eq!(r.get("error"), "<missing>", "transfer failed\n{}", why());
-    assert_eq!(r.get("sent"), bytes, "client sent too little\n{}", why());
-    assert_eq!(
-        r.get("server_bytes"),
-        bytes,
-        "upstream got a different count\n{}",
-        why()
-    );
-    assert_eq!(
-        r.get("server_sha256"),
-        r.get("sent_sha256"),
-        "upstream received different bytes than the client sent\n{}",
-        why()
-    );
-    assert_eq!(
-        r.get("tail_ok"),
-        "1",
-        "reply from upstream corrupted\n{}",
-        why()
-    );
+    r.assert_send_intact(&bytes, why);
     assert!(
         server.output().contains(&format!("peer={PROXY_UP}:")),
         "the upstream should see zerohop's address {PROXY_UP} as the peer\n{}",

@@ -1140,6 +1140,33 @@ impl ClientResult {
         Some(ClientResult { values, stdout })
     }
 
+    /// Panic unless this `client.py send` result shows `bytes` sent and
+    /// received whole by the upstream (count and SHA-256) and the upstream's
+    /// reply intact; `why` adds the outputs to the message.
+    pub fn assert_send_intact(&self, bytes: &str, why: impl Fn() -> String) {
+        let r = self;
+        assert_eq!(r.get("error"), "<missing>", "transfer failed\n{}", why());
+        assert_eq!(r.get("sent"), bytes, "client sent too little\n{}", why());
+        assert_eq!(
+            r.get("server_bytes"),
+            bytes,
+            "upstream got a different count\n{}",
+            why()
+        );
+        assert_eq!(
+            r.get("server_sha256"),
+            r.get("sent_sha256"),
+            "upstream received different bytes than the client sent\n{}",
+            why()
+        );
+        assert_eq!(
+            r.get("tail_ok"),
+            "1",
+            "reply from upstream corrupted\n{}",
+            why()
+        );
+    }
+
     /// The value of `key`, or "<missing>".
     pub fn get(&self, key: &str) -> &str {
         self.values.get(key).map_or("<missing>", String::as_str)
