@@ -318,17 +318,14 @@ fn parse(ip: &[u8]) -> Option<SegmentInfo> {
     let sport = u16::from_be_bytes([tcp[0], tcp[1]]);
     let dport = u16::from_be_bytes([tcp[2], tcp[3]]);
     let flags = tcp[13];
-    let seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
-    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    let doff = usize::from(tcp[12] >> 4) * 4;
-    let len = total.saturating_sub(ihl + doff) as u32 + u32::from(flags & 0x03 != 0);
+    let (seq, end) = sent_range(ip)?;
     Some(SegmentInfo {
         key: FlowKey::from_received(SocketAddrV4::new(src, sport), SocketAddrV4::new(dst, dport)),
         syn: flags & 0x02 != 0,
         ack: flags & 0x10 != 0,
         rst: flags & 0x04 != 0,
         seq,
-        end: seq.wrapping_add(len),
+        end,
     })
 }
 
@@ -473,8 +470,8 @@ fn has_sack(opts: &[u8]) -> bool {
     false
 }
 
-/// The sequence range an emitted IPv4/TCP packet covers: (seq, seq + len),
-/// counting SYN and FIN.
+/// The sequence range an IPv4/TCP packet covers: (seq, seq + len), counting
+/// SYN and FIN.
 fn sent_range(ip: &[u8]) -> Option<(u32, u32)> {
     let ihl = usize::from(*ip.first()? & 0xf) * 4;
     let total = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]));
