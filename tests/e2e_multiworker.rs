@@ -29,7 +29,6 @@ mod common;
 use common::*;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
@@ -43,27 +42,6 @@ const PAYLOAD_LEN: usize = 256 * 1024;
 /// curl's `--max-time` per transfer: generous, as the workers busy-poll both CPUs.
 const CURL_MAX_TIME_S: u32 = 60;
 const HTTP_PORT: u16 = 8080;
-
-/// Serialise this binary's tests: each zerohop here busy-polls both CPUs.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn one_at_a_time() -> MutexGuard<'static, ()> {
-    // A test that panicked while holding the lock poisons it; the next may still run.
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Return false (skip) where [`require_root`] says so; panic unless CPUs 0 and 1 exist.
-fn preconditions() -> bool {
-    if !require_root() {
-        return false;
-    }
-    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
-    assert!(
-        cpus >= 2,
-        "two-worker tests need CPUs 0 and 1, this process may use {cpus}"
-    );
-    true
-}
 
 /// A zerohop config with two workers on [`CORES`], `ports` as (name, device, address),
 /// and `extra` (YAML keys of `dataplane`, indented) appended.
@@ -268,7 +246,7 @@ fn assert_both_workers_carried_traffic(log: &str, ports: &[&str]) -> BTreeMap<us
 /// carry traffic, and zerohop exits cleanly.
 #[test]
 fn xconnect_two_workers_af_packet_spreads_flows_over_both() {
-    if !preconditions() {
+    if !two_worker_preconditions() {
         return;
     }
     let _serial = one_at_a_time();
@@ -322,7 +300,7 @@ fn xconnect_two_workers_af_packet_spreads_flows_over_both() {
 /// timed out, both workers carried traffic, clean exit.
 #[test]
 fn router_two_workers_share_neighbours_and_route_parallel_flows() {
-    if !preconditions() {
+    if !two_worker_preconditions() {
         return;
     }
     let _serial = one_at_a_time();
@@ -439,7 +417,7 @@ fn router_two_workers_share_neighbours_and_route_parallel_flows() {
 /// with one queue per configured queue pair, the kernel steers each flow to one of them.
 #[test]
 fn xconnect_two_workers_tap_spreads_flows_over_both() {
-    if !preconditions() {
+    if !two_worker_preconditions() {
         return;
     }
     let _serial = one_at_a_time();

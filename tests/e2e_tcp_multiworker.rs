@@ -49,7 +49,6 @@ mod common;
 use common::*;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::RangeInclusive;
-use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -75,27 +74,6 @@ const SERVER_READY: Duration = Duration::from_secs(15);
 /// the close handshakes and TIME-WAIT (`time_wait_ms`, 2 s by default) are over and
 /// no connection is still counted active.
 const SETTLE: Duration = Duration::from_secs(5);
-
-/// Serialise this binary's tests: each zerohop here busy-polls both CPUs.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn one_at_a_time() -> MutexGuard<'static, ()> {
-    // A test that panicked while holding the lock poisons it; the next may still run.
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Return false (skip) where [`require_root`] says so; panic unless CPUs 0 and 1 exist.
-fn preconditions() -> bool {
-    if !require_root() {
-        return false;
-    }
-    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
-    assert!(
-        cpus >= 2,
-        "two-worker tests need CPUs 0 and 1, this process may use {cpus}"
-    );
-    true
-}
 
 /// Namespaces C (clients) and U (upstream servers), and the names of the taps zerohop
 /// creates for them. The taps belong to the zerohop process (they go when it exits), so
@@ -318,7 +296,7 @@ fn total(tcp: &BTreeMap<usize, HashMap<String, u64>>, key: &str, log: &str) -> u
 /// worker), none was dropped on the way, and the stats count 1,000 connections.
 #[test]
 fn thousand_concurrent_echo_two_workers_hand_off() {
-    if !preconditions() {
+    if !two_worker_preconditions() {
         return;
     }
     const CONNS: u64 = 1000;
@@ -336,12 +314,7 @@ fn thousand_concurrent_echo_two_workers_hand_off() {
         &["--conns", &conns, "--size", &size, "--timeout", "60"],
         Duration::from_secs(300),
     );
-    let peak = server
-        .output()
-        .lines()
-        .filter_map(|l| l.strip_prefix("peak=")?.trim().parse::<u64>().ok())
-        .max()
-        .unwrap_or(0);
+    let peak = echo_peak(&server.output());
     eprintln!(
         "{CONNS} concurrent echo connections, two workers: {} opened, {} verified in {} s; \
          upstream peak {peak}",
@@ -387,7 +360,7 @@ fn thousand_concurrent_echo_two_workers_hand_off() {
 /// handed over.
 #[test]
 fn ephemeral_ports_come_from_per_worker_blocks() {
-    if !preconditions() {
+    if !two_worker_preconditions() {
         return;
     }
     const CONNS: u64 = 200;
@@ -475,7 +448,7 @@ fn ephemeral_ports_come_from_per_worker_blocks() {
 /// receive buffer, and every one of them must still reach the client before its FIN.
 #[test]
 fn bulk_transfers_two_workers_arrive_intact() {
-    if !preconditions() {
+    if !two_worker_preconditions() {
         return;
     }
     const TRANSFERS: u64 = 4;

@@ -32,7 +32,6 @@ mod common;
 use common::*;
 use std::collections::HashMap;
 use std::process::ExitStatus;
-use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -51,14 +50,6 @@ const MIB: u64 = 1 << 20;
 
 /// How long a test server may take to print `ready`.
 const SERVER_READY: Duration = Duration::from_secs(15);
-
-/// Serialise the heavy tests: they load both CPUs (zerohop busy-polls one) for seconds.
-static HEAVY: Mutex<()> = Mutex::new(());
-
-fn heavy() -> MutexGuard<'static, ()> {
-    // A test that panicked while holding the lock poisons it; the next may still run.
-    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Namespaces C (clients) and U (upstream servers), each joined by a veth pair to
 /// namespace P, where zerohop runs with net_af_packet ports on the P ends: `down`
@@ -210,7 +201,8 @@ fn one_gib_arrives_intact() {
     if !require_root() {
         return;
     }
-    let _heavy = heavy();
+    // Heavy: loads both CPUs (zerohop busy-polls one) for seconds.
+    let _heavy = one_at_a_time();
     let topo = ProxyTopology::new();
     let zerohop = topo.start_zerohop(&[SERVER_PORT], "");
     let server = topo.server("sink", &["--port", "9001", "--reply-bytes", "65536"]);
@@ -266,7 +258,8 @@ fn two_thousand_concurrent_echo() {
         return;
     }
     const CONNS: u64 = 2000;
-    let _heavy = heavy();
+    // Heavy: loads both CPUs (zerohop busy-polls one) for seconds.
+    let _heavy = one_at_a_time();
     let topo = ProxyTopology::new();
     let zerohop = topo.start_zerohop(&[SERVER_PORT], "");
     let server = topo.server("echo", &["--port", "9001"]);
@@ -279,12 +272,7 @@ fn two_thousand_concurrent_echo() {
         &["--conns", &conns, "--size", "1024", "--timeout", "30"],
         Duration::from_secs(240),
     );
-    let peak = server
-        .output()
-        .lines()
-        .filter_map(|l| l.strip_prefix("peak=")?.trim().parse::<u64>().ok())
-        .max()
-        .unwrap_or(0);
+    let peak = echo_peak(&server.output());
     eprintln!(
         "{CONNS} concurrent echo connections: {} opened, {} verified in {} s; upstream peak {peak}",
         r.get("opened"),
@@ -561,7 +549,8 @@ fn slow_client_keeps_memory_bounded() {
     }
     const TOTAL: u64 = 200 * MIB;
     const MAX_GROWTH_KIB: u64 = 32 * 1024;
-    let _heavy = heavy();
+    // Heavy: loads both CPUs (zerohop busy-polls one) for seconds.
+    let _heavy = one_at_a_time();
     let topo = ProxyTopology::new();
     let zerohop = topo.start_zerohop(
         &[SERVER_PORT],

@@ -1317,3 +1317,33 @@ pub fn run_tcp_client(
         )
     })
 }
+
+/// Serialise the calling test binary's heavy tests (each binary has its own
+/// lock): tests that load both CPUs for seconds.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that panicked while holding the lock poisons it; the next may still run.
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Return false (skip) where [`require_root`] says so; panic unless CPUs 0 and 1 exist.
+pub fn two_worker_preconditions() -> bool {
+    if !require_root() {
+        return false;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        cpus >= 2,
+        "two-worker tests need CPUs 0 and 1, this process may use {cpus}"
+    );
+    true
+}
+
+/// The largest `peak=N` (concurrent connections) that `server.py echo` logged.
+pub fn echo_peak(output: &str) -> u64 {
+    output
+        .lines()
+        .filter_map(|l| l.strip_prefix("peak=")?.trim().parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+}
