@@ -64,6 +64,7 @@
 //!     delayed_ack_ms: 10           # 0 acks at once
 //!     keepalive_s: 0               # 0 = off
 //!     time_wait_ms: 2000
+//!     idle_release_ms: 1000        # idle connections give buffer pages back; 0 = never
 //!     ephemeral_ports: 32768-60999 # local ports of upstream connections
 //!     listener_connection_limit: 0 # per listener; 0 = unlimited
 //! static_resources:                # Envoy v3, read by zerohop_l7::config
@@ -340,6 +341,11 @@ pub struct TcpSettings {
     /// minutes). 0 frees it at once.
     #[serde(default = "default_time_wait_ms")]
     pub time_wait_ms: u32,
+    /// How long a connection's buffers must stay empty before their memory goes back
+    /// to the OS, in milliseconds; 0 keeps it. An idle connection then costs under
+    /// 1 KiB whatever its buffer sizes; the next data takes a page fault per page.
+    #[serde(default = "default_idle_release_ms")]
+    pub idle_release_ms: u32,
     /// Local ports for upstream connections, `LOW-HIGH` with 1 <= LOW <= HIGH <= 65535;
     /// read it with [`TcpSettings::ephemeral_range`]. The workers share the range.
     #[serde(default = "default_ephemeral_ports")]
@@ -370,6 +376,10 @@ pub const MAX_KEEPALIVE_S: u32 = 7200;
 pub const DEFAULT_TIME_WAIT_MS: u32 = 2000;
 /// Largest [`TcpSettings::time_wait_ms`]: smoltcp's own TIME-WAIT.
 pub const MAX_TIME_WAIT_MS: u32 = 10_000;
+/// Default [`TcpSettings::idle_release_ms`].
+pub const DEFAULT_IDLE_RELEASE_MS: u32 = 1000;
+/// Largest [`TcpSettings::idle_release_ms`]: one hour.
+pub const MAX_IDLE_RELEASE_MS: u32 = 3_600_000;
 /// Default [`TcpSettings::ephemeral_ports`]: Linux's `ip_local_port_range`.
 pub const DEFAULT_EPHEMERAL_PORTS: &str = "32768-60999";
 /// [`DEFAULT_EPHEMERAL_PORTS`] as a range.
@@ -387,6 +397,7 @@ impl Default for TcpSettings {
             delayed_ack_ms: DEFAULT_DELAYED_ACK_MS,
             keepalive_s: 0,
             time_wait_ms: DEFAULT_TIME_WAIT_MS,
+            idle_release_ms: DEFAULT_IDLE_RELEASE_MS,
             ephemeral_ports: DEFAULT_EPHEMERAL_PORTS.to_owned(),
             listener_connection_limit: 0,
         }
@@ -442,6 +453,12 @@ impl TcpSettings {
                 self.time_wait_ms,
                 MAX_TIME_WAIT_MS,
                 DEFAULT_TIME_WAIT_MS,
+            ),
+            (
+                "dataplane.tcp.idle_release_ms",
+                self.idle_release_ms,
+                MAX_IDLE_RELEASE_MS,
+                DEFAULT_IDLE_RELEASE_MS,
             ),
         ] {
             check_range(key, value.into(), 0, max.into(), default.into())?;
@@ -505,6 +522,10 @@ fn default_delayed_ack_ms() -> u32 {
 
 fn default_time_wait_ms() -> u32 {
     DEFAULT_TIME_WAIT_MS
+}
+
+fn default_idle_release_ms() -> u32 {
+    DEFAULT_IDLE_RELEASE_MS
 }
 
 fn default_ephemeral_ports() -> String {
@@ -3517,6 +3538,7 @@ dataplane:
         assert_eq!(tcp.delayed_ack_ms, 10);
         assert_eq!(tcp.keepalive_s, 0);
         assert_eq!(tcp.time_wait_ms, 2000);
+        assert_eq!(tcp.idle_release_ms, 1000);
         assert_eq!(tcp.ephemeral_ports, "32768-60999");
         assert_eq!(tcp.ephemeral_range(), 32768..=60999);
         assert_eq!(
@@ -3540,6 +3562,7 @@ dataplane:
     delayed_ack_ms: 0
     keepalive_s: 7200
     time_wait_ms: 0
+    idle_release_ms: 0
     ephemeral_ports: 1024-2047
     listener_connection_limit: 500
 "
@@ -3554,6 +3577,7 @@ dataplane:
                 delayed_ack_ms: 0,
                 keepalive_s: 7200,
                 time_wait_ms: 0,
+                idle_release_ms: 0,
                 ephemeral_ports: "1024-2047".into(),
                 listener_connection_limit: 500,
             }

@@ -340,6 +340,7 @@ pub fn tcp_params(dp: &DataplaneConfig, worker: usize) -> TcpParams {
         delayed_ack_ms: t.delayed_ack_ms,
         keepalive_s: t.keepalive_s,
         time_wait_ms: t.time_wait_ms,
+        idle_release_ms: t.idle_release_ms,
         listener_connection_limit: t.listener_connection_limit,
         // One MSS for all connections: the smallest L3 port MTU.
         mtu: dp

@@ -4,46 +4,38 @@
 //! Run with
 //! `cargo run --release -p zerohop-tcpstack --example idle_memory [-- N RX TX]`.
 //! With no arguments it measures 20 000 connections with 64 KiB buffers
-//! (the `TcpParams` default) — once with glibc's default malloc settings and
-//! once with `GLIBC_TUNABLES=glibc.malloc.top_pad=0` (see below) — and with
-//! 16 KiB and 4 KiB buffers, each in a fresh child process so that no
-//! measurement inherits another's heap.
+//! (the `TcpParams` default), 256 KiB and 4 KiB buffers, each in a fresh
+//! child process so that no measurement inherits another's heap.
 //!
 //! One measurement: a server [`Stack`] with `max_connections` = N and the
 //! given receive/transmit buffers (all else default: delayed ACK 10 ms,
-//! timestamps, window scaling) listens on port 80. A hand-written peer — a
-//! few words of state per connection, allocated before the baseline, no
-//! second stack, so nothing but the server is measured — opens N
-//! connections from N addresses: SYN (MSS, window scale, SACK-permitted,
-//! timestamps, as Linux sends), ACK with 100 bytes, which the server
-//! application echoes, and an ACK for the echo. Then all N connections sit
-//! idle in ESTABLISHED with empty queues, and the example reports, per
-//! connection:
+//! timestamps, window scaling, `idle_release_ms` 1000) listens on port 80. A
+//! hand-written peer — a few words of state per connection, allocated before
+//! the baseline, no second stack, so nothing but the server is measured —
+//! opens N connections from N addresses: SYN (MSS, window scale,
+//! SACK-permitted, timestamps, as Linux sends), ACK with 100 bytes, which the
+//! server application echoes, and an ACK for the echo. Then all N
+//! connections sit idle in ESTABLISHED with empty queues, and the example
+//! reports, per connection:
 //!
 //! - `heap/conn`: live heap bytes added by the connections (a counting
 //!   global allocator: bytes asked of malloc, without its 8–16 bytes of
-//!   header and rounding): the two ring buffers plus the one-socket
-//!   `SocketSet` storage (smoltcp's `tcp::Socket` inside);
+//!   header and rounding): the one-socket `SocketSet` storage with smoltcp's
+//!   `tcp::Socket` inside (the rings are not on the heap, see below);
 //! - `table/slot`: heap that `Stack::new` reserves per `max_connections`
 //!   slot up front (flow-table slab and index, free list, timer wheel);
-//! - `alloc/conn`: the two together, what an idle connection is charged in
-//!   address space;
-//! - `RSS/conn`: growth of the process's `VmRSS` over the same interval,
-//!   which is what the machine pays.
+//! - `RSS/conn fresh`: growth of the process's `VmRSS` right after the
+//!   exchange: the heap above, plus the ring pages the 100 bytes touched
+//!   (one page of each ring);
+//! - `RSS/conn idle`: the same after one more second of idleness, when
+//!   every connection has given its ring pages back
+//!   ([`zerohop_tcpstack::bufpool`]); what an idle connection costs,
+//!   whatever it moved before (a connection that filled its 64 KiB rings
+//!   gives back all 32 pages the same way).
 //!
-//! Allocated and resident differ because the buffers come from `calloc`
-//! (`vec![0; n]`) and memory fresh from the OS is already zero: a page
-//! becomes resident only when something writes it. TCP itself writes little
-//! into an idle connection (the 100 bytes at the start of each ring, the
-//! socket, the slab slot, malloc's chunk headers), but glibc's `calloc`
-//! skips the zeroing only for the bytes that the very same call obtained
-//! from `sbrk`; the heap grows with 128 KiB of padding (`M_TOP_PAD`) and
-//! the next `calloc`s zero that padding by hand, so with default settings
-//! most buffer pages are written at allocation. `top_pad=0` shows what TCP
-//! alone makes resident. Either way a connection that has once filled its
-//! buffers keeps all their pages resident (smoltcp never gives buffer
-//! memory back), so `alloc/conn` is also the resident cost of a connection
-//! that was busy and went idle.
+//! The rings live in address space the stack maps itself (`MAP_NORESERVE`),
+//! so their size costs address space, not memory: a ring page is resident
+//! only between TCP writing it and the connection going idle.
 
 use std::alloc::System;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -228,6 +220,7 @@ struct Row {
     heap_per_conn: f64,
     table_per_slot: f64,
     rss_per_conn: f64,
+    rss_idle_per_conn: f64,
     table_rss: f64,
 }
 
@@ -299,8 +292,8 @@ fn measure(n: usize, rx: usize, tx: usize) -> Row {
             now += 1;
         }
     }
-    // Let every timer due within a second fire (delayed ACKs, if any).
-    now += 1000;
+    // Let the delayed ACKs (10 ms) fire, well before `idle_release_ms`.
+    now += 100;
     stack.advance(now, &mut app);
     let mut dev = SegmentDevice::new(&mut alloc, &mut out, mtu);
     stack.flush(&mut app, &mut dev);
@@ -321,6 +314,20 @@ fn measure(n: usize, rx: usize, tx: usize) -> Row {
     let (heap2, rss2) = (heap(), rss());
     assert_eq!(pool.lock().expect("pool").len(), POOL, "no packet held");
 
+    // Idle past `idle_release_ms`: the rings' pages go back.
+    now += u64::from(stack.params().idle_release_ms) + 10;
+    stack.advance(now, &mut app);
+    let mut dev = SegmentDevice::new(&mut alloc, &mut out, mtu);
+    stack.flush(&mut app, &mut dev);
+    receive(&mut out, &mut peers, &pool);
+    assert_eq!(
+        stack.stats().buffers_released.get(),
+        n as u64,
+        "every idle connection gave its pages back"
+    );
+    assert_eq!(stack.len(), n, "all connections still open");
+    let rss3 = rss();
+
     let row = Row {
         n,
         rx,
@@ -328,6 +335,7 @@ fn measure(n: usize, rx: usize, tx: usize) -> Row {
         heap_per_conn: (heap2 - heap1) as f64 / n as f64,
         table_per_slot: (heap1 - heap0) as f64 / n as f64,
         rss_per_conn: rss2.saturating_sub(rss1) as f64 / n as f64,
+        rss_idle_per_conn: rss3.saturating_sub(rss1) as f64 / n as f64,
         table_rss: rss1.saturating_sub(rss0) as f64,
     };
     drop(stack);
@@ -341,39 +349,33 @@ fn header() {
         std::mem::size_of::<SocketStorage<'static>>(),
     );
     println!(
-        "{:>7} {:>6} {:>6} {:>10} | {:>10} {:>11} {:>11} | {:>9} {:>8} | {:>14}",
+        "{:>7} {:>6} {:>6} | {:>10} {:>11} | {:>14} {:>13} {:>8} | {:>14}",
         "N",
         "rx",
         "tx",
-        "malloc",
         "heap/conn",
         "table/slot",
-        "alloc/conn",
-        "RSS/conn",
+        "RSS/conn fresh",
+        "RSS/conn idle",
         "target",
         "RSS Stack::new"
     );
 }
 
 fn print(r: &Row) {
-    let alloc = r.heap_per_conn + r.table_per_slot;
     println!(
-        "{:>7} {:>6} {:>6} {:>10} | {:>8.0} B {:>9.0} B {:>9.0} B | {:>7.0} B {:>8} | {:>12.0} B",
+        "{:>7} {:>6} {:>6} | {:>8.0} B {:>9.0} B | {:>12.0} B {:>11.0} B {:>8} | {:>12.0} B",
         r.n,
         r.rx,
         r.tx,
-        match std::env::var("GLIBC_TUNABLES") {
-            Ok(t) if t.contains("top_pad=0") => "top_pad=0",
-            _ => "default",
-        },
         r.heap_per_conn,
         r.table_per_slot,
-        alloc,
         r.rss_per_conn,
-        if r.rss_per_conn <= 16_384.0 {
-            "RSS ok"
+        r.rss_idle_per_conn,
+        if r.rss_idle_per_conn <= 16_384.0 {
+            "idle ok"
         } else {
-            "RSS over"
+            "idle over"
         },
         r.table_rss,
     );
@@ -398,18 +400,10 @@ fn main() {
         [] => {
             header();
             let exe = std::env::current_exe().expect("current exe");
-            for (rx, tx, tunables) in [
-                (65_536, 65_536, None),
-                (65_536, 65_536, Some("glibc.malloc.top_pad=0")),
-                (16_384, 16_384, None),
-                (4096, 4096, None),
-            ] {
+            for (rx, tx) in [(65_536, 65_536), (262_144, 262_144), (4096, 4096)] {
                 let mut cmd = Command::new(&exe);
                 cmd.args(["20000", &rx.to_string(), &tx.to_string()])
                     .env("IDLE_MEMORY_CHILD", "1");
-                if let Some(t) = tunables {
-                    cmd.env("GLIBC_TUNABLES", t);
-                }
                 let child = cmd.output().expect("run a measurement");
                 assert!(
                     child.status.success(),

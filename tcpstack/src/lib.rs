@@ -8,6 +8,8 @@
 //!   L4 proxy in the l7 crate);
 //! - [`node`]: [`TcpInput`], the graph node around a stack, and [`Handoff`],
 //!   the queues that carry segments to the worker owning their port;
+//! - [`bufpool`]: the connections' ring buffers, on memory the stack maps
+//!   itself so that an idle connection's pages go back to the OS;
 //! - [`flow`], [`timer`], [`ports`]: the building blocks.
 //!
 //! # Design
@@ -80,11 +82,18 @@
 //! - **Closes are reported after the last byte is read**: a connection that
 //!   reaches TIME-WAIT (or closes) with unread data stays until the
 //!   application has read it, so the proxy never drops a reply's tail.
+//! - **Buffer memory.** smoltcp keeps a socket's two rings for its life;
+//!   they live on [`bufpool`] slots whose pages are returned once the
+//!   connection's rings have been empty for `idle_release_ms` (nothing
+//!   unread, unacknowledged or held out of order), so an idle connection
+//!   costs its socket state only.
 //! - Ephemeral ports are split in per-worker blocks; with hardware RSS
 //!   (`TcpParams::rss`) a worker prefers ports whose replies hash to its own
 //!   queue; a segment for another worker's block is handed over.
-#![forbid(unsafe_code)]
+// Unsafe code only where memory is mapped by hand (`bufpool`).
+#![deny(unsafe_code)]
 
+pub mod bufpool;
 pub mod flow;
 pub mod node;
 pub mod ports;

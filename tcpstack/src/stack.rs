@@ -28,7 +28,9 @@ use std::ops::RangeInclusive;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant as StdInstant;
 
-use smoltcp::iface::{Config as IfaceConfig, Interface, PollResult, SocketHandle, SocketSet};
+use smoltcp::iface::{Config as IfaceConfig, Interface, PollResult, SocketSet};
+
+use crate::bufpool::{BufPool, PooledSocket};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::{Duration as SDuration, Instant as SInstant};
@@ -91,6 +93,9 @@ pub struct TcpParams {
     /// ephemeral ports whose replies hash to this worker's queue (its
     /// index) are preferred.
     pub rss: Option<RssSteering>,
+    /// A connection whose buffers stayed empty this long gives their pages
+    /// back to the OS (see [`crate::bufpool`]); 0 keeps them.
+    pub idle_release_ms: u32,
 }
 
 impl Default for TcpParams {
@@ -109,6 +114,7 @@ impl Default for TcpParams {
             workers: 1,
             worker: 0,
             rss: None,
+            idle_release_ms: 1_000,
         }
     }
 }
@@ -196,6 +202,10 @@ pub struct TcpStats {
     pub handed_off: Counter,
     /// Emitted segments dropped: no buffer.
     pub no_buffer: Counter,
+    /// Connections refused: no memory could be mapped for their buffers.
+    pub no_memory: Counter,
+    /// Idle connections that gave their buffers' pages back to the OS.
+    pub buffers_released: Counter,
 }
 
 impl TcpStats {
@@ -222,6 +232,8 @@ impl TcpStats {
             ("segments_out", self.segments_out.get()),
             ("handed_off", self.handed_off.get()),
             ("no_buffer", self.no_buffer.get()),
+            ("no_memory", self.no_memory.get()),
+            ("buffers_released", self.buffers_released.get()),
             ("malformed", self.malformed.get()),
         ]
     }
@@ -244,6 +256,9 @@ pub enum ConnectError {
     /// The connection table is full.
     #[error("the connection table is full ({0} connections)")]
     TableFull(u32),
+    /// No memory could be mapped for the connection's buffers.
+    #[error("no memory for the connection's buffers")]
+    NoMemory,
     /// smoltcp refused the endpoints.
     #[error("smoltcp refused {0}: {1}")]
     Socket(SocketAddrV4, tcp::ConnectError),
@@ -251,8 +266,8 @@ pub enum ConnectError {
 
 /// One connection.
 struct Conn {
-    set: SocketSet<'static>,
-    handle: SocketHandle,
+    /// The socket, on a slot of the stack's [`BufPool`].
+    sock: PooledSocket,
     timer: Option<TimerHandle>,
     /// When `timer` fires, ms.
     timer_at: u64,
@@ -283,14 +298,29 @@ struct Conn {
     peer_ack: PeerAck,
     /// End of the peer's sequence space seen so far (highest seq + length).
     rcv_end: Option<u32>,
+    /// The acknowledgment number we last sent.
+    ack_sent: Option<u32>,
+    /// When the buffers' pages go back to the OS if the connection stays
+    /// idle, ms.
+    release_at: u64,
 }
 
 impl Conn {
     fn socket(&self) -> &tcp::Socket<'static> {
-        self.set.get::<tcp::Socket<'static>>(self.handle)
+        self.sock.socket()
     }
     fn socket_mut(&mut self) -> &mut tcp::Socket<'static> {
-        self.set.get_mut::<tcp::Socket<'static>>(self.handle)
+        self.sock.socket_mut()
+    }
+    /// Return true if the rings hold nothing: no unread or unacknowledged
+    /// bytes, and no out-of-order data (which smoltcp keeps in the receive
+    /// ring, uncounted by `recv_queue`: we have acknowledged everything the
+    /// peer sent).
+    fn rings_empty(&self) -> bool {
+        let s = self.socket();
+        s.recv_queue() == 0
+            && s.send_queue() == 0
+            && self.rcv_end.map_or(true, |e| Some(e) == self.ack_sent)
     }
 }
 
@@ -304,6 +334,8 @@ struct SegmentInfo {
     /// Sequence number and the end of the sequence space it covers.
     seq: u32,
     end: u32,
+    /// It carries data.
+    payload: bool,
 }
 
 /// Parse the IPv4 + TCP headers of `ip` (an IPv4 packet).
@@ -326,6 +358,7 @@ fn parse(ip: &[u8]) -> Option<SegmentInfo> {
         rst: flags & 0x04 != 0,
         seq,
         end,
+        payload: end.wrapping_sub(seq) > u32::from(flags & 0x03 != 0),
     })
 }
 
@@ -470,6 +503,13 @@ fn has_sack(opts: &[u8]) -> bool {
     false
 }
 
+/// The acknowledgment number of an IPv4/TCP packet with ACK set.
+fn ack_of(ip: &[u8]) -> Option<u32> {
+    let ihl = usize::from(*ip.first()? & 0xf) * 4;
+    let tcp = ip.get(ihl..ihl + 20)?;
+    (tcp[13] & 0x10 != 0).then(|| u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]))
+}
+
 /// The sequence range an IPv4/TCP packet covers: (seq, seq + len), counting
 /// SYN and FIN.
 fn sent_range(ip: &[u8]) -> Option<(u32, u32)> {
@@ -610,6 +650,9 @@ pub struct Stack {
     empty: SocketSet<'static>,
     stats: Arc<TcpStats>,
     now_ms: u64,
+    /// The connections' buffer memory. Last: the sockets (in `flows`) are
+    /// dropped before it.
+    pool: BufPool,
 }
 
 impl Stack {
@@ -667,6 +710,7 @@ impl Stack {
             seed,
         })
         .map_err(|e| e.to_string())?;
+        let (params_rx, params_tx) = (params.rx_buffer, params.tx_buffer);
         Ok(Self {
             iface,
             flows: FlowTable::new(params.max_connections).map_err(cap)?,
@@ -682,6 +726,7 @@ impl Stack {
             empty: SocketSet::new(Vec::new()),
             stats: Arc::new(TcpStats::default()),
             now_ms,
+            pool: BufPool::new(params_rx, params_tx),
         })
     }
 
@@ -808,6 +853,7 @@ impl Stack {
             moved += n;
         }
         if moved > 0 {
+            b.sock.mark_resident();
             self.touch(from);
             self.touch(to);
         }
@@ -819,7 +865,10 @@ impl Stack {
         let n = self
             .flows
             .get_mut(conn)
-            .and_then(|c| c.socket_mut().send_slice(data).ok())
+            .and_then(|c| {
+                c.sock.mark_resident();
+                c.socket_mut().send_slice(data).ok()
+            })
             .unwrap_or(0);
         if n > 0 {
             self.touch(conn);
@@ -858,34 +907,40 @@ impl Stack {
         }
     }
 
-    fn new_socket(&self) -> tcp::Socket<'static> {
+    /// A configured socket on a buffer slot; `None` (counted) if no memory
+    /// could be mapped.
+    fn new_socket(&mut self) -> Option<PooledSocket> {
         let p = &self.params;
-        let mut s = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0u8; p.rx_buffer]),
-            tcp::SocketBuffer::new(vec![0u8; p.tx_buffer]),
-        );
-        s.set_nagle_enabled(p.nagle);
-        s.set_ack_delay(
+        let (nagle, ack_delay, keep_alive) = (
+            p.nagle,
             (p.delayed_ack_ms > 0).then(|| SDuration::from_millis(u64::from(p.delayed_ack_ms))),
-        );
-        s.set_keep_alive(
             (p.keepalive_s > 0).then(|| SDuration::from_secs(u64::from(p.keepalive_s))),
         );
-        s.set_tsval_generator(Some(tsval));
-        s
+        let sock = self.pool.socket(|s| {
+            s.set_nagle_enabled(nagle);
+            s.set_ack_delay(ack_delay);
+            s.set_keep_alive(keep_alive);
+            s.set_tsval_generator(Some(tsval));
+        });
+        if sock.is_none() {
+            self.stats.no_memory.add(1);
+        }
+        sock
     }
 
     fn insert(
         &mut self,
         key: FlowKey,
-        socket: tcp::Socket<'static>,
+        sock: PooledSocket,
         listener: Option<u32>,
     ) -> Option<ConnId> {
-        let mut set = SocketSet::new(Vec::with_capacity(1));
-        let handle = set.add(socket);
+        if self.flows.len() >= self.params.max_connections || self.flows.lookup(&key).is_some() {
+            self.stats.table_full.add(1);
+            self.pool.give_back(sock);
+            return None;
+        }
         let conn = Conn {
-            set,
-            handle,
+            sock,
             timer: None,
             timer_at: NEVER,
             deadline: NEVER,
@@ -902,6 +957,8 @@ impl Stack {
             reported: false,
             peer_ack: PeerAck::default(),
             rcv_end: None,
+            ack_sent: None,
+            release_at: NEVER,
         };
         match self.flows.insert(key, conn) {
             Ok(id) => Some(id),
@@ -941,13 +998,17 @@ impl Stack {
             }
         };
         let local = SocketAddrV4::new(local_ip, port);
-        let mut socket = self.new_socket();
-        if let Err(e) = socket.connect(
+        let Some(mut socket) = self.new_socket() else {
+            self.ports.release(local, remote);
+            return Err(ConnectError::NoMemory);
+        };
+        if let Err(e) = socket.socket_mut().connect(
             self.iface.context(),
             IpEndpoint::new(IpAddress::Ipv4(*remote.ip()), remote.port()),
             IpEndpoint::new(IpAddress::Ipv4(local_ip), port),
         ) {
             self.ports.release(local, remote);
+            self.pool.give_back(socket);
             return Err(ConnectError::Socket(remote, e));
         }
         let Some(id) = self.insert(FlowKey::new(local, remote), socket, None) else {
@@ -1065,8 +1126,11 @@ impl Stack {
             Some(id) => {
                 if let Some(c) = self.flows.get_mut(id) {
                     c.reset_in |= seg.rst;
+                    if seg.payload {
+                        c.sock.mark_resident();
+                    }
                     self.iface
-                        .poll_ingress_single(now, &mut ingress, &mut c.set);
+                        .poll_ingress_single(now, &mut ingress, c.sock.set_mut());
                 }
                 self.touch(id);
                 self.notify(id);
@@ -1090,13 +1154,15 @@ impl Stack {
             self.stats.listener_overflow.add(1);
             return None;
         }
-        let mut socket = self.new_socket();
-        socket
-            .listen(IpListenEndpoint {
-                addr: Some(IpAddress::Ipv4(*key.local.ip())),
-                port: key.local.port(),
-            })
-            .ok()?;
+        let mut socket = self.new_socket()?;
+        let listening = socket.socket_mut().listen(IpListenEndpoint {
+            addr: Some(IpAddress::Ipv4(*key.local.ip())),
+            port: key.local.port(),
+        });
+        if listening.is_err() {
+            self.pool.give_back(socket);
+            return None;
+        }
         let id = self.insert(key, socket, Some(li as u32))?;
         self.listeners[li].1 += 1;
         self.stats.passive_opens.add(1);
@@ -1121,6 +1187,12 @@ impl Stack {
                 self.stats.time_wait_cut.add(1);
                 self.free(id, Close::Graceful, app);
                 continue;
+            }
+            if c.release_at <= now_ms {
+                c.release_at = NEVER;
+                if c.rings_empty() && c.sock.release_pages() {
+                    self.stats.buffers_released.add(1);
+                }
             }
             if c.deadline <= now_ms {
                 c.deadline = NEVER;
@@ -1202,7 +1274,7 @@ impl Stack {
                 dev: &mut *dev,
                 rx: None,
             };
-            let r = self.iface.poll_egress(now, &mut tx, &mut c.set);
+            let r = self.iface.poll_egress(now, &mut tx, c.sock.set_mut());
             if matches!(r, PollResult::None) && dev.out.len() == n {
                 break;
             }
@@ -1214,6 +1286,9 @@ impl Stack {
             let ip = &mut p.buf.data_mut()[ETH_HEADROOM..];
             if c.snd_max.is_none() {
                 clamp_mss(ip, own_mss);
+            }
+            if let Some(ack) = ack_of(ip) {
+                c.ack_sent = Some(ack);
             }
             if let Some((seq, end)) = sent_range(ip) {
                 match c.snd_max {
@@ -1273,11 +1348,24 @@ impl Stack {
             c.touched = true;
             self.touched.push(id);
         }
-        let poll_at = match self.iface.poll_at(now, &c.set) {
+        let poll_at = match self.iface.poll_at(now, c.sock.set()) {
             Some(t) => t.total_millis().max(0) as u64,
             None => NEVER,
         };
-        let at = poll_at.min(c.deadline).min(c.time_wait_end);
+        // Buffers empty since the last activity: their pages go back after
+        // `idle_release_ms` more of it (see `advance`).
+        let idle_release = u64::from(self.params.idle_release_ms);
+        if idle_release > 0 && c.sock.is_resident() && c.rings_empty() {
+            if c.release_at == NEVER {
+                c.release_at = now_ms + idle_release;
+            }
+        } else {
+            c.release_at = NEVER;
+        }
+        let at = poll_at
+            .min(c.deadline)
+            .min(c.time_wait_end)
+            .min(c.release_at);
         // Lazy rearm: a timer that fires early is harmless (the connection
         // is polled, finds nothing due and rearms), so a later time leaves
         // the timer where it is and only an earlier one moves it. Every ACK
@@ -1350,7 +1438,9 @@ impl Stack {
         if let Some(h) = c.timer {
             self.timers.cancel(h);
         }
-        match c.listener {
+        let listener = c.listener;
+        self.pool.give_back(c.sock);
+        match listener {
             Some(l) => {
                 if let Some(entry) = self.listeners.get_mut(l as usize) {
                     entry.1 = entry.1.saturating_sub(1);

@@ -496,3 +496,41 @@ fn a_new_syn_beyond_the_old_sequence_space_ends_time_wait() {
     assert!(net.a.stack.is_established(c3));
     assert_eq!(net.b.stack.len(), 1, "the old connection is gone");
 }
+
+#[test]
+fn idle_connections_give_buffer_pages_back_and_keep_working() {
+    let params = TcpParams {
+        idle_release_ms: 200,
+        ..TcpParams::default()
+    };
+    let mut net = Net::new(params);
+    net.b.app.echo = true;
+    let c = net.a.stack.connect(server()).expect("connect");
+    net.run(100);
+    let mut expected = Vec::new();
+    for round in 0..3u8 {
+        // A message larger than a page, so several pages are written.
+        let msg: Vec<u8> = (0..20_000u32).map(|i| (i as u8) ^ round).collect();
+        let mut sent = 0;
+        while sent < msg.len() {
+            sent += net.a.stack.send(c, &msg[sent..]);
+            net.run(10_000);
+        }
+        net.run(10_000);
+        expected.extend_from_slice(&msg);
+        assert_eq!(
+            net.a.app.received[&c], expected,
+            "echo intact in round {round}"
+        );
+        let released = |net: &Net| {
+            net.a.stack.stats().buffers_released.get() + net.b.stack.stats().buffers_released.get()
+        };
+        let before = released(&net);
+        // Busy for less than the release time: nothing is given back.
+        net.run_for(100);
+        assert_eq!(released(&net), before, "not idle long enough");
+        net.run_for(200);
+        assert_eq!(released(&net), before + 2, "both ends released their pages");
+    }
+    assert!(net.a.stack.is_established(c));
+}
