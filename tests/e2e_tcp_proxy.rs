@@ -35,12 +35,6 @@ use std::process::ExitStatus;
 use std::thread;
 use std::time::{Duration, Instant};
 
-const CLIENT: &str = "10.0.0.2";
-/// zerohop's address on port `down`: the clients' gateway and the listener's address.
-const PROXY_DOWN: &str = "10.0.0.1";
-/// zerohop's address on port `up`: the source of its upstream connections.
-const PROXY_UP: &str = "10.0.1.1";
-const UPSTREAM: &str = "10.0.1.2";
 const LISTENER_PORT: u16 = 8000;
 const SERVER_PORT: u16 = 9001;
 /// A port with no listener in zerohop's config.
@@ -51,68 +45,7 @@ const MIB: u64 = 1 << 20;
 /// How long a test server may take to print `ready`.
 const SERVER_READY: Duration = Duration::from_secs(15);
 
-/// Namespaces C (clients) and U (upstream servers), each joined by a veth pair to
-/// namespace P, where zerohop runs with net_af_packet ports on the P ends: `down`
-/// towards C, `up` towards U. zerohop gets a namespace of its own because DPDK 22.11's
-/// af_packet PMD picks its PACKET_FANOUT group id as `(getpid() ^ ifindex) & 0xffff`,
-/// per namespace (see tests/e2e_router.rs). Fields drop in order: the veths go first,
-/// then the namespaces (which kills the servers and clients left in them).
-struct ProxyTopology {
-    veth_c: Veth,
-    veth_u: Veth,
-    ns_p: Netns,
-    ns_c: Netns,
-    ns_u: Netns,
-}
-
 impl ProxyTopology {
-    /// Build it, and check that zerohop's address does not answer from C while zerohop
-    /// is not running (else the test proves nothing).
-    fn new() -> ProxyTopology {
-        let id = unique_id();
-        let ns_c = Netns::new(&format!("zp{id}c"));
-        let ns_u = Netns::new(&format!("zp{id}u"));
-        let ns_p = Netns::new(&format!("zp{id}p"));
-        let veth_c = Veth::new(
-            &ns_c,
-            &format!("zp{id}c0"),
-            Some(&ns_p),
-            &format!("zp{id}c1"),
-            &format!("{CLIENT}/24"),
-        );
-        let veth_u = Veth::new(
-            &ns_u,
-            &format!("zp{id}u0"),
-            Some(&ns_p),
-            &format!("zp{id}u1"),
-            &format!("{UPSTREAM}/24"),
-        );
-        ns_c.add_default_route(PROXY_DOWN);
-        ns_u.add_default_route(PROXY_UP);
-        let topo = ProxyTopology {
-            veth_c,
-            veth_u,
-            ns_p,
-            ns_c,
-            ns_u,
-        };
-        let ping = topo.ns_c.run(
-            "ping",
-            &["-n", "-c", "1", "-W", "1", PROXY_DOWN],
-            Duration::from_secs(10),
-        );
-        assert!(
-            !ping.success(),
-            "{PROXY_DOWN} answers in {} before zerohop started: the test proves nothing\n{}",
-            topo.ns_c.name(),
-            ping.stdout_str()
-        );
-        // Forget the failed ARP resolution, so the first packets to zerohop start afresh
-        // rather than waiting out a FAILED entry.
-        must("ip", &["-n", topo.ns_c.name(), "neigh", "flush", "all"]);
-        topo
-    }
-
     /// zerohop's config: ports `down` and `up`, `dataplane_extra` (keys of `dataplane`,
     /// indented two spaces, e.g. a `tcp:` section) and listener `l4` on port 8000 with a
     /// `tcp_proxy` to cluster `backend`: round robin over `UPSTREAM:port` for each of
