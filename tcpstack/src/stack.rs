@@ -835,14 +835,22 @@ impl Stack {
     /// send buffer; return how many moved. Both are flushed afterwards
     /// (`to` sends, `from` may open its window).
     pub fn splice(&mut self, from: ConnId, to: ConnId) -> usize {
+        self.splice_max(from, to, usize::MAX)
+    }
+
+    /// [`Stack::splice`] at most `max` bytes (the rest of a message body:
+    /// what follows belongs to the next message).
+    pub fn splice_max(&mut self, from: ConnId, to: ConnId, max: usize) -> usize {
         let Some((a, b)) = self.flows.get2_mut(from, to) else {
             return 0;
         };
         let (src, dst) = (a.socket_mut(), b.socket_mut());
         let mut moved = 0;
-        while src.can_recv() && dst.can_send() {
+        while moved < max && src.can_recv() && dst.can_send() {
+            let left = max - moved;
             let n = src
                 .recv(|data| {
+                    let data = &data[..data.len().min(left)];
                     let n = dst.send_slice(data).unwrap_or(0);
                     (n, n)
                 })
@@ -874,6 +882,14 @@ impl Stack {
             self.touch(conn);
         }
         n
+    }
+
+    /// Free room in `conn`'s send buffer, bytes.
+    pub fn send_space(&self, conn: ConnId) -> usize {
+        self.flows.get(conn).map_or(0, |c| {
+            let s = c.socket();
+            s.send_capacity() - s.send_queue()
+        })
     }
 
     /// Read up to `buf.len()` bytes from `conn`.
