@@ -11,7 +11,7 @@
 set -euo pipefail
 
 PACKAGES=(libdpdk-dev dpdk pkg-config clang libclang-dev iproute2 ethtool curl
-  iputils-ping python3 procps build-essential iperf3 haproxy socat)
+  iputils-ping python3 procps build-essential iperf3 haproxy socat wrk nghttp2-client)
 HUGEPAGES_WANTED=${ZEROHOP_HUGEPAGES:-1024}
 HUGEPAGES_SYSFS=/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages
 HUGETLBFS_DIR=/dev/hugepages

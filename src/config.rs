@@ -3784,7 +3784,9 @@ static_resources:
         let listener = &envoy.listeners[0];
         assert_eq!(listener.name, "proxy");
         assert_eq!(listener.address, "0.0.0.0:8000".parse().unwrap());
-        let NetworkFilter::TcpProxy(tcp_proxy) = &listener.filter;
+        let NetworkFilter::TcpProxy(tcp_proxy) = &listener.filter else {
+            panic!("not a tcp_proxy: {:?}", listener.filter)
+        };
         assert_eq!(tcp_proxy.cluster, "backend");
         let backend = envoy.cluster("backend").unwrap();
         assert_eq!(backend.lb_policy, LbPolicy::RoundRobin);
@@ -3871,7 +3873,10 @@ static_resources:
             .replace("stat_prefix: proxy", "stat_prefix: *up");
         let config = parse(&text).unwrap();
         let zerohop_l7::config::NetworkFilter::TcpProxy(tcp_proxy) =
-            &config.envoy.listeners[0].filter;
+            &config.envoy.listeners[0].filter
+        else {
+            panic!("not a tcp_proxy")
+        };
         assert_eq!(tcp_proxy.stat_prefix, "up");
     }
 

@@ -23,7 +23,7 @@ use zerohop_dataplane::l3::{build_graph_with_tcp, AclStats, L3Context, L3Policy,
 use zerohop_dataplane::stats::port_totals;
 use zerohop_dataplane::worker::{L3Stage, PortMode, Worker};
 use zerohop_dataplane::{WorkerStats, VECTOR_SIZE};
-use zerohop_l7::tcp_proxy::{ProxyPlan, ProxyStats, TcpProxy};
+use zerohop_l7::app::{L7Plan, L7Stats, L7};
 use zerohop_tcpstack::ports::{RssSteering, MICROSOFT_RSS_KEY};
 use zerohop_tcpstack::{Handoff, Stack, TcpInput, TcpParams, TcpStats};
 
@@ -388,13 +388,13 @@ fn random_seed() -> u64 {
 }
 
 /// One worker's TCP and proxy counters.
-type TcpCounters = (Arc<TcpStats>, Arc<ProxyStats>);
+type TcpCounters = (Arc<TcpStats>, L7Stats);
 
 /// One worker's TCP node and the counters the main thread reads.
 type TcpPart = (
     Box<dyn zerohop_dataplane::graph::Node<Mbuf, L3Context<Mbuf>>>,
     Arc<TcpStats>,
-    Arc<ProxyStats>,
+    L7Stats,
 );
 
 /// Build worker `worker`'s tcp-input node with its proxy, if the config has
@@ -407,7 +407,7 @@ fn tcp_part(
     rss: Option<RssSteering>,
 ) -> Result<Option<TcpPart>> {
     let dp = &config.dataplane;
-    let plan = ProxyPlan::new(&config.envoy);
+    let plan = L7Plan::new(&config.envoy).map_err(|e| anyhow!("routes: {e}"))?;
     if plan.is_empty() {
         return Ok(None);
     }
@@ -422,8 +422,8 @@ fn tcp_part(
     for l in plan.listens() {
         stack.listen(l);
     }
-    let proxy = TcpProxy::new(plan, seed.rotate_left(17));
-    let (tcp_stats, proxy_stats) = (stack.stats().clone(), proxy.stats().clone());
+    let proxy = L7::new(plan, seed.rotate_left(17));
+    let (tcp_stats, proxy_stats) = (stack.stats().clone(), proxy.stats());
     Ok(Some((
         Box::new(TcpInput::new(stack, proxy, handoff)),
         tcp_stats,

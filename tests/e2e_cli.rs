@@ -372,3 +372,33 @@ fn af_packet_with_more_qpairs_than_workers_is_refused() {
         "{log}"
     );
 }
+
+/// Every example in configs/ loads (`--mode validate`), its worker moved to a CPU this
+/// machine has.
+#[test]
+fn every_shipped_config_validates() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("read configs/") {
+        let path = entry.expect("configs/ entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read config");
+        let text = text.replace("cores: [1]", &format!("cores: [{}]", worker_core()));
+        let out = run_config(&text, "validate");
+        assert!(
+            out.success(),
+            "--mode validate on {}: want exit 0, got {}\nstderr:\n{}",
+            path.display(),
+            describe(out.status),
+            out.stderr
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 5,
+        "only {checked} configs found in {}",
+        dir.display()
+    );
+}

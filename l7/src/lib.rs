@@ -10,7 +10,10 @@
 //! The crate sits in the dependency order `dataplane ← tcpstack ← l7 ← zerohop`.
 #![forbid(unsafe_code)]
 
+pub mod app;
+pub mod cluster;
 pub mod config;
+pub mod http;
 pub mod tcp_proxy;
 
 pub use config::{EnvoyConfig, EnvoyConfigError};

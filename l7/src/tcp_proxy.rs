@@ -25,7 +25,8 @@ use zerohop_dataplane::Counter;
 use zerohop_tcpstack::rng::Rng;
 use zerohop_tcpstack::{App, Close, ConnId, Listen, Stack};
 
-use crate::config::{EnvoyConfig, LbPolicy, NetworkFilter};
+use crate::cluster::Balancer;
+use crate::config::{EnvoyConfig, NetworkFilter};
 
 /// Grace after an idle timeout's FINs before both sides are reset.
 const CLOSE_GRACE_MS: u64 = 1_000;
@@ -98,6 +99,9 @@ pub struct ProxyStats {
     pub listeners: Vec<(String, ListenerStats)>,
     /// (name, endpoint addresses, counters), per cluster in config order.
     pub clusters: Vec<(String, Vec<SocketAddrV4>, ClusterStats)>,
+    /// Per cluster: a `tcp_proxy` listener sends to it (only those are listed
+    /// by [`ProxyStats::values`]; the HTTP proxy lists its own).
+    pub used: Vec<bool>,
 }
 
 impl ProxyStats {
@@ -129,7 +133,10 @@ impl ProxyStats {
                 l.downstream_cx_no_route.get(),
             ));
         }
-        for (name, addrs, c) in &self.clusters {
+        for (i, (name, addrs, c)) in self.clusters.iter().enumerate() {
+            if !self.used.get(i).copied().unwrap_or(true) {
+                continue;
+            }
             let p = format!("cluster.{name}");
             let active = c
                 .upstream_cx_total
@@ -184,23 +191,11 @@ struct ListenerPlan {
     idle_timeout_ms: Option<u64>,
 }
 
-/// A cluster as the proxy runs it, with its load balancer's state.
-#[derive(Debug, Clone)]
-struct ClusterPlan {
-    connect_timeout_ms: u64,
-    policy: LbPolicy,
-    endpoints: Vec<SocketAddrV4>,
-    weights: Vec<u32>,
-    total_weight: u64,
-    /// Smooth weighted round robin: current weights.
-    current: Vec<i64>,
-}
-
 /// The proxy's plan, built once from the config and cloned per worker.
 #[derive(Debug, Clone)]
 pub struct ProxyPlan {
     listeners: Vec<ListenerPlan>,
-    clusters: Vec<ClusterPlan>,
+    clusters: Vec<Balancer>,
     prefixes: Vec<String>,
     cluster_names: Vec<String>,
 }
@@ -208,22 +203,13 @@ pub struct ProxyPlan {
 impl ProxyPlan {
     /// Build the plan of the config's `tcp_proxy` listeners.
     pub fn new(config: &EnvoyConfig) -> ProxyPlan {
-        let clusters: Vec<ClusterPlan> = config
-            .clusters
-            .iter()
-            .map(|c| ClusterPlan {
-                connect_timeout_ms: c.connect_timeout.as_millis().max(1) as u64,
-                policy: c.lb_policy,
-                endpoints: c.endpoints.iter().map(|e| e.address).collect(),
-                weights: c.endpoints.iter().map(|e| e.weight.max(1)).collect(),
-                total_weight: c.endpoints.iter().map(|e| u64::from(e.weight.max(1))).sum(),
-                current: vec![0; c.endpoints.len()],
-            })
-            .collect();
+        let clusters: Vec<Balancer> = config.clusters.iter().map(Balancer::new).collect();
         let mut listeners = Vec::new();
         let mut prefixes = Vec::new();
         for l in &config.listeners {
-            let NetworkFilter::TcpProxy(t) = &l.filter;
+            let NetworkFilter::TcpProxy(t) = &l.filter else {
+                continue;
+            };
             let Some(cluster) = config.clusters.iter().position(|c| c.name == t.cluster) else {
                 continue; // the config loader rejects this
             };
@@ -321,6 +307,9 @@ impl TcpProxy {
                     )
                 })
                 .collect(),
+            used: (0..plan.clusters.len())
+                .map(|ci| plan.listeners.iter().any(|l| l.cluster == ci))
+                .collect(),
         };
         TcpProxy {
             plan,
@@ -343,51 +332,8 @@ impl TcpProxy {
 
     /// Pick an endpoint of cluster `ci`.
     fn pick(&mut self, ci: usize) -> usize {
-        let c = &mut self.plan.clusters[ci];
-        let n = c.endpoints.len();
-        if n <= 1 {
-            return 0;
-        }
-        match c.policy {
-            LbPolicy::RoundRobin => {
-                // Smooth weighted round robin: equal weights rotate strictly.
-                let total = c.total_weight as i64;
-                let mut best = 0;
-                for i in 0..n {
-                    c.current[i] += i64::from(c.weights[i]);
-                    if c.current[i] > c.current[best] {
-                        best = i;
-                    }
-                }
-                c.current[best] -= total;
-                best
-            }
-            LbPolicy::Random => self.weighted_random(ci),
-            LbPolicy::LeastRequest => {
-                // Power of two choices on active connections (this worker's).
-                let a = self.weighted_random(ci);
-                let b = self.weighted_random(ci);
-                let e = &self.stats.clusters[ci].2.endpoints;
-                if e[b].active() < e[a].active() {
-                    b
-                } else {
-                    a
-                }
-            }
-        }
-    }
-
-    fn weighted_random(&mut self, ci: usize) -> usize {
-        let c = &self.plan.clusters[ci];
-        let mut x = self.rng.next_u64() % c.total_weight.max(1);
-        for (i, w) in c.weights.iter().enumerate() {
-            let w = u64::from(*w);
-            if x < w {
-                return i;
-            }
-            x -= w;
-        }
-        0
+        let active = &self.stats.clusters[ci].2.endpoints;
+        self.plan.clusters[ci].pick(&mut self.rng, |i| active[i].active())
     }
 
     fn session_of(&self, tcp: &Stack, conn: ConnId) -> Option<(usize, Side)> {

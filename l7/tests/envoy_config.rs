@@ -152,7 +152,9 @@ fn envoy_tcp_proxy_example_loads_unchanged() {
 #[test]
 fn defaults_are_envoys() {
     let config = load_both(MINIMAL).unwrap();
-    let NetworkFilter::TcpProxy(tcp_proxy) = &config.listeners[0].filter;
+    let NetworkFilter::TcpProxy(tcp_proxy) = &config.listeners[0].filter else {
+        panic!("not a tcp_proxy")
+    };
     assert_eq!(tcp_proxy.idle_timeout, Some(DEFAULT_IDLE_TIMEOUT));
     assert_eq!(DEFAULT_IDLE_TIMEOUT, Duration::from_secs(3600));
     let cluster = &config.clusters[0];
@@ -171,7 +173,9 @@ fn idle_timeout_zero_turns_it_off() {
         "cluster: c\n          idle_timeout: 0s\n",
     );
     let config = load_both(&text).unwrap();
-    let NetworkFilter::TcpProxy(tcp_proxy) = &config.listeners[0].filter;
+    let NetworkFilter::TcpProxy(tcp_proxy) = &config.listeners[0].filter else {
+        panic!("not a tcp_proxy")
+    };
     assert_eq!(tcp_proxy.idle_timeout, None);
 }
 
@@ -523,13 +527,18 @@ fn filter_is_chosen_by_type_url() {
             to,
         )
     };
-    let supported = "zerohop supports only type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy so far";
+    let supported = "zerohop supports only type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy and type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager so far";
     let message = error_at(
-        &url("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"),
+        &url("type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy"),
         path,
-        &["unsupported filter type `type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`: HTTP is not supported yet", supported],
+        &["unsupported filter type `type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy`: this network filter is not supported yet", supported],
     );
     assert!(message.ends_with("at line 10 column 11"), "{message}");
+    error_at(
+        &url("type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"),
+        path,
+        &["this is an HTTP filter: it goes in an http_connection_manager's `http_filters`"],
+    );
     error_at(
         &url("type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy"),
         path,
@@ -591,13 +600,9 @@ fn type_url_anywhere_in_typed_config() {
         &["write it as a string with an `s` suffix: \"5s\""],
     );
     error_at(
-        &edit(
-            &text,
-            "tcp_proxy.v3.TcpProxy",
-            "http_connection_manager.v3.HttpConnectionManager",
-        ),
+        &edit(&text, "tcp_proxy.v3.TcpProxy", "redis_proxy.v3.RedisProxy"),
         &format!("{path}.@type"),
-        &["HTTP is not supported yet"],
+        &["this network filter is not supported yet"],
     );
     // YAML itself forbids a key twice in one mapping.
     let error = load(&edit(

@@ -2,7 +2,8 @@
 //! references, each error with its YAML path.
 //!
 //! Checks run in document order within each part: listeners, then clusters, then the
-//! references from listeners to clusters, then admin; the first problem is reported.
+//! references from listeners (and routes) to clusters, then admin; the first problem is
+//! reported. Within one message, fields are checked in the order of Envoy's proto.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
@@ -12,13 +13,26 @@ use serde::Deserialize;
 use serde_yaml_ng::Value;
 
 use super::raw::{
-    filter_type, FilterType, LbPolicyName, RawAddress, RawAdmin, RawBootstrap, RawCluster,
-    RawFilterChain, RawListener, RawLoadAssignment, RawStaticResources, RawTcpProxy,
-    RawTypedConfig, SocketProtocol, TYPE_KEY,
+    filter_type, http_filter_type, AppendActionName, CodecTypeName, FilterType, HttpFilterType,
+    LbPolicyName, RawAddress, RawAdmin, RawBootstrap, RawCluster, RawDirectResponseAction,
+    RawFilterChain, RawHashPolicy, RawHeaderMatcher, RawHeaderMutations, RawHeaderValueOption,
+    RawHttpConnectionManager, RawHttpFilter, RawHttpTypedConfig, RawListener, RawLoadAssignment,
+    RawQueryParameterMatcher, RawRedirectAction, RawRegexMatchAndSubstitute, RawRegexMatcher,
+    RawRoute, RawRouteAction, RawRouteConfiguration, RawRouteMatch, RawRouter, RawStaticResources,
+    RawStringMatcher, RawTcpProxy, RawTypedConfig, RawVirtualHost, RawWeightedCluster,
+    RedirectCodeName, SocketProtocol, TYPE_KEY,
 };
 use super::{
-    AddressRole, Admin, Cluster, Endpoint, EnvoyConfig, EnvoyConfigError, LbPolicy, Listener,
-    NetworkFilter, Problem, TcpProxy, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    Action, AddressRole, Admin, Cluster, ClusterSpecifier, ClusterWeight, CodecType,
+    DirectResponseAction, Endpoint, EnvoyConfig, EnvoyConfigError, FormatVariable, HashPolicy,
+    HashSource, HeaderAppendAction, HeaderMatchRule, HeaderMatcher, HeaderMutations,
+    HeaderValueOption, HeaderValueTemplate, HostRewrite, HttpConnectionManager, HttpFilter,
+    LbPolicy, Listener, NetworkFilter, PathMatch, Problem, QueryParameterMatcher, RedirectAction,
+    RedirectPath, RedirectResponseCode, RegexRewrite, Route, RouteAction, RouteConfig, RouteMatch,
+    RouterFilter, StringMatcher, StringPattern, TcpProxy, ValuePart, VirtualHost,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_HTTP_IDLE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_DIRECT_RESPONSE_BODY_SIZE, DEFAULT_MAX_REQUEST_HEADERS_KB, DEFAULT_ROUTE_TIMEOUT,
+    DEFAULT_STREAM_IDLE_TIMEOUT, MAX_REQUEST_HEADERS_KB, ROUTER_FILTER_NAME, ROUTER_TYPE_URL,
 };
 
 /// Accepted spellings of the top-level keys ([`super::SECTIONS`]): proto3 JSON also takes
@@ -243,18 +257,29 @@ impl Builder<'_> {
         let listeners = self.listeners(static_resources.listeners.unwrap_or_default())?;
         let clusters = self.clusters(static_resources.clusters.unwrap_or_default())?;
         for (i, listener) in listeners.iter().enumerate() {
-            let NetworkFilter::TcpProxy(tcp_proxy) = &listener.filter;
-            if !clusters.iter().any(|c| c.name == tcp_proxy.cluster) {
-                return Err(self.invalid(
-                    format!(
-                        "static_resources.listeners[{i}].filter_chains[0].filters[0]\
-                         .typed_config.cluster"
-                    ),
-                    Problem::UnknownCluster {
-                        name: tcp_proxy.cluster.clone(),
-                        known: clusters.iter().map(|c| c.name.clone()).collect(),
-                    },
-                ));
+            let typed_config =
+                format!("static_resources.listeners[{i}].filter_chains[0].filters[0].typed_config");
+            let references = match &listener.filter {
+                NetworkFilter::TcpProxy(tcp_proxy) => vec![ClusterReference {
+                    path: format!("{typed_config}.cluster"),
+                    name: &tcp_proxy.cluster,
+                    referrer: "a tcp_proxy's `cluster`",
+                }],
+                NetworkFilter::HttpConnectionManager(hcm) => {
+                    cluster_references(&hcm.route_config, &format!("{typed_config}.route_config"))
+                }
+            };
+            for reference in references {
+                if !clusters.iter().any(|c| c.name == reference.name) {
+                    return Err(self.invalid(
+                        reference.path,
+                        Problem::UnknownCluster {
+                            name: reference.name.to_owned(),
+                            known: clusters.iter().map(|c| c.name.clone()).collect(),
+                            referrer: reference.referrer,
+                        },
+                    ));
+                }
             }
         }
         let admin = match admin {
@@ -425,7 +450,8 @@ impl Builder<'_> {
         }
     }
 
-    /// Check a listener's filter chains: one chain with one tcp_proxy filter.
+    /// Check a listener's filter chains: one chain with one filter, a tcp_proxy or an
+    /// http_connection_manager.
     fn filter_chains(
         &self,
         chains: Option<Vec<RawFilterChain>>,
@@ -449,31 +475,55 @@ impl Builder<'_> {
             return Err(self.invalid(filter_path, Problem::MissingTypedConfig));
         };
         let typed_config_path = format!("{filter_path}.typed_config");
-        let tcp_proxy = match typed_config {
-            RawTypedConfig::TcpProxy(raw) => raw,
+        let typed_config = match typed_config {
             RawTypedConfig::Deferred(mut mapping) => {
                 let Some(url) = mapping.remove(TYPE_KEY) else {
                     return Err(self.invalid(typed_config_path, Problem::MissingTypeUrl));
                 };
                 let url_path = format!("{typed_config_path}.{TYPE_KEY}");
                 let url: String = self.deserialize(&url, &url_path)?;
+                let mapping = Value::Mapping(mapping);
                 match filter_type(&url) {
-                    Ok(FilterType::TcpProxy) => self
-                        .deserialize::<RawTcpProxy>(&Value::Mapping(mapping), &typed_config_path)?,
+                    Ok(FilterType::TcpProxy) => RawTypedConfig::TcpProxy(
+                        self.deserialize::<RawTcpProxy>(&mapping, &typed_config_path)?,
+                    ),
+                    Ok(FilterType::HttpConnectionManager) => RawTypedConfig::HttpConnectionManager(
+                        Box::new(self.deserialize::<RawHttpConnectionManager>(
+                            &mapping,
+                            &typed_config_path,
+                        )?),
+                    ),
                     Err(message) => return Err(self.schema(url_path, message)),
                 }
             }
+            read => read,
         };
-        let tcp_proxy = self.tcp_proxy(tcp_proxy, &typed_config_path)?;
+        let (filter, kind) = match typed_config {
+            RawTypedConfig::TcpProxy(raw) => (
+                NetworkFilter::TcpProxy(self.tcp_proxy(raw, &typed_config_path)?),
+                "tcp_proxy",
+            ),
+            RawTypedConfig::HttpConnectionManager(raw) => (
+                NetworkFilter::HttpConnectionManager(
+                    self.http_connection_manager(*raw, &typed_config_path)?,
+                ),
+                "http_connection_manager",
+            ),
+            // Resolved above.
+            RawTypedConfig::Deferred(_) => {
+                return Err(self.invalid(typed_config_path, Problem::MissingTypeUrl))
+            }
+        };
         if filters.next().is_some() {
             return Err(self.invalid(
                 format!("{path}[1]"),
                 Problem::FilterAfterTerminal {
+                    filter: kind,
                     previous: format!("{path}[0]"),
                 },
             ));
         }
-        Ok(NetworkFilter::TcpProxy(tcp_proxy))
+        Ok(filter)
     }
 
     fn tcp_proxy(&self, raw: RawTcpProxy, path: &str) -> Result<TcpProxy, EnvoyConfigError> {
@@ -709,6 +759,1609 @@ impl Builder<'_> {
     }
 }
 
+/// The fields of a route's `match` that choose how the path is matched.
+const PATH_SPECIFIERS: &str = "`prefix`, `path`, `safe_regex` and `path_separated_prefix`";
+/// The actions a route may have.
+const ROUTE_ACTIONS: &str = "`route`, `redirect` and `direct_response`";
+/// The pseudo-headers a header matcher or `%REQ(...)%` may name; Envoy keeps the HTTP/1
+/// request line and `Host` in them.
+const PSEUDO_HEADERS: &[&str] = &[":authority", ":method", ":path", ":scheme"];
+
+/// A place in the config that names a cluster.
+struct ClusterReference<'c> {
+    path: String,
+    name: &'c str,
+    referrer: &'static str,
+}
+
+/// Return every cluster a route configuration at `base` names, with its YAML path.
+fn cluster_references<'c>(route_config: &'c RouteConfig, base: &str) -> Vec<ClusterReference<'c>> {
+    let mut references = Vec::new();
+    for (v, virtual_host) in route_config.virtual_hosts.iter().enumerate() {
+        for (r, route) in virtual_host.routes.iter().enumerate() {
+            let Action::Route(action) = &route.action else {
+                continue;
+            };
+            let path = format!("{base}.virtual_hosts[{v}].routes[{r}].route");
+            match &action.cluster {
+                ClusterSpecifier::Cluster(name) => references.push(ClusterReference {
+                    path: format!("{path}.cluster"),
+                    name,
+                    referrer: "a route's `cluster`",
+                }),
+                ClusterSpecifier::WeightedClusters(weights) => {
+                    for (w, weight) in weights.iter().enumerate() {
+                        references.push(ClusterReference {
+                            path: format!("{path}.weighted_clusters.clusters[{w}].name"),
+                            name: &weight.name,
+                            referrer: "each of a route's `weighted_clusters`",
+                        });
+                    }
+                }
+            }
+        }
+    }
+    references
+}
+
+/// The HTTP connection manager and its route configuration.
+impl Builder<'_> {
+    /// Check a required string at `{parent}.{field}`: present and not empty.
+    fn required(
+        &self,
+        value: Option<String>,
+        parent: &str,
+        field: &'static str,
+        hint: &str,
+    ) -> Result<String, EnvoyConfigError> {
+        match value {
+            None => Err(self.invalid(
+                parent.to_owned(),
+                Problem::Missing {
+                    field,
+                    hint: hint.to_owned(),
+                },
+            )),
+            Some(value) if value.is_empty() => Err(self.invalid(
+                format!("{parent}.{field}"),
+                Problem::Empty {
+                    field,
+                    hint: hint.to_owned(),
+                },
+            )),
+            Some(value) => Ok(value),
+        }
+    }
+
+    /// Check that at most one of the fields of a oneof (`fields` names them all) is set;
+    /// return the one that is. A second one is reported at its own path.
+    fn one_of(
+        &self,
+        parent: &str,
+        fields: &'static str,
+        set: &[(&'static str, bool)],
+    ) -> Result<Option<&'static str>, EnvoyConfigError> {
+        let mut found = None;
+        for &(field, is_set) in set {
+            if !is_set {
+                continue;
+            }
+            if let Some(other) = found {
+                return Err(self.invalid(
+                    format!("{parent}.{field}"),
+                    Problem::Conflict {
+                        field,
+                        other,
+                        fields,
+                    },
+                ));
+            }
+            found = Some(field);
+        }
+        Ok(found)
+    }
+
+    /// Read an optional duration where `0s` turns the timeout off and absence means
+    /// `default` (`None`: off).
+    fn timeout(
+        value: Option<super::duration::ProtoDuration>,
+        default: Option<Duration>,
+    ) -> Option<Duration> {
+        match value {
+            None => default,
+            Some(timeout) if timeout.0 == Duration::ZERO => None,
+            Some(timeout) => Some(timeout.0),
+        }
+    }
+
+    fn http_connection_manager(
+        &self,
+        raw: RawHttpConnectionManager,
+        path: &str,
+    ) -> Result<HttpConnectionManager, EnvoyConfigError> {
+        let stat_prefix = self.required(
+            raw.stat_prefix,
+            path,
+            "stat_prefix",
+            "Envoy requires it: the manager's counters are named http.<stat_prefix>.*; e.g. \
+             `stat_prefix: ingress_http`",
+        )?;
+        let codec_type = match raw.codec_type {
+            None | Some(CodecTypeName::Auto) => CodecType::Auto,
+            Some(CodecTypeName::Http1) => CodecType::Http1,
+        };
+        let inline_hint = "use an inline `route_config`: zerohop has no xDS, so the routes \
+                           come from the config file";
+        if raw.rds.is_some() {
+            return Err(self.invalid(
+                format!("{path}.rds"),
+                Problem::NotSupported {
+                    field: "rds",
+                    hint: inline_hint.to_owned(),
+                },
+            ));
+        }
+        if raw.scoped_routes.is_some() {
+            return Err(self.invalid(
+                format!("{path}.scoped_routes"),
+                Problem::NotSupported {
+                    field: "scoped_routes",
+                    hint: inline_hint.to_owned(),
+                },
+            ));
+        }
+        let Some(route_config) = raw.route_config else {
+            return Err(self.invalid(
+                path.to_owned(),
+                Problem::Missing {
+                    field: "route_config",
+                    hint: "write the route table inline, e.g. `route_config: { virtual_hosts: \
+                           [{ name: backend, domains: [\"*\"], routes: [{ match: { prefix: \
+                           \"/\" }, route: { cluster: backend } }] }] }`"
+                        .to_owned(),
+                },
+            ));
+        };
+        let route_config = self.route_config(route_config, &format!("{path}.route_config"))?;
+        let http_filters = self.http_filters(raw.http_filters, path)?;
+        let idle_timeout = Self::timeout(
+            raw.common_http_protocol_options
+                .and_then(|o| o.idle_timeout),
+            Some(DEFAULT_HTTP_IDLE_TIMEOUT),
+        );
+        let request_headers_timeout = Self::timeout(raw.request_headers_timeout, None);
+        let stream_idle_timeout =
+            Self::timeout(raw.stream_idle_timeout, Some(DEFAULT_STREAM_IDLE_TIMEOUT));
+        let request_timeout = Self::timeout(raw.request_timeout, None);
+        let max_request_headers_kb = match raw.max_request_headers_kb {
+            None => DEFAULT_MAX_REQUEST_HEADERS_KB,
+            Some(kb) => match u32::try_from(kb.0) {
+                Ok(kb) if (1..=MAX_REQUEST_HEADERS_KB).contains(&kb) => kb,
+                _ => {
+                    return Err(self.invalid(
+                        format!("{path}.max_request_headers_kb"),
+                        Problem::OutOfRange {
+                            value: kb.0,
+                            min: 1,
+                            max: u64::from(MAX_REQUEST_HEADERS_KB),
+                            hint: ", as Envoy, or leave it out for the default 60",
+                        },
+                    ))
+                }
+            },
+        };
+        let xff_num_trusted_hops = match raw.xff_num_trusted_hops {
+            None => 0,
+            Some(hops) => u32::try_from(hops.0).map_err(|_| {
+                self.invalid(
+                    format!("{path}.xff_num_trusted_hops"),
+                    Problem::OutOfRange {
+                        value: hops.0,
+                        min: 0,
+                        max: u64::from(u32::MAX),
+                        hint: "",
+                    },
+                )
+            })?,
+        };
+        Ok(HttpConnectionManager {
+            stat_prefix,
+            codec_type,
+            route_config,
+            http_filters,
+            idle_timeout,
+            request_headers_timeout,
+            stream_idle_timeout,
+            request_timeout,
+            max_request_headers_kb,
+            use_remote_address: raw.use_remote_address.unwrap_or(false),
+            xff_num_trusted_hops,
+            generate_request_id: raw.generate_request_id.unwrap_or(true),
+        })
+    }
+
+    /// Check `http_filters`: known filters, the router last.
+    fn http_filters(
+        &self,
+        raw: Option<Vec<RawHttpFilter>>,
+        hcm: &str,
+    ) -> Result<Vec<HttpFilter>, EnvoyConfigError> {
+        let path = format!("{hcm}.http_filters");
+        let mut filters = Vec::new();
+        let mut router: Option<String> = None;
+        for (i, filter) in raw.unwrap_or_default().into_iter().enumerate() {
+            let filter_path = format!("{path}[{i}]");
+            if let Some(router) = router {
+                return Err(self.invalid(filter_path, Problem::FilterAfterRouter { router }));
+            }
+            let name = self.required(
+                filter.name,
+                &filter_path,
+                "name",
+                "Envoy requires a name for each HTTP filter, e.g. `name: \
+                 envoy.filters.http.router`",
+            )?;
+            let typed_config_path = format!("{filter_path}.typed_config");
+            let kind = match filter.typed_config {
+                Some(RawHttpTypedConfig::Router(RawRouter {})) => HttpFilterType::Router,
+                Some(RawHttpTypedConfig::Deferred(mut mapping)) if !mapping.is_empty() => {
+                    let Some(url) = mapping.remove(TYPE_KEY) else {
+                        return Err(self.invalid(
+                            typed_config_path,
+                            Problem::Missing {
+                                field: "@type",
+                                hint: format!(
+                                    "Envoy v3 selects an HTTP filter by it: add `\"@type\": \
+                                     {ROUTER_TYPE_URL}` for the router"
+                                ),
+                            },
+                        ));
+                    };
+                    let url_path = format!("{typed_config_path}.{TYPE_KEY}");
+                    let url: String = self.deserialize(&url, &url_path)?;
+                    match http_filter_type(&url) {
+                        Ok(HttpFilterType::Router) => {
+                            let RawRouter {} =
+                                self.deserialize(&Value::Mapping(mapping), &typed_config_path)?;
+                            HttpFilterType::Router
+                        }
+                        Err(message) => return Err(self.schema(url_path, message)),
+                    }
+                }
+                // No typed_config (or an empty one): Envoy finds the filter by its name.
+                None | Some(RawHttpTypedConfig::Deferred(_)) => {
+                    if name != ROUTER_FILTER_NAME {
+                        return Err(self.schema(
+                            format!("{filter_path}.name"),
+                            format!(
+                                "HTTP filter `{name}` is not supported yet: it has no \
+                                 typed_config, and the only HTTP filter zerohop knows is the \
+                                 router ({ROUTER_FILTER_NAME}, typed_config \"@type\": \
+                                 {ROUTER_TYPE_URL})"
+                            ),
+                        ));
+                    }
+                    HttpFilterType::Router
+                }
+            };
+            match kind {
+                HttpFilterType::Router => {
+                    router = Some(filter_path);
+                    filters.push(HttpFilter::Router(RouterFilter { name }));
+                }
+            }
+        }
+        if router.is_none() {
+            return Err(self.invalid(path, Problem::NoRouter));
+        }
+        Ok(filters)
+    }
+
+    fn route_config(
+        &self,
+        mut raw: RawRouteConfiguration,
+        path: &str,
+    ) -> Result<RouteConfig, EnvoyConfigError> {
+        let headers = raw.take_headers();
+        let max_body = match raw.max_direct_response_body_size_bytes {
+            None => DEFAULT_MAX_DIRECT_RESPONSE_BODY_SIZE,
+            Some(size) => u32::try_from(size.0).map_err(|_| {
+                self.invalid(
+                    format!("{path}.max_direct_response_body_size_bytes"),
+                    Problem::OutOfRange {
+                        value: size.0,
+                        min: 0,
+                        max: u64::from(u32::MAX),
+                        hint: "",
+                    },
+                )
+            })?,
+        };
+        // Domain (lowercased) → where it was first listed.
+        let mut domains: HashMap<String, String> = HashMap::new();
+        let mut wildcard: Option<String> = None;
+        let mut virtual_hosts = Vec::new();
+        for (v, virtual_host) in raw
+            .virtual_hosts
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let virtual_host = self.virtual_host(
+                virtual_host,
+                &format!("{path}.virtual_hosts[{v}]"),
+                max_body,
+                &mut domains,
+                &mut wildcard,
+            )?;
+            virtual_hosts.push(virtual_host);
+        }
+        let headers = self.header_mutations(headers, path)?;
+        Ok(RouteConfig {
+            name: raw.name.unwrap_or_default(),
+            virtual_hosts,
+            headers,
+            most_specific_header_mutations_wins: raw
+                .most_specific_header_mutations_wins
+                .unwrap_or(false),
+            ignore_port_in_host_matching: raw.ignore_port_in_host_matching.unwrap_or(false),
+        })
+    }
+
+    fn virtual_host(
+        &self,
+        mut raw: RawVirtualHost,
+        path: &str,
+        max_body: u32,
+        seen: &mut HashMap<String, String>,
+        wildcard: &mut Option<String>,
+    ) -> Result<VirtualHost, EnvoyConfigError> {
+        let headers = raw.take_headers();
+        let name = self.required(
+            raw.name,
+            path,
+            "name",
+            "Envoy requires it (it names the virtual host in counters), e.g. `name: backend`",
+        )?;
+        let domains_hint = "list the hosts it serves, e.g. `domains: [\"example.com\", \
+                            \"*.example.com\"]`, or `[\"*\"]` for every host";
+        let domains = match raw.domains {
+            None => {
+                return Err(self.invalid(
+                    path.to_owned(),
+                    Problem::Missing {
+                        field: "domains",
+                        hint: domains_hint.to_owned(),
+                    },
+                ))
+            }
+            Some(domains) if domains.is_empty() => {
+                return Err(self.invalid(
+                    format!("{path}.domains"),
+                    Problem::Empty {
+                        field: "domains",
+                        hint: domains_hint.to_owned(),
+                    },
+                ))
+            }
+            Some(domains) => domains,
+        };
+        let mut lowercased = Vec::with_capacity(domains.len());
+        for (d, domain) in domains.into_iter().enumerate() {
+            let domain_path = format!("{path}.domains[{d}]");
+            if domain.is_empty() {
+                return Err(self.invalid(
+                    domain_path,
+                    Problem::BadDomain {
+                        domain,
+                        reason: "it is empty; write a host name, or `*` for every host",
+                    },
+                ));
+            }
+            if domain.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                return Err(self.invalid(
+                    domain_path,
+                    Problem::BadDomain {
+                        domain,
+                        reason: "it contains whitespace or a control character",
+                    },
+                ));
+            }
+            let domain = domain.to_ascii_lowercase();
+            if domain == "*" {
+                if let Some(first) = wildcard.as_ref() {
+                    return Err(self.invalid(
+                        domain_path,
+                        Problem::SecondWildcardDomain {
+                            first: first.clone(),
+                        },
+                    ));
+                }
+                *wildcard = Some(domain_path);
+            } else if let Some(first) = seen.get(&domain) {
+                return Err(self.invalid(
+                    domain_path,
+                    Problem::DuplicateDomain {
+                        domain,
+                        first: first.clone(),
+                    },
+                ));
+            } else {
+                seen.insert(domain.clone(), domain_path);
+            }
+            lowercased.push(domain);
+        }
+        let mut routes = Vec::new();
+        for (r, route) in raw.routes.unwrap_or_default().into_iter().enumerate() {
+            routes.push(self.route(route, &format!("{path}.routes[{r}]"), max_body)?);
+        }
+        let headers = self.header_mutations(headers, path)?;
+        Ok(VirtualHost {
+            name,
+            domains: lowercased,
+            routes,
+            headers,
+        })
+    }
+
+    fn route(
+        &self,
+        mut raw: RawRoute,
+        path: &str,
+        max_body: u32,
+    ) -> Result<Route, EnvoyConfigError> {
+        let headers = raw.take_headers();
+        let Some(route_match) = raw.route_match else {
+            return Err(self.invalid(
+                path.to_owned(),
+                Problem::Missing {
+                    field: "match",
+                    hint: "every route needs one, e.g. `match: { prefix: \"/\" }`".to_owned(),
+                },
+            ));
+        };
+        let route_match = self.route_match(route_match, &format!("{path}.match"))?;
+        self.one_of(
+            path,
+            ROUTE_ACTIONS,
+            &[
+                ("route", raw.route.is_some()),
+                ("redirect", raw.redirect.is_some()),
+                ("direct_response", raw.direct_response.is_some()),
+            ],
+        )?;
+        let action = if let Some(action) = raw.route {
+            Action::Route(self.route_action(action, &format!("{path}.route"))?)
+        } else if let Some(redirect) = raw.redirect {
+            Action::Redirect(self.redirect(redirect, &format!("{path}.redirect"))?)
+        } else if let Some(direct) = raw.direct_response {
+            Action::DirectResponse(self.direct_response(
+                direct,
+                &format!("{path}.direct_response"),
+                max_body,
+            )?)
+        } else {
+            return Err(self.invalid(
+                path.to_owned(),
+                Problem::NoneOf {
+                    fields: ROUTE_ACTIONS,
+                    hint: "e.g. `route: { cluster: backend }`".to_owned(),
+                },
+            ));
+        };
+        let headers = self.header_mutations(headers, path)?;
+        Ok(Route {
+            name: raw.name.unwrap_or_default(),
+            route_match,
+            action,
+            headers,
+        })
+    }
+
+    fn route_match(&self, raw: RawRouteMatch, path: &str) -> Result<RouteMatch, EnvoyConfigError> {
+        self.one_of(
+            path,
+            PATH_SPECIFIERS,
+            &[
+                ("prefix", raw.prefix.is_some()),
+                ("path", raw.path.is_some()),
+                ("safe_regex", raw.safe_regex.is_some()),
+                ("path_separated_prefix", raw.path_separated_prefix.is_some()),
+            ],
+        )?;
+        let path_match = if let Some(prefix) = raw.prefix {
+            PathMatch::Prefix(prefix)
+        } else if let Some(exact) = raw.path {
+            PathMatch::Path(exact)
+        } else if let Some(regex) = raw.safe_regex {
+            PathMatch::SafeRegex(self.regex(regex, &format!("{path}.safe_regex"))?)
+        } else if let Some(prefix) = raw.path_separated_prefix {
+            // Envoy's rule: ^[^?#]+[^?#/]$.
+            if prefix.len() < 2 || prefix.contains(['?', '#']) || prefix.ends_with('/') {
+                return Err(self.invalid(
+                    format!("{path}.path_separated_prefix"),
+                    Problem::BadPath {
+                        value: prefix,
+                        reason: "a path_separated_prefix is at least two characters long, has \
+                                 no `?` or `#` and does not end in `/` (Envoy's rule); to match \
+                                 every path write `prefix: \"/\"`",
+                    },
+                ));
+            }
+            PathMatch::PathSeparatedPrefix(prefix)
+        } else {
+            return Err(self.invalid(
+                path.to_owned(),
+                Problem::NoneOf {
+                    fields: PATH_SPECIFIERS,
+                    hint: "e.g. `prefix: \"/\"` to match every path".to_owned(),
+                },
+            ));
+        };
+        let mut headers = Vec::new();
+        for (h, header) in raw.headers.unwrap_or_default().into_iter().enumerate() {
+            headers.push(self.header_matcher(header, &format!("{path}.headers[{h}]"))?);
+        }
+        let mut query_parameters = Vec::new();
+        for (q, parameter) in raw
+            .query_parameters
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            query_parameters.push(
+                self.query_parameter_matcher(parameter, &format!("{path}.query_parameters[{q}]"))?,
+            );
+        }
+        Ok(RouteMatch {
+            path: path_match,
+            case_sensitive: raw.case_sensitive.unwrap_or(true),
+            headers,
+            query_parameters,
+        })
+    }
+
+    /// Check a `RegexMatcher` at `path` and return its regex.
+    fn regex(&self, raw: RawRegexMatcher, path: &str) -> Result<String, EnvoyConfigError> {
+        let regex = self.required(
+            raw.regex,
+            path,
+            "regex",
+            "write the regular expression (RE2 syntax), e.g. `regex: \"/api/v[0-9]+/.*\"`",
+        )?;
+        if let Err(error) = check_regex(&regex) {
+            return Err(self.invalid(format!("{path}.regex"), Problem::BadRegex { regex, error }));
+        }
+        Ok(regex)
+    }
+
+    /// Check a header name at `path`, for a matcher (`matcher`: pseudo-headers allowed) or
+    /// for a header to add or remove; return it lowercased.
+    fn header_name(
+        &self,
+        name: String,
+        path: String,
+        matcher: bool,
+    ) -> Result<String, EnvoyConfigError> {
+        let lower = name.to_ascii_lowercase();
+        let reason = if lower.starts_with(':') {
+            if matcher && PSEUDO_HEADERS.contains(&lower.as_str()) {
+                return Ok(lower);
+            }
+            if matcher {
+                "the pseudo-headers zerohop knows are :authority, :method, :path and :scheme"
+                    .to_owned()
+            } else {
+                "Envoy does not let headers_to_add and headers_to_remove change pseudo-headers \
+                 (`:`-prefixed)"
+                    .to_owned()
+            }
+        } else if lower == "host" {
+            if matcher {
+                "Envoy keeps the Host header as `:authority`, so a matcher on `host` never \
+                 matches; write `name: \":authority\"`"
+                    .to_owned()
+            } else {
+                "Envoy does not let headers_to_add and headers_to_remove change `host`; \
+                 rewrite it with a route's `host_rewrite_literal`"
+                    .to_owned()
+            }
+        } else if !is_token(&lower) {
+            "a header name is a token: letters, digits and !#$%&'*+-.^_`|~".to_owned()
+        } else {
+            return Ok(lower);
+        };
+        Err(self.invalid(path, Problem::BadHeaderName { name, reason }))
+    }
+
+    fn header_matcher(
+        &self,
+        raw: RawHeaderMatcher,
+        path: &str,
+    ) -> Result<HeaderMatcher, EnvoyConfigError> {
+        let name = self.required(
+            raw.name,
+            path,
+            "name",
+            "the header to match, e.g. `name: x-canary` (`:method` for the method)",
+        )?;
+        let name = self.header_name(name, format!("{path}.name"), true)?;
+        self.one_of(
+            path,
+            "`exact_match`, `safe_regex_match`, `present_match`, `prefix_match`, \
+             `suffix_match`, `contains_match` and `string_match`",
+            &[
+                ("exact_match", raw.exact_match.is_some()),
+                ("safe_regex_match", raw.safe_regex_match.is_some()),
+                ("present_match", raw.present_match.is_some()),
+                ("prefix_match", raw.prefix_match.is_some()),
+                ("suffix_match", raw.suffix_match.is_some()),
+                ("contains_match", raw.contains_match.is_some()),
+                ("string_match", raw.string_match.is_some()),
+            ],
+        )?;
+        let not_empty = |value: String, field: &'static str| {
+            if value.is_empty() {
+                Err(self.invalid(
+                    format!("{path}.{field}"),
+                    Problem::Empty {
+                        field,
+                        hint: "Envoy requires at least one character; use `present_match: \
+                               true` to match any value"
+                            .to_owned(),
+                    },
+                ))
+            } else {
+                Ok(value)
+            }
+        };
+        let value = |pattern| {
+            HeaderMatchRule::Value(StringMatcher {
+                pattern,
+                ignore_case: false,
+            })
+        };
+        let rule = if let Some(exact) = raw.exact_match {
+            // Envoy: an empty exact_match matches any value.
+            if exact.is_empty() {
+                HeaderMatchRule::Present(true)
+            } else {
+                value(StringPattern::Exact(exact))
+            }
+        } else if let Some(regex) = raw.safe_regex_match {
+            value(StringPattern::SafeRegex(
+                self.regex(regex, &format!("{path}.safe_regex_match"))?,
+            ))
+        } else if let Some(present) = raw.present_match {
+            HeaderMatchRule::Present(present)
+        } else if let Some(prefix) = raw.prefix_match {
+            value(StringPattern::Prefix(not_empty(prefix, "prefix_match")?))
+        } else if let Some(suffix) = raw.suffix_match {
+            value(StringPattern::Suffix(not_empty(suffix, "suffix_match")?))
+        } else if let Some(contains) = raw.contains_match {
+            value(StringPattern::Contains(not_empty(
+                contains,
+                "contains_match",
+            )?))
+        } else if let Some(matcher) = raw.string_match {
+            HeaderMatchRule::Value(self.string_matcher(matcher, &format!("{path}.string_match"))?)
+        } else {
+            // Envoy: no rule is a presence check.
+            HeaderMatchRule::Present(true)
+        };
+        Ok(HeaderMatcher {
+            name,
+            rule,
+            invert_match: raw.invert_match.unwrap_or(false),
+            treat_missing_header_as_empty: raw.treat_missing_header_as_empty.unwrap_or(false),
+        })
+    }
+
+    fn string_matcher(
+        &self,
+        raw: RawStringMatcher,
+        path: &str,
+    ) -> Result<StringMatcher, EnvoyConfigError> {
+        const FIELDS: &str = "`exact`, `prefix`, `suffix`, `contains` and `safe_regex`";
+        self.one_of(
+            path,
+            FIELDS,
+            &[
+                ("exact", raw.exact.is_some()),
+                ("prefix", raw.prefix.is_some()),
+                ("suffix", raw.suffix.is_some()),
+                ("contains", raw.contains.is_some()),
+                ("safe_regex", raw.safe_regex.is_some()),
+            ],
+        )?;
+        let not_empty = |value: String, field: &'static str| {
+            if value.is_empty() {
+                Err(self.invalid(
+                    format!("{path}.{field}"),
+                    Problem::Empty {
+                        field,
+                        hint: "Envoy requires at least one character".to_owned(),
+                    },
+                ))
+            } else {
+                Ok(value)
+            }
+        };
+        let pattern = if let Some(exact) = raw.exact {
+            StringPattern::Exact(exact)
+        } else if let Some(prefix) = raw.prefix {
+            StringPattern::Prefix(not_empty(prefix, "prefix")?)
+        } else if let Some(suffix) = raw.suffix {
+            StringPattern::Suffix(not_empty(suffix, "suffix")?)
+        } else if let Some(contains) = raw.contains {
+            StringPattern::Contains(not_empty(contains, "contains")?)
+        } else if let Some(regex) = raw.safe_regex {
+            StringPattern::SafeRegex(self.regex(regex, &format!("{path}.safe_regex"))?)
+        } else {
+            return Err(self.invalid(
+                path.to_owned(),
+                Problem::NoneOf {
+                    fields: FIELDS,
+                    hint: "e.g. `string_match: { exact: \"yes\" }`".to_owned(),
+                },
+            ));
+        };
+        Ok(StringMatcher {
+            pattern,
+            ignore_case: raw.ignore_case.unwrap_or(false),
+        })
+    }
+
+    fn query_parameter_matcher(
+        &self,
+        raw: RawQueryParameterMatcher,
+        path: &str,
+    ) -> Result<QueryParameterMatcher, EnvoyConfigError> {
+        let name = self.required(
+            raw.name,
+            path,
+            "name",
+            "the query parameter to match, e.g. `name: debug`",
+        )?;
+        self.one_of(
+            path,
+            "`string_match` and `present_match`",
+            &[
+                ("string_match", raw.string_match.is_some()),
+                ("present_match", raw.present_match.is_some()),
+            ],
+        )?;
+        if raw.present_match == Some(false) {
+            return Err(self.invalid(
+                format!("{path}.present_match"),
+                Problem::NotSupported {
+                    field: "present_match: false",
+                    hint: "a query parameter matcher matches a parameter that is present; \
+                           write `present_match: true`, or match its value with \
+                           `string_match`"
+                        .to_owned(),
+                },
+            ));
+        }
+        let value = match raw.string_match {
+            None => None,
+            Some(matcher) => Some(self.string_matcher(matcher, &format!("{path}.string_match"))?),
+        };
+        Ok(QueryParameterMatcher { name, value })
+    }
+
+    /// Check a `RegexMatchAndSubstitute` at `path`.
+    fn regex_rewrite(
+        &self,
+        raw: RawRegexMatchAndSubstitute,
+        path: &str,
+    ) -> Result<RegexRewrite, EnvoyConfigError> {
+        let Some(pattern) = raw.pattern else {
+            return Err(self.invalid(
+                path.to_owned(),
+                Problem::Missing {
+                    field: "pattern",
+                    hint: "e.g. `pattern: { regex: \"^/service/([^/]+)(/.*)$\" }, substitution: \
+                           \"\\\\2/instance/\\\\1\"`"
+                        .to_owned(),
+                },
+            ));
+        };
+        let pattern = self.regex(pattern, &format!("{path}.pattern"))?;
+        let substitution = raw.substitution.unwrap_or_default();
+        if let Err(reason) = check_substitution(&pattern, &substitution) {
+            return Err(self.invalid(
+                format!("{path}.substitution"),
+                Problem::BadSubstitution {
+                    substitution,
+                    reason,
+                },
+            ));
+        }
+        Ok(RegexRewrite {
+            pattern,
+            substitution,
+        })
+    }
+
+    /// Check a value that goes into a header or a URL as it is: no control characters.
+    fn plain_value(&self, value: String, path: String) -> Result<String, EnvoyConfigError> {
+        if value.chars().any(char::is_control) {
+            return Err(self.invalid(
+                path,
+                Problem::BadHeaderValue {
+                    value,
+                    reason: "it contains a control character (such as a line break)".to_owned(),
+                },
+            ));
+        }
+        Ok(value)
+    }
+
+    fn route_action(
+        &self,
+        raw: RawRouteAction,
+        path: &str,
+    ) -> Result<RouteAction, EnvoyConfigError> {
+        const CLUSTER_SPECIFIERS: &str = "`cluster` and `weighted_clusters`";
+        if raw.cluster_header.is_some() {
+            return Err(self.invalid(
+                format!("{path}.cluster_header"),
+                Problem::NotSupported {
+                    field: "cluster_header",
+                    hint: "name the cluster with `cluster`, or split the traffic with \
+                           `weighted_clusters`"
+                        .to_owned(),
+                },
+            ));
+        }
+        self.one_of(
+            path,
+            CLUSTER_SPECIFIERS,
+            &[
+                ("cluster", raw.cluster.is_some()),
+                ("weighted_clusters", raw.weighted_clusters.is_some()),
+            ],
+        )?;
+        let cluster = if let Some(cluster) = raw.cluster {
+            if cluster.is_empty() {
+                return Err(self.invalid(
+                    format!("{path}.cluster"),
+                    Problem::Empty {
+                        field: "cluster",
+                        hint: "set it to the name of a cluster in static_resources.clusters"
+                            .to_owned(),
+                    },
+                ));
+            }
+            ClusterSpecifier::Cluster(cluster)
+        } else if let Some(weighted) = raw.weighted_clusters {
+            ClusterSpecifier::WeightedClusters(
+                self.weighted_clusters(weighted, &format!("{path}.weighted_clusters"))?,
+            )
+        } else {
+            return Err(self.invalid(
+                path.to_owned(),
+                Problem::NoneOf {
+                    fields: CLUSTER_SPECIFIERS,
+                    hint: "e.g. `cluster: backend`".to_owned(),
+                },
+            ));
+        };
+        self.one_of(
+            path,
+            "`prefix_rewrite` and `regex_rewrite`",
+            &[
+                ("prefix_rewrite", raw.prefix_rewrite.is_some()),
+                ("regex_rewrite", raw.regex_rewrite.is_some()),
+            ],
+        )?;
+        let prefix_rewrite = match raw.prefix_rewrite {
+            // proto3: an empty string is no rewrite.
+            Some(rewrite) if !rewrite.is_empty() => {
+                Some(self.plain_value(rewrite, format!("{path}.prefix_rewrite"))?)
+            }
+            _ => None,
+        };
+        let regex_rewrite = match raw.regex_rewrite {
+            None => None,
+            Some(rewrite) => Some(self.regex_rewrite(rewrite, &format!("{path}.regex_rewrite"))?),
+        };
+        self.one_of(
+            path,
+            "`host_rewrite_literal` and `auto_host_rewrite`",
+            &[
+                ("host_rewrite_literal", raw.host_rewrite_literal.is_some()),
+                ("auto_host_rewrite", raw.auto_host_rewrite.is_some()),
+            ],
+        )?;
+        let host_rewrite = match (raw.host_rewrite_literal, raw.auto_host_rewrite) {
+            (Some(host), _) if !host.is_empty() => Some(HostRewrite::Literal(
+                self.plain_value(host, format!("{path}.host_rewrite_literal"))?,
+            )),
+            (_, Some(true)) => Some(HostRewrite::Auto),
+            _ => None,
+        };
+        let timeout = Self::timeout(raw.timeout, Some(DEFAULT_ROUTE_TIMEOUT));
+        let mut hash_policy = Vec::new();
+        for (h, policy) in raw.hash_policy.unwrap_or_default().into_iter().enumerate() {
+            hash_policy.push(self.hash_policy(policy, &format!("{path}.hash_policy[{h}]"))?);
+        }
+        Ok(RouteAction {
+            cluster,
+            prefix_rewrite,
+            regex_rewrite,
+            host_rewrite,
+            timeout,
+            hash_policy,
+        })
+    }
+
+    fn weighted_clusters(
+        &self,
+        raw: RawWeightedCluster,
+        path: &str,
+    ) -> Result<Vec<ClusterWeight>, EnvoyConfigError> {
+        let hint = "list the clusters and their weights, e.g. `clusters: [{ name: v1, weight: \
+                    90 }, { name: v2, weight: 10 }]`";
+        let clusters = match raw.clusters {
+            None => {
+                return Err(self.invalid(
+                    path.to_owned(),
+                    Problem::Missing {
+                        field: "clusters",
+                        hint: hint.to_owned(),
+                    },
+                ))
+            }
+            Some(clusters) if clusters.is_empty() => {
+                return Err(self.invalid(
+                    format!("{path}.clusters"),
+                    Problem::Empty {
+                        field: "clusters",
+                        hint: hint.to_owned(),
+                    },
+                ))
+            }
+            Some(clusters) => clusters,
+        };
+        let mut weights = Vec::with_capacity(clusters.len());
+        let mut sum: u64 = 0;
+        for (c, cluster) in clusters.into_iter().enumerate() {
+            let cluster_path = format!("{path}.clusters[{c}]");
+            let name = self.required(
+                cluster.name,
+                &cluster_path,
+                "name",
+                "set it to the name of a cluster in static_resources.clusters",
+            )?;
+            let Some(weight) = cluster.weight else {
+                return Err(self.invalid(
+                    cluster_path,
+                    Problem::Missing {
+                        field: "weight",
+                        hint: "Envoy would take it as 0 and never pick this cluster; write the \
+                               weight, e.g. `weight: 10`"
+                            .to_owned(),
+                    },
+                ));
+            };
+            let Ok(weight) = u32::try_from(weight.0) else {
+                return Err(self.invalid(
+                    format!("{cluster_path}.weight"),
+                    Problem::OutOfRange {
+                        value: weight.0,
+                        min: 0,
+                        max: u64::from(u32::MAX),
+                        hint: "",
+                    },
+                ));
+            };
+            sum += u64::from(weight);
+            weights.push(ClusterWeight { name, weight });
+        }
+        if sum > u64::from(u32::MAX) {
+            return Err(self.invalid(format!("{path}.clusters"), Problem::ClusterWeightsTooLarge));
+        }
+        if sum == 0 {
+            return Err(self.invalid(format!("{path}.clusters"), Problem::ZeroClusterWeights));
+        }
+        if let Some(total) = raw.total_weight {
+            if total.0 == 0 || total.0 > u64::from(u32::MAX) {
+                return Err(self.invalid(
+                    format!("{path}.total_weight"),
+                    Problem::OutOfRange {
+                        value: total.0,
+                        min: 1,
+                        max: u64::from(u32::MAX),
+                        hint: ", or leave the deprecated `total_weight` out",
+                    },
+                ));
+            }
+            if total.0 != sum {
+                return Err(self.invalid(
+                    format!("{path}.total_weight"),
+                    Problem::ClusterWeightSum {
+                        sum,
+                        total: total.0,
+                    },
+                ));
+            }
+        }
+        Ok(weights)
+    }
+
+    fn hash_policy(&self, raw: RawHashPolicy, path: &str) -> Result<HashPolicy, EnvoyConfigError> {
+        const SOURCES: &str = "`header`, `cookie`, `connection_properties` and `query_parameter`";
+        self.one_of(
+            path,
+            SOURCES,
+            &[
+                ("header", raw.header.is_some()),
+                ("cookie", raw.cookie.is_some()),
+                ("connection_properties", raw.connection_properties.is_some()),
+                ("query_parameter", raw.query_parameter.is_some()),
+            ],
+        )?;
+        let source = if let Some(header) = raw.header {
+            let header_path = format!("{path}.header");
+            let name = self.required(
+                header.header_name,
+                &header_path,
+                "header_name",
+                "the request header to hash, e.g. `header_name: x-user-id`",
+            )?;
+            HashSource::Header(self.header_name(
+                name,
+                format!("{header_path}.header_name"),
+                true,
+            )?)
+        } else if let Some(cookie) = raw.cookie {
+            let name = self.required(
+                cookie.name,
+                &format!("{path}.cookie"),
+                "name",
+                "the cookie to hash, e.g. `name: session`",
+            )?;
+            HashSource::Cookie {
+                name,
+                ttl: cookie.ttl.map(|ttl| ttl.0),
+                path: cookie.path.filter(|path| !path.is_empty()),
+            }
+        } else if let Some(properties) = raw.connection_properties {
+            HashSource::SourceIp(properties.source_ip.unwrap_or(false))
+        } else if let Some(parameter) = raw.query_parameter {
+            HashSource::QueryParameter(self.required(
+                parameter.name,
+                &format!("{path}.query_parameter"),
+                "name",
+                "the query parameter to hash, e.g. `name: user`",
+            )?)
+        } else {
+            return Err(self.invalid(
+                path.to_owned(),
+                Problem::NoneOf {
+                    fields: SOURCES,
+                    hint: "e.g. `header: { header_name: x-user-id }`".to_owned(),
+                },
+            ));
+        };
+        Ok(HashPolicy {
+            source,
+            terminal: raw.terminal.unwrap_or(false),
+        })
+    }
+
+    fn redirect(
+        &self,
+        raw: RawRedirectAction,
+        path: &str,
+    ) -> Result<RedirectAction, EnvoyConfigError> {
+        self.one_of(
+            path,
+            "`https_redirect` and `scheme_redirect`",
+            &[
+                ("https_redirect", raw.https_redirect.is_some()),
+                ("scheme_redirect", raw.scheme_redirect.is_some()),
+            ],
+        )?;
+        let scheme = match (raw.https_redirect, raw.scheme_redirect) {
+            (Some(true), _) => Some("https".to_owned()),
+            (_, Some(scheme)) if !scheme.is_empty() => {
+                let mut chars = scheme.chars();
+                let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+                    && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+                if !valid {
+                    return Err(self.invalid(
+                        format!("{path}.scheme_redirect"),
+                        Problem::BadPath {
+                            value: scheme,
+                            reason: "a scheme is a letter followed by letters, digits, `+`, \
+                                     `-` or `.`, such as `https`",
+                        },
+                    ));
+                }
+                Some(scheme)
+            }
+            _ => None,
+        };
+        let host = match raw.host_redirect {
+            Some(host) if !host.is_empty() => {
+                if host.contains(['/', '?', '#', ' ']) {
+                    return Err(self.invalid(
+                        format!("{path}.host_redirect"),
+                        Problem::BadPath {
+                            value: host,
+                            reason: "a host has no `/`, `?`, `#` or spaces; put the path in \
+                                     `path_redirect`",
+                        },
+                    ));
+                }
+                Some(self.plain_value(host, format!("{path}.host_redirect"))?)
+            }
+            _ => None,
+        };
+        let port = match raw.port_redirect {
+            None => None,
+            Some(port) if port.0 == 0 => None,
+            Some(port) => Some(u16::try_from(port.0).map_err(|_| {
+                self.invalid(
+                    format!("{path}.port_redirect"),
+                    Problem::OutOfRange {
+                        value: port.0,
+                        min: 1,
+                        max: 65535,
+                        hint: "",
+                    },
+                )
+            })?),
+        };
+        self.one_of(
+            path,
+            "`path_redirect`, `prefix_rewrite` and `regex_rewrite`",
+            &[
+                ("path_redirect", raw.path_redirect.is_some()),
+                ("prefix_rewrite", raw.prefix_rewrite.is_some()),
+                ("regex_rewrite", raw.regex_rewrite.is_some()),
+            ],
+        )?;
+        let redirect_path = if let Some(redirect) = raw.path_redirect.filter(|p| !p.is_empty()) {
+            Some(RedirectPath::Path(
+                self.plain_value(redirect, format!("{path}.path_redirect"))?,
+            ))
+        } else if let Some(rewrite) = raw.prefix_rewrite.filter(|p| !p.is_empty()) {
+            Some(RedirectPath::PrefixRewrite(
+                self.plain_value(rewrite, format!("{path}.prefix_rewrite"))?,
+            ))
+        } else if let Some(rewrite) = raw.regex_rewrite {
+            Some(RedirectPath::RegexRewrite(
+                self.regex_rewrite(rewrite, &format!("{path}.regex_rewrite"))?,
+            ))
+        } else {
+            None
+        };
+        let response_code = match raw.response_code {
+            None | Some(RedirectCodeName::MovedPermanently) => {
+                RedirectResponseCode::MovedPermanently
+            }
+            Some(RedirectCodeName::Found) => RedirectResponseCode::Found,
+            Some(RedirectCodeName::SeeOther) => RedirectResponseCode::SeeOther,
+            Some(RedirectCodeName::TemporaryRedirect) => RedirectResponseCode::TemporaryRedirect,
+            Some(RedirectCodeName::PermanentRedirect) => RedirectResponseCode::PermanentRedirect,
+        };
+        Ok(RedirectAction {
+            scheme,
+            host,
+            port,
+            path: redirect_path,
+            response_code,
+            strip_query: raw.strip_query.unwrap_or(false),
+        })
+    }
+
+    fn direct_response(
+        &self,
+        raw: RawDirectResponseAction,
+        path: &str,
+        max_body: u32,
+    ) -> Result<DirectResponseAction, EnvoyConfigError> {
+        let Some(status) = raw.status else {
+            return Err(self.invalid(
+                path.to_owned(),
+                Problem::Missing {
+                    field: "status",
+                    hint: "the response's status code, e.g. `status: 200`".to_owned(),
+                },
+            ));
+        };
+        let status = match u16::try_from(status.0) {
+            Ok(status) if (100..=599).contains(&status) => status,
+            _ => {
+                return Err(self.invalid(
+                    format!("{path}.status"),
+                    Problem::BadStatus { status: status.0 },
+                ))
+            }
+        };
+        let body = match raw.body {
+            None => None,
+            Some(body) => {
+                let body_path = format!("{path}.body");
+                let inline_hint = "write the body inline, e.g. `body: { inline_string: \"ok\" }`";
+                for (field, set) in [
+                    ("filename", body.filename.is_some()),
+                    ("inline_bytes", body.inline_bytes.is_some()),
+                    ("environment_variable", body.environment_variable.is_some()),
+                ] {
+                    if set {
+                        return Err(self.invalid(
+                            format!("{body_path}.{field}"),
+                            Problem::NotSupported {
+                                field,
+                                hint: inline_hint.to_owned(),
+                            },
+                        ));
+                    }
+                }
+                let Some(text) = body.inline_string else {
+                    return Err(self.invalid(
+                        body_path,
+                        Problem::Missing {
+                            field: "inline_string",
+                            hint: inline_hint.to_owned(),
+                        },
+                    ));
+                };
+                if text.len() > max_body as usize {
+                    return Err(self.invalid(
+                        format!("{body_path}.inline_string"),
+                        Problem::DirectResponseBodyTooLarge {
+                            size: text.len(),
+                            max: max_body,
+                        },
+                    ));
+                }
+                Some(text)
+            }
+        };
+        Ok(DirectResponseAction { status, body })
+    }
+
+    /// Check the four header mutation lists of the level at `path`.
+    fn header_mutations(
+        &self,
+        raw: RawHeaderMutations,
+        path: &str,
+    ) -> Result<HeaderMutations, EnvoyConfigError> {
+        Ok(HeaderMutations {
+            request_headers_to_add: self.headers_to_add(
+                raw.request_headers_to_add,
+                &format!("{path}.request_headers_to_add"),
+            )?,
+            request_headers_to_remove: self.headers_to_remove(
+                raw.request_headers_to_remove,
+                &format!("{path}.request_headers_to_remove"),
+            )?,
+            response_headers_to_add: self.headers_to_add(
+                raw.response_headers_to_add,
+                &format!("{path}.response_headers_to_add"),
+            )?,
+            response_headers_to_remove: self.headers_to_remove(
+                raw.response_headers_to_remove,
+                &format!("{path}.response_headers_to_remove"),
+            )?,
+        })
+    }
+
+    fn headers_to_add(
+        &self,
+        raw: Option<Vec<RawHeaderValueOption>>,
+        path: &str,
+    ) -> Result<Vec<HeaderValueOption>, EnvoyConfigError> {
+        let mut options = Vec::new();
+        for (i, option) in raw.unwrap_or_default().into_iter().enumerate() {
+            options.push(self.header_value_option(option, &format!("{path}[{i}]"))?);
+        }
+        Ok(options)
+    }
+
+    fn header_value_option(
+        &self,
+        raw: RawHeaderValueOption,
+        path: &str,
+    ) -> Result<HeaderValueOption, EnvoyConfigError> {
+        let Some(header) = raw.header else {
+            return Err(self.invalid(
+                path.to_owned(),
+                Problem::Missing {
+                    field: "header",
+                    hint: "e.g. `header: { key: x-served-by, value: zerohop }`".to_owned(),
+                },
+            ));
+        };
+        let header_path = format!("{path}.header");
+        let key = self.required(
+            header.key,
+            &header_path,
+            "key",
+            "the header's name, e.g. `key: x-served-by`",
+        )?;
+        let key = self.header_name(key, format!("{header_path}.key"), false)?;
+        let text = header.value.unwrap_or_default();
+        let value = parse_header_value(&text).map_err(|reason| {
+            self.invalid(
+                format!("{header_path}.value"),
+                Problem::BadHeaderValue {
+                    value: text.clone(),
+                    reason,
+                },
+            )
+        })?;
+        self.one_of(
+            path,
+            "`append` and `append_action` (`append` is deprecated)",
+            &[
+                ("append", raw.append.is_some()),
+                ("append_action", raw.append_action.is_some()),
+            ],
+        )?;
+        let append_action = match (raw.append, raw.append_action) {
+            (Some(false), _) => HeaderAppendAction::OverwriteIfExistsOrAdd,
+            (_, Some(AppendActionName::AddIfAbsent)) => HeaderAppendAction::AddIfAbsent,
+            (_, Some(AppendActionName::OverwriteIfExistsOrAdd)) => {
+                HeaderAppendAction::OverwriteIfExistsOrAdd
+            }
+            (_, Some(AppendActionName::OverwriteIfExists)) => HeaderAppendAction::OverwriteIfExists,
+            _ => HeaderAppendAction::AppendIfExistsOrAdd,
+        };
+        Ok(HeaderValueOption {
+            key,
+            value,
+            append_action,
+            keep_empty_value: raw.keep_empty_value.unwrap_or(false),
+        })
+    }
+
+    fn headers_to_remove(
+        &self,
+        raw: Option<Vec<String>>,
+        path: &str,
+    ) -> Result<Vec<String>, EnvoyConfigError> {
+        let mut names = Vec::new();
+        for (i, name) in raw.unwrap_or_default().into_iter().enumerate() {
+            let name_path = format!("{path}[{i}]");
+            if name.is_empty() {
+                return Err(self.invalid(
+                    name_path,
+                    Problem::BadHeaderName {
+                        name,
+                        reason: "a header name is not empty".to_owned(),
+                    },
+                ));
+            }
+            names.push(self.header_name(name, name_path, false)?);
+        }
+        Ok(names)
+    }
+}
+
+/// Whether `name` is an HTTP token (RFC 9110 §5.6.2), as header names are.
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Return `regex` made to match a whole string, as Envoy's `safe_regex` does.
+pub(crate) fn anchored(regex: &str) -> String {
+    format!("^(?:{regex})$")
+}
+
+/// Check that `regex` compiles; return the `regex` crate's reason when not, on one line.
+fn check_regex(regex: &str) -> Result<(), String> {
+    // The regex as written first, so that the message shows the user's text.
+    let error = match regex::Regex::new(regex).and_then(|_| regex::Regex::new(&anchored(regex))) {
+        Ok(_) => return Ok(()),
+        Err(error) => error.to_string(),
+    };
+    Err(error
+        .lines()
+        .find_map(|line| line.strip_prefix("error: "))
+        .unwrap_or(&error)
+        .trim()
+        .to_owned())
+}
+
+/// Turn an RE2 substitution (`\1` for a group, `\\` for a backslash) into the `regex`
+/// crate's replacement syntax (`${1}`, `$$` for a dollar sign).
+///
+/// # Errors
+/// What is wrong with `substitution`: a backslash before anything but a digit or a
+/// backslash, or a group the pattern does not have.
+pub(crate) fn rust_substitution(substitution: &str, groups: usize) -> Result<String, String> {
+    let mut out = String::with_capacity(substitution.len() + 4);
+    let mut chars = substitution.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('\\') => out.push('\\'),
+                Some(digit @ '0'..='9') => {
+                    let group = digit as usize - '0' as usize;
+                    if group >= groups {
+                        return Err(format!(
+                            "it refers to group \\{group}, but the pattern has {} group{}",
+                            groups.saturating_sub(1),
+                            if groups == 2 { "" } else { "s" }
+                        ));
+                    }
+                    out.push_str(&format!("${{{group}}}"));
+                }
+                Some(other) => {
+                    return Err(format!(
+                        "`\\{other}` is not a substitution: write `\\1` to `\\9` for a group \
+                         of the pattern, `\\0` for the whole match, `\\\\` for a backslash"
+                    ))
+                }
+                None => {
+                    return Err("it ends with a lone `\\`; write `\\\\` for a backslash".to_owned())
+                }
+            },
+            '$' => out.push_str("$$"),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+/// Check a substitution against its (valid) pattern.
+fn check_substitution(pattern: &str, substitution: &str) -> Result<(), String> {
+    let groups = regex::Regex::new(pattern)
+        .map(|regex| regex.captures_len())
+        .map_err(|error| error.to_string())?;
+    rust_substitution(substitution, groups).map(|_| ())
+}
+
+/// The format variables zerohop fills in, for messages.
+const FORMAT_VARIABLES: &str = "%DOWNSTREAM_REMOTE_ADDRESS%, \
+    %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%, %DOWNSTREAM_LOCAL_ADDRESS%, \
+    %DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT%, %UPSTREAM_REMOTE_ADDRESS%, %PROTOCOL%, \
+    %START_TIME% and %REQ(header)%";
+
+/// Parse a header value with Envoy's format variables (`%NAME%`, `%REQ(x-a?x-b):10%`;
+/// `%%` is a literal `%`).
+///
+/// # Errors
+/// What is wrong, for a message: an unknown variable, a `%` that starts no variable, a
+/// control character.
+pub(crate) fn parse_header_value(text: &str) -> Result<HeaderValueTemplate, String> {
+    if text.chars().any(|c| matches!(c, '\0' | '\r' | '\n')) {
+        return Err("it contains a line break or a NUL character".to_owned());
+    }
+    let mut parts = Vec::new();
+    let mut literal = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find('%') {
+        literal.push_str(&rest[..start]);
+        rest = &rest[start + 1..];
+        if let Some(after) = rest.strip_prefix('%') {
+            literal.push('%');
+            rest = after;
+            continue;
+        }
+        let name_end = rest
+            .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(rest.len());
+        let name = &rest[..name_end];
+        if name.is_empty() {
+            return Err(format!(
+                "a `%` starts a variable such as %DOWNSTREAM_REMOTE_ADDRESS%; write `%%` for a \
+                 literal percent sign (zerohop supports {FORMAT_VARIABLES})"
+            ));
+        }
+        rest = &rest[name_end..];
+        let mut argument = None;
+        if let Some(after) = rest.strip_prefix('(') {
+            let Some(close) = after.find(')') else {
+                return Err(format!("`%{name}(` has no closing `)`"));
+            };
+            argument = Some(&after[..close]);
+            rest = &after[close + 1..];
+        }
+        let mut max_length = None;
+        if let Some(after) = rest.strip_prefix(':') {
+            let digits = after
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(after.len());
+            let Ok(length) = after[..digits].parse::<usize>() else {
+                return Err(format!(
+                    "`%{name}...:` must be followed by a length in bytes, e.g. `:10`"
+                ));
+            };
+            max_length = Some(length);
+            rest = &after[digits..];
+        }
+        let Some(after) = rest.strip_prefix('%') else {
+            return Err(format!(
+                "the variable %{name} is not closed with `%`; write `%%` for a literal percent \
+                 sign"
+            ));
+        };
+        rest = after;
+        let simple = match name {
+            "DOWNSTREAM_REMOTE_ADDRESS" => Some(FormatVariable::DownstreamRemoteAddress),
+            "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => {
+                Some(FormatVariable::DownstreamRemoteAddressWithoutPort)
+            }
+            "DOWNSTREAM_LOCAL_ADDRESS" => Some(FormatVariable::DownstreamLocalAddress),
+            "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => {
+                Some(FormatVariable::DownstreamLocalAddressWithoutPort)
+            }
+            "UPSTREAM_REMOTE_ADDRESS" => Some(FormatVariable::UpstreamRemoteAddress),
+            "PROTOCOL" => Some(FormatVariable::Protocol),
+            "START_TIME" => Some(FormatVariable::StartTime),
+            _ => None,
+        };
+        let variable = match (simple, name) {
+            (Some(_), "START_TIME") if argument.is_some() => {
+                return Err(
+                    "%START_TIME(format)% is not supported yet; write %START_TIME% for Envoy's \
+                     default format (2024-05-01T12:00:00.000Z)"
+                        .to_owned(),
+                )
+            }
+            (Some(variable), _) => {
+                if argument.is_some() || max_length.is_some() {
+                    return Err(format!(
+                        "%{name}% takes no argument and no length; write %{name}%"
+                    ));
+                }
+                variable
+            }
+            (None, "REQ") => {
+                let Some(argument) = argument.filter(|a| !a.is_empty()) else {
+                    return Err("%REQ% needs a header name, e.g. %REQ(x-request-id)%".to_owned());
+                };
+                let (name, alternative) = match argument.split_once('?') {
+                    Some((name, alternative)) => (name, Some(alternative)),
+                    None => (argument, None),
+                };
+                let check = |header: &str| {
+                    let lower = header.to_ascii_lowercase();
+                    if is_token(&lower) || PSEUDO_HEADERS.contains(&lower.as_str()) {
+                        Ok(lower)
+                    } else {
+                        Err(format!(
+                            "`{header}` in %REQ({argument})% is not a header name (a token, \
+                             or one of :authority, :method, :path, :scheme)"
+                        ))
+                    }
+                };
+                FormatVariable::RequestHeader {
+                    name: check(name)?,
+                    alternative: alternative.map(check).transpose()?,
+                    max_length,
+                }
+            }
+            (None, _) => {
+                return Err(format!(
+                    "zerohop does not support the variable %{name}% (yet); it supports \
+                     {FORMAT_VARIABLES}, and `%%` for a literal percent sign"
+                ))
+            }
+        };
+        if !literal.is_empty() {
+            parts.push(ValuePart::Literal(std::mem::take(&mut literal)));
+        }
+        parts.push(ValuePart::Variable(variable));
+    }
+    literal.push_str(rest);
+    if !literal.is_empty() {
+        parts.push(ValuePart::Literal(literal));
+    }
+    Ok(HeaderValueTemplate { parts })
+}
+
 /// Return what `ip` is when it cannot be an upstream host, else `None`.
 fn not_unicast(ip: Ipv4Addr) -> Option<&'static str> {
     if ip.is_unspecified() {
@@ -719,5 +2372,1636 @@ fn not_unicast(ip: Ipv4Addr) -> Option<&'static str> {
         Some("a multicast address")
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The HTTP connection manager part of the config: a real Envoy config loads, and
+    //! each mistake is an error that names its YAML path. (The TCP part is tested in
+    //! `l7/tests/envoy_config.rs`.)
+
+    use super::*;
+
+    const ORIGIN: &str = "envoy.yaml";
+
+    /// zerohop's example HTTP config: a `dataplane` section (read by zerohop's own
+    /// config) and the Envoy sections.
+    const EXAMPLE: &str = include_str!("../../../configs/http-proxy.yaml");
+
+    /// The smallest HTTP config that works: one listener, one route, two clusters.
+    const BASE: &str = r#"
+static_resources:
+  listeners:
+  - name: l
+    address: { socket_address: { address: 0.0.0.0, port_value: 8080 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: http
+          route_config:
+            virtual_hosts:
+            - name: vh
+              domains: ["*"]
+              routes:
+              - { match: { prefix: / }, route: { cluster: c } }
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: c
+    load_assignment:
+      cluster_name: c
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 10.0.0.2, port_value: 80 } } }
+  - name: d
+    load_assignment:
+      cluster_name: d
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 10.0.0.3, port_value: 80 } } }
+"#;
+
+    const TC: &str = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config";
+
+    fn path(rest: &str) -> String {
+        format!("{TC}{rest}")
+    }
+
+    /// The path of the first route.
+    fn route_path(rest: &str) -> String {
+        path(&format!(".route_config.virtual_hosts[0].routes[0]{rest}"))
+    }
+
+    fn load(text: &str) -> Result<EnvoyConfig, EnvoyConfigError> {
+        EnvoyConfig::from_yaml(text, ORIGIN)
+    }
+
+    /// Load `text` from its text and from its YAML tree; both must agree (errors: same
+    /// path and message, positions aside).
+    fn load_both(text: &str) -> Result<EnvoyConfig, EnvoyConfigError> {
+        let from_text = load(text);
+        let tree: Value = serde_yaml_ng::from_str(text).unwrap();
+        let from_value =
+            EnvoyConfig::from_value(tree.get("static_resources"), tree.get("admin"), ORIGIN);
+        let strip = |error: &EnvoyConfigError| {
+            let mut error = error.clone();
+            if let EnvoyConfigError::Schema { line, column, .. } = &mut error {
+                *line = None;
+                *column = None;
+            }
+            error
+        };
+        match (&from_text, &from_value) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b),
+            (Err(a), Err(b)) => assert_eq!(strip(a), strip(b), "{text}"),
+            _ => panic!("from_yaml: {from_text:?}\nfrom_value: {from_value:?}"),
+        }
+        from_text
+    }
+
+    fn edit(base: &str, from: &str, to: &str) -> String {
+        assert!(base.contains(from), "`{from}` is not in the config");
+        base.replacen(from, to, 1)
+    }
+
+    /// BASE with its one route replaced by `route` (flow style).
+    fn with_route(route: &str) -> String {
+        with_routes(&[route])
+    }
+
+    fn with_routes(routes: &[&str]) -> String {
+        let routes: String = routes
+            .iter()
+            .map(|route| format!("              - {route}\n"))
+            .collect();
+        edit(
+            BASE,
+            "              - { match: { prefix: / }, route: { cluster: c } }\n",
+            &routes,
+        )
+    }
+
+    /// BASE with its virtual hosts replaced by `virtual_hosts` (flow style).
+    fn with_virtual_hosts(virtual_hosts: &[&str]) -> String {
+        let list: String = virtual_hosts
+            .iter()
+            .map(|vh| format!("            - {vh}\n"))
+            .collect();
+        edit(
+            BASE,
+            "            - name: vh\n              domains: [\"*\"]\n              routes:\n              - { match: { prefix: / }, route: { cluster: c } }\n",
+            &list,
+        )
+    }
+
+    /// BASE with `line` added to the http_connection_manager.
+    fn with_hcm(line: &str) -> String {
+        edit(
+            BASE,
+            "          stat_prefix: http\n",
+            &format!("          stat_prefix: http\n          {line}\n"),
+        )
+    }
+
+    fn hcm(config: &EnvoyConfig) -> &HttpConnectionManager {
+        match &config.listeners[0].filter {
+            NetworkFilter::HttpConnectionManager(hcm) => hcm,
+            other => panic!("not an http_connection_manager: {other:?}"),
+        }
+    }
+
+    fn first_route(config: &EnvoyConfig) -> &Route {
+        &hcm(config).route_config.virtual_hosts[0].routes[0]
+    }
+
+    fn route_action(config: &EnvoyConfig) -> &RouteAction {
+        match &first_route(config).action {
+            Action::Route(action) => action,
+            other => panic!("not a route action: {other:?}"),
+        }
+    }
+
+    /// Assert that `text` fails to load at `path` with every one of `expected` in the
+    /// message; return the message.
+    fn error_at(text: &str, path: &str, expected: &[&str]) -> String {
+        let error = match load_both(text) {
+            Ok(config) => panic!("loaded: {config:?}\n{text}"),
+            Err(error) => error,
+        };
+        let message = error.to_string();
+        assert_eq!(error.path(), Some(path), "{message}");
+        assert!(
+            message.starts_with(&format!("{ORIGIN}: {path}: ")),
+            "{message}"
+        );
+        for part in expected {
+            assert!(message.contains(part), "expected `{part}` in:\n{message}");
+        }
+        message
+    }
+
+    /// Assert that `text` fails the checks after parsing at `path`; return the problem.
+    fn problem_at(text: &str, path: &str) -> Problem {
+        match load_both(text) {
+            Err(EnvoyConfigError::Invalid {
+                path: got, problem, ..
+            }) => {
+                assert_eq!(got, path, "{problem}");
+                problem
+            }
+            other => panic!("expected an Invalid error at {path}, got {other:?}"),
+        }
+    }
+
+    fn literal(text: &str) -> HeaderValueTemplate {
+        HeaderValueTemplate {
+            parts: vec![ValuePart::Literal(text.to_owned())],
+        }
+    }
+
+    #[test]
+    fn example_config_loads() {
+        // zerohop's config loader (src/config.rs) reads the `dataplane` section and hands
+        // the Envoy sections over as trees; from_yaml reads the Envoy part as text.
+        let tree: Value = serde_yaml_ng::from_str(EXAMPLE).unwrap();
+        let from_tree = EnvoyConfig::from_value(tree.get("static_resources"), None, ORIGIN)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let envoy_part = &EXAMPLE[EXAMPLE.find("\nstatic_resources:").unwrap()..];
+        let config = load(envoy_part).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config, from_tree);
+
+        assert_eq!(config.listeners.len(), 1);
+        assert_eq!(config.listeners[0].address, "0.0.0.0:8080".parse().unwrap());
+        let names: Vec<_> = config.clusters.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["api-v1", "api-v2", "static"]);
+        for (cluster, port) in config.clusters.iter().zip([9001, 9002, 9003]) {
+            assert_eq!(
+                cluster.endpoints[0].address,
+                SocketAddrV4::new(Ipv4Addr::new(10, 201, 2, 1), port)
+            );
+        }
+        let hcm = hcm(&config);
+        assert_eq!(hcm.stat_prefix, "ingress_http");
+        assert_eq!(hcm.codec_type, CodecType::Http1);
+        assert_eq!(hcm.request_headers_timeout, Some(Duration::from_secs(10)));
+        assert!(hcm.use_remote_address);
+        assert_eq!(
+            hcm.http_filters,
+            [HttpFilter::Router(RouterFilter {
+                name: "envoy.filters.http.router".to_owned()
+            })]
+        );
+        let routes = &hcm.route_config;
+        assert_eq!(routes.name, "local_routes");
+        assert_eq!(routes.virtual_hosts.len(), 2);
+        let api = &routes.virtual_hosts[0];
+        assert_eq!(
+            api.domains,
+            ["api.example.com", "api.example.com:8080", "api.*"]
+        );
+        assert_eq!(
+            api.headers.request_headers_to_add[0].value.parts,
+            [ValuePart::Variable(
+                FormatVariable::DownstreamRemoteAddressWithoutPort
+            )]
+        );
+        let names: Vec<_> = api.routes.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["canary", "users-by-id", "debug", "v1"]);
+        let Action::Route(split) = &api.routes[1].action else {
+            panic!("users-by-id is not a route");
+        };
+        assert_eq!(
+            split.cluster,
+            ClusterSpecifier::WeightedClusters(vec![
+                ClusterWeight {
+                    name: "api-v1".to_owned(),
+                    weight: 90
+                },
+                ClusterWeight {
+                    name: "api-v2".to_owned(),
+                    weight: 10
+                },
+            ])
+        );
+        let www = &routes.virtual_hosts[1];
+        assert_eq!(www.domains, ["*"]);
+        assert_eq!(
+            www.routes[0].action,
+            Action::DirectResponse(DirectResponseAction {
+                status: 200,
+                body: Some("ok\n".to_owned())
+            })
+        );
+        assert!(matches!(www.routes[1].action, Action::Redirect(_)));
+        assert_eq!(
+            www.routes[2].route_match.path,
+            PathMatch::PathSeparatedPrefix("/static".to_owned())
+        );
+        assert!(!www.routes[2].route_match.case_sensitive);
+    }
+
+    #[test]
+    fn full_hcm_config_loads() {
+        let text = edit(
+            BASE,
+            "          route_config:\n            virtual_hosts:\n            - name: vh\n              domains: [\"*\"]\n              routes:\n              - { match: { prefix: / }, route: { cluster: c } }\n",
+            r#"          codec_type: AUTO
+          common_http_protocol_options: { idle_timeout: 60s }
+          request_headers_timeout: 2s
+          stream_idle_timeout: 30s
+          request_timeout: 120s
+          max_request_headers_kb: 96
+          use_remote_address: true
+          xff_num_trusted_hops: 1
+          generate_request_id: false
+          route_config:
+            name: routes
+            most_specific_header_mutations_wins: true
+            ignore_port_in_host_matching: true
+            validate_clusters: true
+            max_direct_response_body_size_bytes: 16
+            request_headers_to_add:
+            - header: { key: X-Global, value: "1%%" }
+              append: false
+            request_headers_to_remove: [X-Drop]
+            response_headers_to_add:
+            - header: { key: x-via, value: "zerohop %PROTOCOL%" }
+              keep_empty_value: true
+            response_headers_to_remove: [server]
+            virtual_hosts:
+            - name: vh
+              domains: ["Example.COM", "*.example.com", "example.*"]
+              request_headers_to_add:
+              - header: { key: x-vh, value: "%REQ(x-a?x-b):8%" }
+                append_action: ADD_IF_ABSENT
+              routes:
+              - name: r
+                match:
+                  prefix: /api
+                  case_sensitive: false
+                  headers:
+                  - { name: X-Env, string_match: { prefix: pro, ignore_case: true } }
+                  - { name: ":method", exact_match: GET }
+                  - { name: x-debug, present_match: false }
+                  - { name: x-skip, suffix_match: "1", invert_match: true, treat_missing_header_as_empty: true }
+                  - { name: x-any }
+                  - { name: x-re, safe_regex_match: { google_re2: {}, regex: "[a-z]+" } }
+                  query_parameters:
+                  - { name: v, string_match: { exact: "2" } }
+                  - { name: trace, present_match: true }
+                route:
+                  weighted_clusters:
+                    total_weight: 10
+                    clusters: [{ name: c, weight: 7 }, { name: d, weight: 3 }]
+                  regex_rewrite: { pattern: { regex: "^/api/(.*)$" }, substitution: "/\\1" }
+                  host_rewrite_literal: backend.internal
+                  timeout: 0s
+                  hash_policy:
+                  - { header: { header_name: X-User }, terminal: true }
+                  - cookie: { name: s, ttl: 0s, path: / }
+                  - connection_properties: { source_ip: true }
+                  - query_parameter: { name: u }
+                response_headers_to_add:
+                - header: { key: x-route, value: r }
+                  append_action: OVERWRITE_IF_EXISTS
+              - match: { path: /old }
+                redirect:
+                  https_redirect: true
+                  host_redirect: new.example.com
+                  port_redirect: 8443
+                  path_redirect: /new
+                  response_code: PERMANENT_REDIRECT
+                  strip_query: true
+              - match: { path_separated_prefix: /health }
+                direct_response: { status: 503, body: { inline_string: down } }
+"#,
+        );
+        let config = load_both(&text).unwrap_or_else(|e| panic!("{e}"));
+        let hcm = hcm(&config);
+        assert_eq!(hcm.codec_type, CodecType::Auto);
+        assert_eq!(hcm.idle_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(hcm.request_headers_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(hcm.stream_idle_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(hcm.request_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(hcm.max_request_headers_kb, 96);
+        assert!(hcm.use_remote_address);
+        assert_eq!(hcm.xff_num_trusted_hops, 1);
+        assert!(!hcm.generate_request_id);
+        let routes = &hcm.route_config;
+        assert_eq!(routes.name, "routes");
+        assert!(routes.most_specific_header_mutations_wins);
+        assert!(routes.ignore_port_in_host_matching);
+        assert_eq!(
+            routes.headers,
+            HeaderMutations {
+                request_headers_to_add: vec![HeaderValueOption {
+                    key: "x-global".to_owned(),
+                    value: literal("1%"),
+                    append_action: HeaderAppendAction::OverwriteIfExistsOrAdd,
+                    keep_empty_value: false,
+                }],
+                request_headers_to_remove: vec!["x-drop".to_owned()],
+                response_headers_to_add: vec![HeaderValueOption {
+                    key: "x-via".to_owned(),
+                    value: HeaderValueTemplate {
+                        parts: vec![
+                            ValuePart::Literal("zerohop ".to_owned()),
+                            ValuePart::Variable(FormatVariable::Protocol),
+                        ]
+                    },
+                    append_action: HeaderAppendAction::AppendIfExistsOrAdd,
+                    keep_empty_value: true,
+                }],
+                response_headers_to_remove: vec!["server".to_owned()],
+            }
+        );
+        let vh = &routes.virtual_hosts[0];
+        assert_eq!(vh.domains, ["example.com", "*.example.com", "example.*"]);
+        assert_eq!(
+            vh.headers.request_headers_to_add[0].value.parts,
+            [ValuePart::Variable(FormatVariable::RequestHeader {
+                name: "x-a".to_owned(),
+                alternative: Some("x-b".to_owned()),
+                max_length: Some(8),
+            })]
+        );
+        assert_eq!(
+            vh.headers.request_headers_to_add[0].append_action,
+            HeaderAppendAction::AddIfAbsent
+        );
+        let route = &vh.routes[0];
+        assert_eq!(route.name, "r");
+        let exact = |text: &str| {
+            HeaderMatchRule::Value(StringMatcher {
+                pattern: StringPattern::Exact(text.to_owned()),
+                ignore_case: false,
+            })
+        };
+        assert_eq!(
+            route.route_match,
+            RouteMatch {
+                path: PathMatch::Prefix("/api".to_owned()),
+                case_sensitive: false,
+                headers: vec![
+                    HeaderMatcher {
+                        name: "x-env".to_owned(),
+                        rule: HeaderMatchRule::Value(StringMatcher {
+                            pattern: StringPattern::Prefix("pro".to_owned()),
+                            ignore_case: true,
+                        }),
+                        invert_match: false,
+                        treat_missing_header_as_empty: false,
+                    },
+                    HeaderMatcher {
+                        name: ":method".to_owned(),
+                        rule: exact("GET"),
+                        invert_match: false,
+                        treat_missing_header_as_empty: false,
+                    },
+                    HeaderMatcher {
+                        name: "x-debug".to_owned(),
+                        rule: HeaderMatchRule::Present(false),
+                        invert_match: false,
+                        treat_missing_header_as_empty: false,
+                    },
+                    HeaderMatcher {
+                        name: "x-skip".to_owned(),
+                        rule: HeaderMatchRule::Value(StringMatcher {
+                            pattern: StringPattern::Suffix("1".to_owned()),
+                            ignore_case: false,
+                        }),
+                        invert_match: true,
+                        treat_missing_header_as_empty: true,
+                    },
+                    HeaderMatcher {
+                        name: "x-any".to_owned(),
+                        rule: HeaderMatchRule::Present(true),
+                        invert_match: false,
+                        treat_missing_header_as_empty: false,
+                    },
+                    HeaderMatcher {
+                        name: "x-re".to_owned(),
+                        rule: HeaderMatchRule::Value(StringMatcher {
+                            pattern: StringPattern::SafeRegex("[a-z]+".to_owned()),
+                            ignore_case: false,
+                        }),
+                        invert_match: false,
+                        treat_missing_header_as_empty: false,
+                    },
+                ],
+                query_parameters: vec![
+                    QueryParameterMatcher {
+                        name: "v".to_owned(),
+                        value: Some(StringMatcher {
+                            pattern: StringPattern::Exact("2".to_owned()),
+                            ignore_case: false,
+                        }),
+                    },
+                    QueryParameterMatcher {
+                        name: "trace".to_owned(),
+                        value: None,
+                    },
+                ],
+            }
+        );
+        assert_eq!(
+            route.action,
+            Action::Route(RouteAction {
+                cluster: ClusterSpecifier::WeightedClusters(vec![
+                    ClusterWeight {
+                        name: "c".to_owned(),
+                        weight: 7
+                    },
+                    ClusterWeight {
+                        name: "d".to_owned(),
+                        weight: 3
+                    },
+                ]),
+                prefix_rewrite: None,
+                regex_rewrite: Some(RegexRewrite {
+                    pattern: "^/api/(.*)$".to_owned(),
+                    substitution: "/\\1".to_owned(),
+                }),
+                host_rewrite: Some(HostRewrite::Literal("backend.internal".to_owned())),
+                timeout: None,
+                hash_policy: vec![
+                    HashPolicy {
+                        source: HashSource::Header("x-user".to_owned()),
+                        terminal: true,
+                    },
+                    HashPolicy {
+                        source: HashSource::Cookie {
+                            name: "s".to_owned(),
+                            ttl: Some(Duration::ZERO),
+                            path: Some("/".to_owned()),
+                        },
+                        terminal: false,
+                    },
+                    HashPolicy {
+                        source: HashSource::SourceIp(true),
+                        terminal: false,
+                    },
+                    HashPolicy {
+                        source: HashSource::QueryParameter("u".to_owned()),
+                        terminal: false,
+                    },
+                ],
+            })
+        );
+        assert_eq!(
+            route.headers.response_headers_to_add[0].append_action,
+            HeaderAppendAction::OverwriteIfExists
+        );
+        assert_eq!(
+            vh.routes[1].action,
+            Action::Redirect(RedirectAction {
+                scheme: Some("https".to_owned()),
+                host: Some("new.example.com".to_owned()),
+                port: Some(8443),
+                path: Some(RedirectPath::Path("/new".to_owned())),
+                response_code: RedirectResponseCode::PermanentRedirect,
+                strip_query: true,
+            })
+        );
+        assert_eq!(
+            vh.routes[2].action,
+            Action::DirectResponse(DirectResponseAction {
+                status: 503,
+                body: Some("down".to_owned()),
+            })
+        );
+    }
+
+    #[test]
+    fn defaults_are_envoys() {
+        let config = load_both(BASE).unwrap();
+        let hcm = hcm(&config);
+        assert_eq!(hcm.codec_type, CodecType::Auto);
+        assert_eq!(hcm.idle_timeout, Some(Duration::from_secs(3600)));
+        assert_eq!(hcm.request_headers_timeout, None);
+        assert_eq!(hcm.stream_idle_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(hcm.request_timeout, None);
+        assert_eq!(hcm.max_request_headers_kb, 60);
+        assert!(!hcm.use_remote_address);
+        assert_eq!(hcm.xff_num_trusted_hops, 0);
+        assert!(hcm.generate_request_id);
+        let routes = &hcm.route_config;
+        assert_eq!(routes.name, "");
+        assert!(!routes.most_specific_header_mutations_wins);
+        assert!(!routes.ignore_port_in_host_matching);
+        assert!(routes.headers.is_empty());
+        let route = first_route(&config);
+        assert!(route.route_match.case_sensitive);
+        assert_eq!(
+            route_action(&config),
+            &RouteAction {
+                cluster: ClusterSpecifier::Cluster("c".to_owned()),
+                prefix_rewrite: None,
+                regex_rewrite: None,
+                host_rewrite: None,
+                timeout: Some(Duration::from_secs(15)),
+                hash_policy: vec![],
+            }
+        );
+        let redirect = load_both(&with_route("{ match: { path: /a }, redirect: {} }")).unwrap();
+        assert_eq!(
+            first_route(&redirect).action,
+            Action::Redirect(RedirectAction {
+                scheme: None,
+                host: None,
+                port: None,
+                path: None,
+                response_code: RedirectResponseCode::MovedPermanently,
+                strip_query: false,
+            })
+        );
+    }
+
+    #[test]
+    fn zero_turns_timeouts_off() {
+        let config = load_both(&with_hcm(
+            "stream_idle_timeout: 0s\n          request_timeout: 0s\n          \
+             request_headers_timeout: 0s\n          \
+             common_http_protocol_options: { idle_timeout: 0s }",
+        ))
+        .unwrap();
+        let hcm = hcm(&config);
+        assert_eq!(hcm.idle_timeout, None);
+        assert_eq!(hcm.stream_idle_timeout, None);
+        assert_eq!(hcm.request_timeout, None);
+        assert_eq!(hcm.request_headers_timeout, None);
+        let config = load_both(&with_route(
+            "{ match: { prefix: / }, route: { cluster: c, timeout: 0s } }",
+        ))
+        .unwrap();
+        assert_eq!(route_action(&config).timeout, None);
+    }
+
+    #[test]
+    fn camel_case_names_load_as_envoy_allows() {
+        let snake = with_hcm("max_request_headers_kb: 10\n          use_remote_address: true");
+        let camel = with_hcm("maxRequestHeadersKb: 10\n          useRemoteAddress: true")
+            .replace("stat_prefix", "statPrefix")
+            .replace("route_config", "routeConfig")
+            .replace("virtual_hosts", "virtualHosts")
+            .replace("http_filters", "httpFilters")
+            .replace("typed_config", "typedConfig");
+        assert_eq!(load_both(&camel).unwrap(), load_both(&snake).unwrap());
+        let snake = with_route(
+            "{ match: { safe_regex: { regex: /a }, case_sensitive: false }, direct_response: { status: 200, body: { inline_string: x } } }",
+        );
+        let camel = snake
+            .replace("safe_regex", "safeRegex")
+            .replace("case_sensitive", "caseSensitive")
+            .replace("direct_response", "directResponse")
+            .replace("inline_string", "inlineString");
+        assert_eq!(load_both(&camel).unwrap(), load_both(&snake).unwrap());
+    }
+
+    #[test]
+    fn type_url_anywhere_in_typed_config() {
+        let text = edit(
+            BASE,
+            "          \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager\n          stat_prefix: http\n",
+            "          stat_prefix: http\n          \"@type\": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager\n",
+        );
+        assert_eq!(load_both(&text).unwrap(), load(BASE).unwrap());
+        let text = edit(
+            BASE,
+            "            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n",
+            "            typed_config: { x: 1, \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }\n",
+        );
+        error_at(
+            &text,
+            &path(".http_filters[0].typed_config.x"),
+            &["unknown field `x`"],
+        );
+    }
+
+    #[test]
+    fn unsupported_values_name_their_path() {
+        for codec in ["HTTP2", "HTTP3"] {
+            error_at(
+                &with_hcm(&format!("codec_type: {codec}")),
+                &path(".codec_type"),
+                &[
+                    &format!("codec type {codec} is not supported"),
+                    "HTTP/1.1 only",
+                ],
+            );
+        }
+        error_at(
+            &with_hcm("codec_type: http1"),
+            &path(".codec_type"),
+            &["Envoy's enum names are upper case: write HTTP1"],
+        );
+        error_at(
+            &with_hcm("rds: { route_config_name: r }"),
+            &path(".rds"),
+            &["`rds` is not supported yet; use an inline `route_config`"],
+        );
+        error_at(
+            &with_hcm("scoped_routes: {}"),
+            &path(".scoped_routes"),
+            &["not supported"],
+        );
+        let no_route_config = edit(
+            &with_hcm("rds: { route_config_name: r }"),
+            "          route_config:\n            virtual_hosts:\n            - name: vh\n              domains: [\"*\"]\n              routes:\n              - { match: { prefix: / }, route: { cluster: c } }\n",
+            "",
+        );
+        error_at(&no_route_config, &path(".rds"), &["use an inline"]);
+        let message = error_at(
+            &with_hcm("access_log: []"),
+            &path(".access_log"),
+            &[
+                "unknown field `access_log`",
+                "rejects a field it does not support",
+            ],
+        );
+        assert!(message.contains(" at line "), "{message}");
+        error_at(
+            &with_hcm("common_http_protocol_options: { max_connection_duration: 1s }"),
+            &path(".common_http_protocol_options.max_connection_duration"),
+            &["unknown field `max_connection_duration`"],
+        );
+        error_at(
+            &with_hcm("max_request_headers_kb: 0"),
+            &path(".max_request_headers_kb"),
+            &["0 is out of range; use 1 to 8192"],
+        );
+        error_at(
+            &with_hcm("max_request_headers_kb: 8193"),
+            &path(".max_request_headers_kb"),
+            &["8193 is out of range; use 1 to 8192"],
+        );
+        assert_eq!(
+            hcm(&load_both(&with_hcm("max_request_headers_kb: 8192")).unwrap())
+                .max_request_headers_kb,
+            8192
+        );
+        error_at(
+            &with_hcm("xff_num_trusted_hops: 4294967296"),
+            &path(".xff_num_trusted_hops"),
+            &["out of range"],
+        );
+        error_at(
+            &with_hcm("stream_idle_timeout: 5m"),
+            &path(".stream_idle_timeout"),
+            &["write \"300s\""],
+        );
+        for (route, at, expected) in [
+            (
+                "{ match: { prefix: / }, route: { cluster: c, retry_policy: {} } }",
+                ".route.retry_policy",
+                "unknown field `retry_policy`",
+            ),
+            (
+                "{ match: { prefix: /, grpc: {} }, route: { cluster: c } }",
+                ".match.grpc",
+                "unknown field `grpc`",
+            ),
+            (
+                "{ match: { prefix: /, headers: [{ name: x, range_match: { start: 1, end: 2 } }] }, route: { cluster: c } }",
+                ".match.headers[0].range_match",
+                "unknown field `range_match`",
+            ),
+            (
+                "{ match: { safe_regex: { google_re2: { max_program_size: 100 }, regex: a } }, route: { cluster: c } }",
+                ".match.safe_regex.google_re2.max_program_size",
+                "unknown field `max_program_size`",
+            ),
+            (
+                "{ match: { prefix: / }, route: { cluster_header: x-cluster } }",
+                ".route.cluster_header",
+                "`cluster_header` is not supported yet",
+            ),
+            (
+                "{ match: { prefix: / }, direct_response: { status: 200, body: { filename: /etc/motd } } }",
+                ".direct_response.body.filename",
+                "`filename` is not supported yet; write the body inline",
+            ),
+            (
+                "{ match: { prefix: / }, redirect: { response_code: GONE } }",
+                ".redirect.response_code",
+                "unknown redirect response code `GONE`",
+            ),
+            (
+                "{ match: { prefix: /, query_parameters: [{ name: a, present_match: false }] }, route: { cluster: c } }",
+                ".match.query_parameters[0].present_match",
+                "`present_match: false` is not supported yet",
+            ),
+            (
+                "{ match: { prefix: / }, route: { cluster: c }, request_headers_to_add: [{ header: { key: x-a, value: \"%HOSTNAME%\" } }] }",
+                ".request_headers_to_add[0].header.value",
+                "zerohop does not support the variable %HOSTNAME% (yet)",
+            ),
+            (
+                "{ match: { prefix: / }, route: { cluster: c }, request_headers_to_add: [{ header: { key: x-a, value: \"%START_TIME(%s)%\" } }] }",
+                ".request_headers_to_add[0].header.value",
+                "%START_TIME(format)% is not supported yet",
+            ),
+            (
+                "{ match: { prefix: / }, route: { cluster: c }, request_headers_to_add: [{ header: { key: x-a, value: v }, append_action: APPEND } ] }",
+                ".request_headers_to_add[0].append_action",
+                "unknown header append action `APPEND`",
+            ),
+            (
+                "{ match: { prefix: / }, route: { cluster: c }, typed_per_filter_config: {} }",
+                ".typed_per_filter_config",
+                "unknown field `typed_per_filter_config`",
+            ),
+        ] {
+            error_at(&with_route(route), &route_path(at), &[expected]);
+        }
+    }
+
+    #[test]
+    fn http_filters_end_with_the_router() {
+        let filters = |list: &str| {
+            edit(
+                BASE,
+                "          http_filters:\n          - name: envoy.filters.http.router\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n",
+                &format!("          http_filters: {list}\n"),
+            )
+        };
+        const ROUTER: &str = "{ name: envoy.filters.http.router, typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router } }";
+        let base = load(BASE).unwrap();
+        // The router's typed_config may be left out or empty: Envoy finds it by name.
+        for list in [
+            "[{ name: envoy.filters.http.router }]",
+            "[{ name: envoy.filters.http.router, typed_config: {} }]",
+        ] {
+            assert_eq!(load_both(&filters(list)).unwrap(), base, "{list}");
+        }
+        // ...and by its @type whatever its name.
+        let named = load_both(&filters(
+            "[{ name: router, typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router } }]",
+        ))
+        .unwrap();
+        assert_eq!(hcm(&named).http_filters[0].name(), "router");
+
+        let at = path(".http_filters");
+        for list in ["[]", "~"] {
+            let problem = problem_at(&filters(list), &at);
+            assert_eq!(problem, Problem::NoRouter);
+            assert!(problem
+                .to_string()
+                .contains("needs the router as its last HTTP filter"));
+        }
+        let text = edit(&filters("[]"), "          http_filters: []\n", "");
+        assert_eq!(problem_at(&text, &at), Problem::NoRouter);
+        error_at(
+            &filters(&format!("[{ROUTER}, {ROUTER}]")),
+            &format!("{at}[1]"),
+            &[&format!("the router ({at}[0]) is a terminal HTTP filter")],
+        );
+        error_at(
+            &filters(
+                "[{ name: rl, typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit, stat_prefix: rl } }]",
+            ),
+            &format!("{at}[0].typed_config.@type"),
+            &["unsupported HTTP filter type", "this HTTP filter is not supported yet"],
+        );
+        error_at(
+            &filters(&format!(
+                "[{{ name: f, typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault }} }}, {ROUTER}]"
+            )),
+            &format!("{at}[0].typed_config.@type"),
+            &["this HTTP filter is not supported yet"],
+        );
+        error_at(
+            &filters("[{ name: envoy.filters.http.cors }]"),
+            &format!("{at}[0].name"),
+            &["HTTP filter `envoy.filters.http.cors` is not supported yet"],
+        );
+        error_at(
+            &filters("[{ name: r, typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy } }]"),
+            &format!("{at}[0].typed_config.@type"),
+            &["this is a network filter"],
+        );
+        error_at(
+            &filters("[{ name: r, typed_config: { \"@type\": envoy.extensions.filters.http.router.v3.Router } }]"),
+            &format!("{at}[0].typed_config.@type"),
+            &["a type URL starts with `type.googleapis.com/`"],
+        );
+        error_at(
+            &filters("[{ name: r, typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router, suppress_envoy_headers: true } }]"),
+            &format!("{at}[0].typed_config.suppress_envoy_headers"),
+            &["unknown field `suppress_envoy_headers`"],
+        );
+        error_at(
+            &filters("[{ name: r, typed_config: { dynamic_stats: true } }]"),
+            &format!("{at}[0].typed_config"),
+            &["`@type` is missing"],
+        );
+        error_at(
+            &filters("[{ typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router } }]"),
+            &format!("{at}[0]"),
+            &["`name` is missing; Envoy requires a name for each HTTP filter"],
+        );
+        error_at(
+            &filters("[{ name: r, is_optional: true }]"),
+            &format!("{at}[0].is_optional"),
+            &["unknown field `is_optional`"],
+        );
+    }
+
+    #[test]
+    fn route_config_is_required() {
+        let text = edit(
+            BASE,
+            "          route_config:\n            virtual_hosts:\n            - name: vh\n              domains: [\"*\"]\n              routes:\n              - { match: { prefix: / }, route: { cluster: c } }\n",
+            "",
+        );
+        let problem = problem_at(&text, TC);
+        assert!(matches!(
+            problem,
+            Problem::Missing {
+                field: "route_config",
+                ..
+            }
+        ));
+        // An empty route table loads (every request gets a 404), as in Envoy.
+        let text = with_virtual_hosts(&[]).replace("virtual_hosts:\n", "virtual_hosts: []\n");
+        let config = load_both(&text).unwrap();
+        assert!(hcm(&config).route_config.virtual_hosts.is_empty());
+        let problem = problem_at(&edit(BASE, "          stat_prefix: http\n", ""), TC);
+        assert!(matches!(
+            problem,
+            Problem::Missing {
+                field: "stat_prefix",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn route_clusters_must_exist() {
+        error_at(
+            &with_route("{ match: { prefix: / }, route: { cluster: nope } }"),
+            &route_path(".route.cluster"),
+            &["unknown cluster `nope` (clusters are: c, d); a route's `cluster` must name a cluster in static_resources.clusters"],
+        );
+        error_at(
+            &with_route(
+                "{ match: { prefix: / }, route: { weighted_clusters: { clusters: [{ name: c, weight: 1 }, { name: e, weight: 1 }] } } }",
+            ),
+            &route_path(".route.weighted_clusters.clusters[1].name"),
+            &["unknown cluster `e`", "each of a route's `weighted_clusters`"],
+        );
+        // A cluster only a redirect or a direct response would need is not checked.
+        load_both(&with_route(
+            "{ match: { prefix: / }, redirect: { host_redirect: nope } }",
+        ))
+        .unwrap();
+        let problem = problem_at(
+            &with_route("{ match: { prefix: / }, route: { cluster: \"\" } }"),
+            &route_path(".route.cluster"),
+        );
+        assert!(matches!(
+            problem,
+            Problem::Empty {
+                field: "cluster",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn bad_regexes_are_config_errors() {
+        let message = error_at(
+            &with_route(
+                "{ match: { safe_regex: { regex: \"/api/(v1\" } }, route: { cluster: c } }",
+            ),
+            &route_path(".match.safe_regex.regex"),
+            &["invalid regex `/api/(v1`: unclosed group"],
+        );
+        assert!(!message.contains('\n'), "{message}");
+        error_at(
+            &with_route("{ match: { prefix: /, headers: [{ name: x, string_match: { safe_regex: { regex: \"[a\" } } }] }, route: { cluster: c } }"),
+            &route_path(".match.headers[0].string_match.safe_regex.regex"),
+            &["invalid regex `[a`: unclosed character class"],
+        );
+        error_at(
+            &with_route("{ match: { prefix: /, headers: [{ name: x, safe_regex_match: { regex: \"(?<\" } }] }, route: { cluster: c } }"),
+            &route_path(".match.headers[0].safe_regex_match.regex"),
+            &["invalid regex"],
+        );
+        // RE2 has no look-around; neither has the regex crate.
+        error_at(
+            &with_route("{ match: { safe_regex: { regex: \"/a(?=b)\" } }, route: { cluster: c } }"),
+            &route_path(".match.safe_regex.regex"),
+            &["look-around"],
+        );
+        error_at(
+            &with_route("{ match: { safe_regex: {} }, route: { cluster: c } }"),
+            &route_path(".match.safe_regex"),
+            &["`regex` is missing"],
+        );
+        let rewrite = |pattern: &str, substitution: &str| {
+            with_route(&format!(
+                "{{ match: {{ prefix: / }}, route: {{ cluster: c, regex_rewrite: {{ pattern: {{ regex: \"{pattern}\" }}, substitution: \"{substitution}\" }} }} }}"
+            ))
+        };
+        error_at(
+            &rewrite("^/(a)$", "\\\\2"),
+            &route_path(".route.regex_rewrite.substitution"),
+            &["invalid substitution `\\2`: it refers to group \\2, but the pattern has 1 group"],
+        );
+        error_at(
+            &rewrite("^/a$", "\\\\q"),
+            &route_path(".route.regex_rewrite.substitution"),
+            &["`\\q` is not a substitution"],
+        );
+        error_at(
+            &rewrite("^/(a$", "x"),
+            &route_path(".route.regex_rewrite.pattern.regex"),
+            &["unclosed group"],
+        );
+        load_both(&rewrite("^/service/([^/]+)(/.*)$", "\\\\2/instance/\\\\1")).unwrap();
+        error_at(
+            &with_route("{ match: { prefix: / }, redirect: { regex_rewrite: { pattern: { regex: \"(\" } } } }"),
+            &route_path(".redirect.regex_rewrite.pattern.regex"),
+            &["invalid regex"],
+        );
+    }
+
+    #[test]
+    fn domains() {
+        let vh = |name: &str, domains: &str| {
+            format!(
+                "{{ name: {name}, domains: {domains}, routes: [{{ match: {{ prefix: / }}, route: {{ cluster: c }} }}] }}"
+            )
+        };
+        let at = path(".route_config.virtual_hosts");
+        let problem = problem_at(
+            &with_virtual_hosts(&[&vh("a", "[a.com, b.com]"), &vh("b", "[c.com, B.COM]")]),
+            &format!("{at}[1].domains[1]"),
+        );
+        assert_eq!(
+            problem,
+            Problem::DuplicateDomain {
+                domain: "b.com".to_owned(),
+                first: format!("{at}[0].domains[1]"),
+            }
+        );
+        assert!(problem
+            .to_string()
+            .contains("unique across the virtual hosts"));
+        let problem = problem_at(
+            &with_virtual_hosts(&[&vh("a", "[\"*.a.com\", \"*.a.com\"]")]),
+            &format!("{at}[0].domains[1]"),
+        );
+        assert!(matches!(problem, Problem::DuplicateDomain { .. }));
+        let problem = problem_at(
+            &with_virtual_hosts(&[&vh("a", "[\"*\"]"), &vh("b", "[x.com, \"*\"]")]),
+            &format!("{at}[1].domains[1]"),
+        );
+        assert_eq!(
+            problem,
+            Problem::SecondWildcardDomain {
+                first: format!("{at}[0].domains[0]")
+            }
+        );
+        // Different kinds of the same text are different domains, as in Envoy.
+        load_both(&with_virtual_hosts(&[
+            &vh("a", "[a.com, \"*a.com\", \"a.com*\", \"a.com:80\"]"),
+            &vh("b", "[\"*\"]"),
+        ]))
+        .unwrap();
+        let problem = problem_at(
+            &with_virtual_hosts(&[&vh("a", "[]")]),
+            &format!("{at}[0].domains"),
+        );
+        assert!(matches!(
+            problem,
+            Problem::Empty {
+                field: "domains",
+                ..
+            }
+        ));
+        let problem = problem_at(
+            &with_virtual_hosts(&["{ name: a, routes: [] }"]),
+            &format!("{at}[0]"),
+        );
+        assert!(matches!(
+            problem,
+            Problem::Missing {
+                field: "domains",
+                ..
+            }
+        ));
+        error_at(
+            &with_virtual_hosts(&[&vh("a", "[\"\"]")]),
+            &format!("{at}[0].domains[0]"),
+            &["it is empty"],
+        );
+        error_at(
+            &with_virtual_hosts(&[&vh("a", "[\"a b\"]")]),
+            &format!("{at}[0].domains[0]"),
+            &["whitespace"],
+        );
+        let problem = problem_at(
+            &with_virtual_hosts(&["{ domains: [\"*\"] }"]),
+            &format!("{at}[0]"),
+        );
+        assert!(matches!(problem, Problem::Missing { field: "name", .. }));
+    }
+
+    #[test]
+    fn exactly_one_of() {
+        for (route, at, expected) in [
+            (
+                "{ match: { prefix: /, path: /a }, route: { cluster: c } }",
+                ".match.path",
+                "`path` cannot be set together with `prefix`",
+            ),
+            (
+                "{ match: { case_sensitive: true }, route: { cluster: c } }",
+                ".match",
+                "one of `prefix`, `path`, `safe_regex` and `path_separated_prefix` is required",
+            ),
+            (
+                "{ match: { prefix: / }, route: { cluster: c }, direct_response: { status: 200 } }",
+                ".direct_response",
+                "`direct_response` cannot be set together with `route`",
+            ),
+            (
+                "{ match: { prefix: / } }",
+                "",
+                "one of `route`, `redirect` and `direct_response` is required",
+            ),
+            (
+                "{ route: { cluster: c } }",
+                "",
+                "`match` is missing",
+            ),
+            (
+                "{ match: { prefix: / }, route: { cluster: c, weighted_clusters: { clusters: [{ name: c, weight: 1 }] } } }",
+                ".route.weighted_clusters",
+                "`weighted_clusters` cannot be set together with `cluster`",
+            ),
+            (
+                "{ match: { prefix: / }, route: { timeout: 1s } }",
+                ".route",
+                "one of `cluster` and `weighted_clusters` is required",
+            ),
+            (
+                "{ match: { prefix: / }, route: { cluster: c, prefix_rewrite: /a, regex_rewrite: { pattern: { regex: a }, substitution: b } } }",
+                ".route.regex_rewrite",
+                "`regex_rewrite` cannot be set together with `prefix_rewrite`",
+            ),
+            (
+                "{ match: { prefix: / }, route: { cluster: c, host_rewrite_literal: a, auto_host_rewrite: false } }",
+                ".route.auto_host_rewrite",
+                "cannot be set together with `host_rewrite_literal`",
+            ),
+            (
+                "{ match: { prefix: / }, redirect: { https_redirect: true, scheme_redirect: ftp } }",
+                ".redirect.scheme_redirect",
+                "cannot be set together with `https_redirect`",
+            ),
+            (
+                "{ match: { prefix: / }, redirect: { path_redirect: /a, prefix_rewrite: /b } }",
+                ".redirect.prefix_rewrite",
+                "cannot be set together with `path_redirect`",
+            ),
+            (
+                "{ match: { prefix: /, headers: [{ name: x, exact_match: a, prefix_match: b }] }, route: { cluster: c } }",
+                ".match.headers[0].prefix_match",
+                "cannot be set together with `exact_match`",
+            ),
+            (
+                "{ match: { prefix: /, headers: [{ name: x, string_match: { exact: a, contains: b } }] }, route: { cluster: c } }",
+                ".match.headers[0].string_match.contains",
+                "cannot be set together with `exact`",
+            ),
+            (
+                "{ match: { prefix: /, headers: [{ name: x, string_match: { ignore_case: true } }] }, route: { cluster: c } }",
+                ".match.headers[0].string_match",
+                "one of `exact`, `prefix`, `suffix`, `contains` and `safe_regex` is required",
+            ),
+            (
+                "{ match: { prefix: /, query_parameters: [{ name: a, present_match: true, string_match: { exact: b } }] }, route: { cluster: c } }",
+                ".match.query_parameters[0].present_match",
+                "cannot be set together with `string_match`",
+            ),
+            (
+                "{ match: { prefix: / }, route: { cluster: c, hash_policy: [{ header: { header_name: a }, cookie: { name: b } }] } }",
+                ".route.hash_policy[0].cookie",
+                "cannot be set together with `header`",
+            ),
+            (
+                "{ match: { prefix: / }, route: { cluster: c, hash_policy: [{ terminal: true }] } }",
+                ".route.hash_policy[0]",
+                "one of `header`, `cookie`, `connection_properties` and `query_parameter` is required",
+            ),
+            (
+                "{ match: { prefix: / }, route: { cluster: c }, request_headers_to_add: [{ header: { key: a, value: b }, append: true, append_action: ADD_IF_ABSENT }] }",
+                ".request_headers_to_add[0].append_action",
+                "cannot be set together with `append`",
+            ),
+        ] {
+            error_at(&with_route(route), &route_path(at), &[expected]);
+        }
+    }
+
+    #[test]
+    fn matcher_values() {
+        for (route, at, expected) in [
+            (
+                "{ match: { path_separated_prefix: / }, route: { cluster: c } }",
+                ".match.path_separated_prefix",
+                "at least two characters long",
+            ),
+            (
+                "{ match: { path_separated_prefix: /api/ }, route: { cluster: c } }",
+                ".match.path_separated_prefix",
+                "does not end in `/`",
+            ),
+            (
+                "{ match: { path_separated_prefix: \"/a?b\" }, route: { cluster: c } }",
+                ".match.path_separated_prefix",
+                "no `?` or `#`",
+            ),
+            (
+                "{ match: { prefix: /, headers: [{ name: x, prefix_match: \"\" }] }, route: { cluster: c } }",
+                ".match.headers[0].prefix_match",
+                "`prefix_match` is empty; Envoy requires at least one character; use `present_match: true`",
+            ),
+            (
+                "{ match: { prefix: /, headers: [{ name: x, string_match: { contains: \"\" } }] }, route: { cluster: c } }",
+                ".match.headers[0].string_match.contains",
+                "`contains` is empty",
+            ),
+            (
+                "{ match: { prefix: /, headers: [{ name: host, exact_match: a }] }, route: { cluster: c } }",
+                ".match.headers[0].name",
+                "write `name: \":authority\"`",
+            ),
+            (
+                "{ match: { prefix: /, headers: [{ name: \":status\" }] }, route: { cluster: c } }",
+                ".match.headers[0].name",
+                "the pseudo-headers zerohop knows are :authority, :method, :path and :scheme",
+            ),
+            (
+                "{ match: { prefix: /, headers: [{ name: \"x y\" }] }, route: { cluster: c } }",
+                ".match.headers[0].name",
+                "a header name is a token",
+            ),
+            (
+                "{ match: { prefix: /, headers: [{ exact_match: a }] }, route: { cluster: c } }",
+                ".match.headers[0]",
+                "`name` is missing",
+            ),
+            (
+                "{ match: { prefix: /, query_parameters: [{ string_match: { exact: a } }] }, route: { cluster: c } }",
+                ".match.query_parameters[0]",
+                "`name` is missing",
+            ),
+        ] {
+            error_at(&with_route(route), &route_path(at), &[expected]);
+        }
+        let config = load_both(&with_route(
+            "{ match: { path_separated_prefix: /api, headers: [{ name: x, exact_match: \"\" }, { name: \":Method\", exact_match: GET }] }, route: { cluster: c } }",
+        ))
+        .unwrap();
+        let route_match = &first_route(&config).route_match;
+        assert_eq!(route_match.headers[0].rule, HeaderMatchRule::Present(true));
+        assert_eq!(route_match.headers[1].name, ":method");
+    }
+
+    #[test]
+    fn weighted_clusters() {
+        let weighted = |clusters: &str| {
+            with_route(&format!(
+                "{{ match: {{ prefix: / }}, route: {{ weighted_clusters: {clusters} }} }}"
+            ))
+        };
+        let at = route_path(".route.weighted_clusters");
+        // Without total_weight any positive sum works, as in today's Envoy.
+        load_both(&weighted(
+            "{ clusters: [{ name: c, weight: 1 }, { name: d, weight: 0 }] }",
+        ))
+        .unwrap();
+        load_both(&weighted(
+            "{ total_weight: 100, clusters: [{ name: c, weight: 60 }, { name: d, weight: 40 }] }",
+        ))
+        .unwrap();
+        assert_eq!(
+            problem_at(
+                &weighted("{ total_weight: 100, clusters: [{ name: c, weight: 60 }, { name: d, weight: 30 }] }"),
+                &format!("{at}.total_weight"),
+            ),
+            Problem::ClusterWeightSum { sum: 90, total: 100 }
+        );
+        assert_eq!(
+            problem_at(
+                &weighted("{ clusters: [{ name: c, weight: 0 }] }"),
+                &format!("{at}.clusters"),
+            ),
+            Problem::ZeroClusterWeights
+        );
+        assert_eq!(
+            problem_at(
+                &weighted(
+                    "{ clusters: [{ name: c, weight: 4294967295 }, { name: d, weight: 1 }] }"
+                ),
+                &format!("{at}.clusters"),
+            ),
+            Problem::ClusterWeightsTooLarge
+        );
+        error_at(
+            &weighted("{ clusters: [{ name: c, weight: 4294967296 }] }"),
+            &format!("{at}.clusters[0].weight"),
+            &["4294967296 is out of range"],
+        );
+        error_at(
+            &weighted("{ clusters: [{ name: c }] }"),
+            &format!("{at}.clusters[0]"),
+            &["`weight` is missing; Envoy would take it as 0"],
+        );
+        error_at(
+            &weighted("{ clusters: [] }"),
+            &format!("{at}.clusters"),
+            &["`clusters` is empty"],
+        );
+        error_at(
+            &weighted("{ total_weight: 0, clusters: [{ name: c, weight: 1 }] }"),
+            &format!("{at}.total_weight"),
+            &["0 is out of range; use 1 to 4294967295"],
+        );
+        error_at(
+            &weighted("{ clusters: [{ name: c, weight: 1, request_headers_to_add: [] }] }"),
+            &format!("{at}.clusters[0].request_headers_to_add"),
+            &["unknown field"],
+        );
+    }
+
+    #[test]
+    fn direct_responses_and_redirects() {
+        for status in [99, 600] {
+            error_at(
+                &with_route(&format!(
+                    "{{ match: {{ prefix: / }}, direct_response: {{ status: {status} }} }}"
+                )),
+                &route_path(".direct_response.status"),
+                &[&format!("status {status} is out of range")],
+            );
+        }
+        error_at(
+            &with_route("{ match: { prefix: / }, direct_response: {} }"),
+            &route_path(".direct_response"),
+            &["`status` is missing"],
+        );
+        let config = load_both(&with_route(
+            "{ match: { prefix: / }, direct_response: { status: 204 } }",
+        ))
+        .unwrap();
+        assert_eq!(
+            first_route(&config).action,
+            Action::DirectResponse(DirectResponseAction {
+                status: 204,
+                body: None
+            })
+        );
+        let big = format!(
+            "{{ match: {{ prefix: / }}, direct_response: {{ status: 200, body: {{ inline_string: \"{}\" }} }} }}",
+            "x".repeat(4097)
+        );
+        error_at(
+            &with_route(&big),
+            &route_path(".direct_response.body.inline_string"),
+            &["the body is 4097 bytes, more than the route configuration's max_direct_response_body_size_bytes (4096)"],
+        );
+        let raised = edit(
+            &with_route(&big),
+            "          route_config:\n",
+            "          route_config:\n            max_direct_response_body_size_bytes: 5000\n",
+        );
+        load_both(&raised).unwrap();
+        error_at(
+            &with_route("{ match: { prefix: / }, redirect: { port_redirect: 65536 } }"),
+            &route_path(".redirect.port_redirect"),
+            &["65536 is out of range; use 1 to 65535"],
+        );
+        error_at(
+            &with_route("{ match: { prefix: / }, redirect: { scheme_redirect: \"1http\" } }"),
+            &route_path(".redirect.scheme_redirect"),
+            &["a scheme is a letter"],
+        );
+        error_at(
+            &with_route("{ match: { prefix: / }, redirect: { host_redirect: a.com/b } }"),
+            &route_path(".redirect.host_redirect"),
+            &["put the path in `path_redirect`"],
+        );
+        // proto3 zero values are "not set".
+        let config = load_both(&with_route(
+            "{ match: { prefix: / }, redirect: { port_redirect: 0, https_redirect: false, host_redirect: \"\", path_redirect: \"\" } }",
+        ))
+        .unwrap();
+        assert_eq!(
+            first_route(&config).action,
+            Action::Redirect(RedirectAction {
+                scheme: None,
+                host: None,
+                port: None,
+                path: None,
+                response_code: RedirectResponseCode::MovedPermanently,
+                strip_query: false,
+            })
+        );
+        for (code, status) in [
+            ("MOVED_PERMANENTLY", 301),
+            ("FOUND", 302),
+            ("SEE_OTHER", 303),
+            ("TEMPORARY_REDIRECT", 307),
+            ("PERMANENT_REDIRECT", 308),
+        ] {
+            let config = load_both(&with_route(&format!(
+                "{{ match: {{ prefix: / }}, redirect: {{ response_code: {code} }} }}"
+            )))
+            .unwrap();
+            let Action::Redirect(redirect) = &first_route(&config).action else {
+                panic!("not a redirect");
+            };
+            assert_eq!(redirect.response_code.status(), status);
+        }
+    }
+
+    #[test]
+    fn headers_to_add_and_remove() {
+        let add = |option: &str| {
+            with_route(&format!(
+                "{{ match: {{ prefix: / }}, route: {{ cluster: c }}, request_headers_to_add: [{option}] }}"
+            ))
+        };
+        let at = route_path(".request_headers_to_add[0]");
+        for key in [":path", "Host"] {
+            error_at(
+                &add(&format!("{{ header: {{ key: \"{key}\", value: a }} }}")),
+                &format!("{at}.header.key"),
+                &["Envoy does not let headers_to_add and headers_to_remove change"],
+            );
+        }
+        error_at(
+            &add("{ header: { key: \"a b\", value: a } }"),
+            &format!("{at}.header.key"),
+            &["a header name is a token"],
+        );
+        error_at(&add("{ append: true }"), &at, &["`header` is missing"]);
+        error_at(
+            &add("{ header: { value: a } }"),
+            &format!("{at}.header"),
+            &["`key` is missing"],
+        );
+        error_at(
+            &add("{ header: { key: a, value: \"50%\" } }"),
+            &format!("{at}.header.value"),
+            &[
+                "invalid header value `50%`",
+                "write `%%` for a literal percent sign",
+            ],
+        );
+        let config = load_both(&add("{ header: { key: X-A } }")).unwrap();
+        let option = &first_route(&config).headers.request_headers_to_add[0];
+        assert_eq!(option.key, "x-a");
+        assert_eq!(option.value, HeaderValueTemplate::default());
+        let remove = |names: &str| {
+            with_route(&format!(
+                "{{ match: {{ prefix: / }}, route: {{ cluster: c }}, response_headers_to_remove: {names} }}"
+            ))
+        };
+        error_at(
+            &remove("[x-a, \":status\"]"),
+            &route_path(".response_headers_to_remove[1]"),
+            &["pseudo-headers"],
+        );
+        error_at(
+            &remove("[\"\"]"),
+            &route_path(".response_headers_to_remove[0]"),
+            &["not empty"],
+        );
+        let config = load_both(&remove("[X-Powered-By]")).unwrap();
+        assert_eq!(
+            first_route(&config).headers.response_headers_to_remove,
+            ["x-powered-by"]
+        );
+        // The virtual host and route configuration levels are checked the same way.
+        error_at(
+            &edit(
+                BASE,
+                "              domains: [\"*\"]\n",
+                "              domains: [\"*\"]\n              request_headers_to_remove: [host]\n",
+            ),
+            &path(".route_config.virtual_hosts[0].request_headers_to_remove[0]"),
+            &["change `host`"],
+        );
+        error_at(
+            &edit(
+                BASE,
+                "          route_config:\n",
+                "          route_config:\n            response_headers_to_add: [{ header: { key: a, value: \"%REQ()%\" } }]\n",
+            ),
+            &path(".route_config.response_headers_to_add[0].header.value"),
+            &["%REQ% needs a header name"],
+        );
+    }
+
+    #[test]
+    fn header_value_templates() {
+        let parse = |text: &str| parse_header_value(text).map(|t| t.parts);
+        let lit = |text: &str| ValuePart::Literal(text.to_owned());
+        let var = ValuePart::Variable;
+        assert_eq!(parse(""), Ok(vec![]));
+        assert_eq!(parse("plain"), Ok(vec![lit("plain")]));
+        assert_eq!(parse("100%%"), Ok(vec![lit("100%")]));
+        assert_eq!(parse("%%%%"), Ok(vec![lit("%%")]));
+        assert_eq!(
+            parse("for=%DOWNSTREAM_REMOTE_ADDRESS%;by=%DOWNSTREAM_LOCAL_ADDRESS%"),
+            Ok(vec![
+                lit("for="),
+                var(FormatVariable::DownstreamRemoteAddress),
+                lit(";by="),
+                var(FormatVariable::DownstreamLocalAddress),
+            ])
+        );
+        assert_eq!(
+            parse("%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%%UPSTREAM_REMOTE_ADDRESS%%PROTOCOL%%START_TIME%%DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT%"),
+            Ok(vec![
+                var(FormatVariable::DownstreamRemoteAddressWithoutPort),
+                var(FormatVariable::UpstreamRemoteAddress),
+                var(FormatVariable::Protocol),
+                var(FormatVariable::StartTime),
+                var(FormatVariable::DownstreamLocalAddressWithoutPort),
+            ])
+        );
+        assert_eq!(
+            parse("id=%REQ(X-Request-ID)%, host=%REQ(:authority):10%"),
+            Ok(vec![
+                lit("id="),
+                var(FormatVariable::RequestHeader {
+                    name: "x-request-id".to_owned(),
+                    alternative: None,
+                    max_length: None,
+                }),
+                lit(", host="),
+                var(FormatVariable::RequestHeader {
+                    name: ":authority".to_owned(),
+                    alternative: None,
+                    max_length: Some(10),
+                }),
+            ])
+        );
+        assert_eq!(
+            parse("%REQ(x-a?x-b)%"),
+            Ok(vec![var(FormatVariable::RequestHeader {
+                name: "x-a".to_owned(),
+                alternative: Some("x-b".to_owned()),
+                max_length: None,
+            })])
+        );
+        for (text, expected) in [
+            ("50%", "a `%` starts a variable"),
+            ("%", "a `%` starts a variable"),
+            ("a % b", "a `%` starts a variable"),
+            ("%PROTOCOL", "%PROTOCOL is not closed with `%`"),
+            (
+                "%HOSTNAME%",
+                "zerohop does not support the variable %HOSTNAME% (yet)",
+            ),
+            ("%RESP(x)%", "does not support the variable %RESP%"),
+            ("%REQ%", "%REQ% needs a header name"),
+            ("%REQ(x%", "`%REQ(` has no closing `)`"),
+            ("%REQ(x):%", "must be followed by a length"),
+            ("%REQ(a b)%", "`a b` in %REQ(a b)% is not a header name"),
+            (
+                "%PROTOCOL(x)%",
+                "%PROTOCOL% takes no argument and no length",
+            ),
+            ("%PROTOCOL:3%", "%PROTOCOL% takes no argument and no length"),
+            (
+                "%START_TIME(%s)%",
+                "%START_TIME(format)% is not supported yet",
+            ),
+            ("a\r\nb", "line break"),
+        ] {
+            match parse_header_value(text) {
+                Ok(template) => panic!("{text:?} parsed as {template:?}"),
+                Err(message) => assert!(message.contains(expected), "{text:?}: {message}"),
+            }
+        }
+    }
+
+    #[test]
+    fn substitutions_become_the_regex_crates() {
+        assert_eq!(
+            rust_substitution("\\2/instance/\\1", 3).as_deref(),
+            Ok("${2}/instance/${1}")
+        );
+        assert_eq!(
+            rust_substitution("$1\\\\\\0", 1).as_deref(),
+            Ok("$$1\\${0}")
+        );
+        assert!(rust_substitution("\\1", 1).is_err());
+        assert!(rust_substitution("\\", 1).is_err());
+        assert!(rust_substitution("\\n", 1).is_err());
+    }
+
+    #[test]
+    fn listener_holds_one_terminal_filter() {
+        let text = edit(
+            BASE,
+            "          http_filters:\n",
+            "          http_filters:\n",
+        );
+        let second = edit(
+            &text,
+            "  clusters:\n",
+            "      - name: second\n        typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: t, cluster: c }\n  clusters:\n",
+        );
+        error_at(
+            &second,
+            "static_resources.listeners[0].filter_chains[0].filters[1]",
+            &["http_connection_manager (static_resources.listeners[0].filter_chains[0].filters[0]) is a terminal filter"],
+        );
+        error_at(
+            &edit(
+                BASE,
+                "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "type.googleapis.com/envoy.config.filter.network.http_connection_manager.v2.HttpConnectionManager",
+            ),
+            &path(".@type"),
+            &["this is the v2 API, which Envoy has removed"],
+        );
+    }
+
+    /// Truncate the config at every byte and replace each byte of the route
+    /// configuration in turn: loading must return an error or a config, never panic.
+    #[test]
+    fn never_panics() {
+        let text = with_route(
+            "{ match: { safe_regex: { regex: \"/a(b)\" }, headers: [{ name: x, exact_match: y }] }, route: { weighted_clusters: { clusters: [{ name: c, weight: 1 }] }, regex_rewrite: { pattern: { regex: \"(a)\" }, substitution: \"\\\\1\" } }, request_headers_to_add: [{ header: { key: k, value: \"%REQ(a):2%\" } }] }",
+        );
+        for end in 0..=text.len() {
+            if text.is_char_boundary(end) {
+                let _ = load(&text[..end]);
+            }
+        }
+        let block = text.find("          route_config:").unwrap()
+            ..text.find("          http_filters:").unwrap();
+        for i in block {
+            for replacement in ["", " ", "0", ":", "{", "\"", "%", "\\"] {
+                let mut changed = text.clone();
+                changed.replace_range(i..=i, replacement);
+                let _ = load(&changed);
+            }
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! The Envoy v3 configuration zerohop's L4 layer reads: listeners with a `tcp_proxy`
-//! filter, STATIC clusters and the admin address.
+//! The Envoy v3 configuration zerohop's L4/L7 layer reads: listeners with a `tcp_proxy`
+//! or an `http_connection_manager` filter, STATIC clusters and the admin address.
 //!
 //! Users bring configs written for Envoy, so the rule is: a config that works in Envoy
 //! and uses only what is supported here loads unchanged, and anything else is an error
@@ -53,6 +53,99 @@
 //!           load_balancing_weight: 2       # optional; default 1, at least 1
 //! ```
 //!
+//! A listener may instead hold an HTTP connection manager (HTTP/1.1), with its route
+//! table inline:
+//!
+//! ```yaml
+//!     filter_chains:
+//!     - filters:                           # exactly one filter: the HCM is terminal too
+//!       - name: envoy.filters.network.http_connection_manager
+//!         typed_config:
+//!           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+//!           stat_prefix: ingress_http      # required
+//!           codec_type: AUTO               # AUTO (default; behaves as HTTP1) or HTTP1
+//!           common_http_protocol_options:
+//!             idle_timeout: 3600s          # default 3600s; "0s" turns it off
+//!           request_headers_timeout: 10s   # default off ("0s")
+//!           stream_idle_timeout: 300s      # default 300s; "0s" turns it off
+//!           request_timeout: 0s            # default off
+//!           max_request_headers_kb: 60     # default 60, 1 to 8192
+//!           use_remote_address: false      # default false
+//!           xff_num_trusted_hops: 0        # default 0
+//!           generate_request_id: true      # default true
+//!           http_filters:                  # required: the router, last
+//!           - name: envoy.filters.http.router          # required
+//!             typed_config:                # optional for the router (found by name)
+//!               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+//!           route_config:                  # required, inline (`rds` is not supported)
+//!             name: local_route            # optional
+//!             most_specific_header_mutations_wins: false   # optional
+//!             ignore_port_in_host_matching: false          # optional
+//!             max_direct_response_body_size_bytes: 4096    # optional
+//!             validate_clusters: true      # optional; zerohop always checks clusters
+//!             request_headers_to_add:      # these four lists also on virtual hosts
+//!             - header: { key: x-client, value: "%DOWNSTREAM_REMOTE_ADDRESS%" }
+//!               append_action: APPEND_IF_EXISTS_OR_ADD  # or ADD_IF_ABSENT,
+//!                                          # OVERWRITE_IF_EXISTS_OR_ADD,
+//!                                          # OVERWRITE_IF_EXISTS; or `append: bool`
+//!               keep_empty_value: false
+//!             request_headers_to_remove: [x-internal]
+//!             response_headers_to_add: []
+//!             response_headers_to_remove: []
+//!             virtual_hosts:
+//!             - name: backend              # required
+//!               domains: ["example.com", "example.com:8080", "*.example.com",
+//!                         "example.*", "*"]            # required; unique; one `*`
+//!               routes:
+//!               - name: api                # optional
+//!                 match:                   # required; one of prefix, path,
+//!                   prefix: /api/          # safe_regex: { regex }, path_separated_prefix
+//!                   case_sensitive: true   # default true
+//!                   headers:               # all must match
+//!                   - name: x-env          # or :authority, :method, :path, :scheme
+//!                     string_match: { exact: prod, ignore_case: false }
+//!                                          # or exact|prefix|suffix|contains|safe_regex,
+//!                                          # present_match, exact_match, prefix_match,
+//!                                          # suffix_match, contains_match,
+//!                                          # safe_regex_match
+//!                     invert_match: false
+//!                     treat_missing_header_as_empty: false
+//!                   query_parameters:      # all must match
+//!                   - { name: v, string_match: { exact: "2" } }  # or present_match: true
+//!                 route:                   # or redirect, or direct_response
+//!                   cluster: service_backend    # or weighted_clusters:
+//!                                          #   { clusters: [{ name, weight }], total_weight }
+//!                   prefix_rewrite: /      # or regex_rewrite: { pattern: { regex },
+//!                                          #   substitution: "\\1" }
+//!                   host_rewrite_literal: api.internal   # or auto_host_rewrite
+//!                   timeout: 15s           # default 15s; "0s" turns it off
+//!                   hash_policy:           # header: { header_name }, cookie: { name,
+//!                   - header: { header_name: x-user }   # ttl, path }, query_parameter:
+//!                     terminal: false      # { name }, connection_properties: { source_ip }
+//!                 # the four header lists may follow here too
+//!               - match: { path: /old }
+//!                 redirect:                # all optional
+//!                   https_redirect: true   # or scheme_redirect: https
+//!                   host_redirect: www.example.com
+//!                   port_redirect: 8443
+//!                   path_redirect: /new    # or prefix_rewrite, or regex_rewrite
+//!                   response_code: MOVED_PERMANENTLY   # default; or FOUND, SEE_OTHER,
+//!                                          # TEMPORARY_REDIRECT, PERMANENT_REDIRECT
+//!                   strip_query: false
+//!               - match: { path: /healthz }
+//!                 direct_response:
+//!                   status: 200            # required, 100 to 599
+//!                   body: { inline_string: ok }        # optional
+//! ```
+//!
+//! A header value may hold Envoy's format variables `%DOWNSTREAM_REMOTE_ADDRESS%`,
+//! `%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%`, `%DOWNSTREAM_LOCAL_ADDRESS%`,
+//! `%DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT%`, `%UPSTREAM_REMOTE_ADDRESS%`, `%PROTOCOL%`,
+//! `%START_TIME%` and `%REQ(name?alternative):length%`, and `%%` for a `%`; they are
+//! parsed when the config loads ([`HeaderValueTemplate`]), and any other is an error.
+//! Regexes use RE2 syntax, which the `regex` crate follows (no look-around, no
+//! backreferences); a `safe_regex` matches the whole path or value, as in Envoy.
+//!
 //! Field names may also be written in their proto3 JSON lowerCamelCase form
 //! (`portValue`), as Envoy allows. A filter is selected by the `@type` of its
 //! `typed_config`, as in Envoy v3, where the filter's `name` is only an annotation; so
@@ -69,7 +162,25 @@
 //! - endpoint addresses must be IPv4 unicast literals; no names, no IPv6 yet (listener
 //!   and admin addresses too are IPv4 only);
 //! - an `admin` section needs an `address`, which no listener may also use;
-//! - enum values are taken by name (`lb_policy: RANDOM`), not by number.
+//! - enum values are taken by name (`lb_policy: RANDOM`), not by number;
+//! - a route's `cluster` (and each of its `weighted_clusters`) must be a static cluster
+//!   whatever `validate_clusters` says; Envoy with `validate_clusters: false` would load
+//!   and answer 404;
+//! - a weighted cluster needs a `weight` (Envoy takes a missing one as 0), and a
+//!   `total_weight`, if given, must equal the sum of the weights (newer Envoy ignores
+//!   the deprecated field);
+//! - a header matcher on `host` is rejected (Envoy keeps the Host header as
+//!   `:authority`, so it would never match), and so are pseudo-headers other than
+//!   `:authority`, `:method`, `:path` and `:scheme`;
+//! - header names must be HTTP tokens, and a domain may not be empty or hold whitespace;
+//! - a query parameter matcher takes `present_match: true` only;
+//! - a `regex_rewrite` substitution may only use `\0` to `\9` for groups the pattern
+//!   has, and `\\` for a backslash; Envoy does not check it when it loads the config.
+//!
+//! Where zerohop does less than Envoy, knowingly: `codec_type: AUTO` accepts HTTP/1.1
+//! only (Envoy would also detect HTTP/2 with prior knowledge); `auto_host_rewrite` has
+//! no effect, as in Envoy for STATIC clusters; `hash_policy` is checked and kept, but no
+//! load balancer uses it yet.
 //!
 //! YAML anchors and aliases work; merge keys (`<<`) do not, as in Envoy, where `<<`
 //! becomes an unknown field.
@@ -90,13 +201,29 @@ use std::time::Duration;
 use serde_yaml_ng::Value;
 
 pub use build::top_level_key_line;
+pub(crate) use build::{anchored, rust_substitution};
 pub use duration::{format_duration, parse_duration, DurationError, MAX_DURATION_SECONDS};
-pub use raw::TCP_PROXY_TYPE_URL;
+pub use raw::{
+    HTTP_CONNECTION_MANAGER_TYPE_URL, ROUTER_FILTER_NAME, ROUTER_TYPE_URL, TCP_PROXY_TYPE_URL,
+};
 
 /// Envoy's default `connect_timeout` for a cluster.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Envoy's default `idle_timeout` for a `tcp_proxy`.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Envoy's default `common_http_protocol_options.idle_timeout` for an
+/// `http_connection_manager`.
+pub const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Envoy's default `stream_idle_timeout` for an `http_connection_manager`.
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Envoy's default `timeout` of a route's `route` action.
+pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Envoy's default `max_request_headers_kb`.
+pub const DEFAULT_MAX_REQUEST_HEADERS_KB: u32 = 60;
+/// The largest `max_request_headers_kb` Envoy takes.
+pub const MAX_REQUEST_HEADERS_KB: u32 = 8192;
+/// Envoy's default `max_direct_response_body_size_bytes`.
+pub const DEFAULT_MAX_DIRECT_RESPONSE_BODY_SIZE: u32 = 4096;
 /// Top-level keys of an Envoy bootstrap that zerohop reads.
 pub const SECTIONS: &[&str] = &["static_resources", "admin"];
 
@@ -123,13 +250,17 @@ pub struct Listener {
     pub filter: NetworkFilter,
 }
 
-/// A listener's network filter, selected by its `typed_config`'s `@type`.
-///
-/// One variant today; the HTTP connection manager will be the second.
+/// A listener's network filter, selected by its `typed_config`'s `@type`. Both are
+/// terminal: each is the one filter of its listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// An HttpConnectionManager is much larger than a TcpProxy; there is one per listener,
+// built once, so boxing it would only add a step for every reader.
+#[allow(clippy::large_enum_variant)]
 pub enum NetworkFilter {
     /// `envoy.filters.network.tcp_proxy`.
     TcpProxy(TcpProxy),
+    /// `envoy.filters.network.http_connection_manager`.
+    HttpConnectionManager(HttpConnectionManager),
 }
 
 /// `envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy`: proxy each accepted
@@ -144,6 +275,508 @@ pub struct TcpProxy {
     /// direction; `None` when the config sets `0s`, which turns the timeout off.
     /// [`DEFAULT_IDLE_TIMEOUT`] when the config leaves it out.
     pub idle_timeout: Option<Duration>,
+}
+
+/// `envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`:
+/// parse HTTP/1.1 requests on each accepted connection, route each by its
+/// [`RouteConfig`] and proxy it to a cluster (or answer it locally).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConnectionManager {
+    /// `stat_prefix`: the manager's counters are named `http.<stat_prefix>.*`, as Envoy's.
+    pub stat_prefix: String,
+    /// `codec_type`.
+    pub codec_type: CodecType,
+    /// `route_config`: the inline route table.
+    pub route_config: RouteConfig,
+    /// `http_filters`, in order; never empty, and the last one is the router.
+    pub http_filters: Vec<HttpFilter>,
+    /// `common_http_protocol_options.idle_timeout`: close a connection after this long
+    /// without an active request; [`DEFAULT_HTTP_IDLE_TIMEOUT`] when left out, `None` when
+    /// the config sets `0s`.
+    pub idle_timeout: Option<Duration>,
+    /// `request_headers_timeout`: how long the request head may take to arrive from its
+    /// first byte; `None` (Envoy's default) turns it off.
+    pub request_headers_timeout: Option<Duration>,
+    /// `stream_idle_timeout`: reset a request after this long without activity;
+    /// [`DEFAULT_STREAM_IDLE_TIMEOUT`] when left out, `None` when the config sets `0s`.
+    pub stream_idle_timeout: Option<Duration>,
+    /// `request_timeout`: how long the whole request may take to arrive; `None` (Envoy's
+    /// default) turns it off.
+    pub request_timeout: Option<Duration>,
+    /// `max_request_headers_kb`: a request head larger than this many KiB is answered with
+    /// 431; 1 to [`MAX_REQUEST_HEADERS_KB`], default [`DEFAULT_MAX_REQUEST_HEADERS_KB`].
+    pub max_request_headers_kb: u32,
+    /// `use_remote_address`: take the client's address from the connection (and append
+    /// it to `x-forwarded-for`) rather than from `x-forwarded-for`. Default false.
+    pub use_remote_address: bool,
+    /// `xff_num_trusted_hops`: how many proxies' entries at the end of
+    /// `x-forwarded-for` to trust. Default 0.
+    pub xff_num_trusted_hops: u32,
+    /// `generate_request_id`: add an `x-request-id` to requests without one. Default true.
+    pub generate_request_id: bool,
+}
+
+/// `HttpConnectionManager.CodecType`, the values zerohop supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum CodecType {
+    /// `AUTO`, Envoy's default. Envoy would also detect HTTP/2 with prior knowledge;
+    /// zerohop speaks HTTP/1.1 only, so AUTO behaves as HTTP1.
+    #[default]
+    Auto,
+    /// `HTTP1`.
+    Http1,
+}
+
+/// An entry of `http_filters`, selected by its `typed_config`'s `@type` (or, for the
+/// router, by its `name` when it has no `typed_config`).
+///
+/// Only the router so far; each HTTP filter zerohop learns (local_ratelimit, fault,
+/// header_mutation, ...) becomes a variant holding its own config struct and `name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HttpFilter {
+    /// `envoy.filters.http.router`: the terminal filter that forwards a request along its
+    /// route; always the last.
+    Router(RouterFilter),
+}
+
+impl HttpFilter {
+    /// Return the filter's `name`, which keys its per-route config in Envoy.
+    pub fn name(&self) -> &str {
+        match self {
+            HttpFilter::Router(router) => &router.name,
+        }
+    }
+}
+
+/// `envoy.extensions.filters.http.router.v3.Router`. None of its fields is supported yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterFilter {
+    /// The filter's `name` (Envoy requires one).
+    pub name: String,
+}
+
+/// `envoy.config.route.v3.RouteConfiguration`, inline in an `http_connection_manager`.
+///
+/// Regexes are kept as the validated text (so that the config stays comparable);
+/// [`crate::http::route::RouteTable`] compiles them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// `name`; empty when left out.
+    pub name: String,
+    /// `virtual_hosts`, in order.
+    pub virtual_hosts: Vec<VirtualHost>,
+    /// The header mutations of the route configuration level, applied to every request
+    /// and response routed by it.
+    pub headers: HeaderMutations,
+    /// `most_specific_header_mutations_wins`: apply route configuration level mutations
+    /// first and route level last (default false: route level first).
+    pub most_specific_header_mutations_wins: bool,
+    /// `ignore_port_in_host_matching`: drop the port of the `Host` header before looking
+    /// up a virtual host (default false: `example.com:8080` does not match the domain
+    /// `example.com`).
+    pub ignore_port_in_host_matching: bool,
+}
+
+/// A level's `request_headers_to_add`, `request_headers_to_remove`,
+/// `response_headers_to_add` and `response_headers_to_remove`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HeaderMutations {
+    /// `request_headers_to_add`, in order.
+    pub request_headers_to_add: Vec<HeaderValueOption>,
+    /// `request_headers_to_remove`, lowercased.
+    pub request_headers_to_remove: Vec<String>,
+    /// `response_headers_to_add`, in order.
+    pub response_headers_to_add: Vec<HeaderValueOption>,
+    /// `response_headers_to_remove`, lowercased.
+    pub response_headers_to_remove: Vec<String>,
+}
+
+impl HeaderMutations {
+    /// Whether there is nothing to add or remove.
+    pub fn is_empty(&self) -> bool {
+        self.request_headers_to_add.is_empty()
+            && self.request_headers_to_remove.is_empty()
+            && self.response_headers_to_add.is_empty()
+            && self.response_headers_to_remove.is_empty()
+    }
+}
+
+/// `envoy.config.core.v3.HeaderValueOption`: a header to add, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderValueOption {
+    /// `header.key`, lowercased.
+    pub key: String,
+    /// `header.value`, parsed into literal text and format variables.
+    pub value: HeaderValueTemplate,
+    /// `append_action` (or the deprecated `append`).
+    pub append_action: HeaderAppendAction,
+    /// `keep_empty_value`: add the header even when its value comes out empty (by default
+    /// Envoy drops it, e.g. for a `%REQ(x)%` of a missing header).
+    pub keep_empty_value: bool,
+}
+
+/// `HeaderValueOption.HeaderAppendAction`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum HeaderAppendAction {
+    /// `APPEND_IF_EXISTS_OR_ADD`, the default (and `append: true`): add another field.
+    #[default]
+    AppendIfExistsOrAdd,
+    /// `ADD_IF_ABSENT`: add the field only if the message has none of that name.
+    AddIfAbsent,
+    /// `OVERWRITE_IF_EXISTS_OR_ADD` (and `append: false`): replace every field of that
+    /// name with this one.
+    OverwriteIfExistsOrAdd,
+    /// `OVERWRITE_IF_EXISTS`: replace the fields of that name, if there are any.
+    OverwriteIfExists,
+}
+
+/// A header value as configured: literal text and Envoy format variables
+/// (`%DOWNSTREAM_REMOTE_ADDRESS%`), parsed when the config is loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HeaderValueTemplate {
+    /// The pieces in order; adjacent literals are merged.
+    pub parts: Vec<ValuePart>,
+}
+
+impl HeaderValueTemplate {
+    /// Return the value when it has no variables.
+    pub fn as_literal(&self) -> Option<String> {
+        self.parts
+            .iter()
+            .map(|part| match part {
+                ValuePart::Literal(text) => Some(text.as_str()),
+                ValuePart::Variable(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// A piece of a [`HeaderValueTemplate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValuePart {
+    /// Text copied as it is (`%%` in the config is one `%` here).
+    Literal(String),
+    /// A `%VARIABLE%`, filled in per request.
+    Variable(FormatVariable),
+}
+
+/// The Envoy format variables zerohop can fill in a header value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormatVariable {
+    /// `%DOWNSTREAM_REMOTE_ADDRESS%`: the client's address and port.
+    DownstreamRemoteAddress,
+    /// `%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%`.
+    DownstreamRemoteAddressWithoutPort,
+    /// `%DOWNSTREAM_LOCAL_ADDRESS%`: the address and port the client connected to.
+    DownstreamLocalAddress,
+    /// `%DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT%`.
+    DownstreamLocalAddressWithoutPort,
+    /// `%UPSTREAM_REMOTE_ADDRESS%`: the upstream endpoint's address and port, once known.
+    UpstreamRemoteAddress,
+    /// `%PROTOCOL%`: `HTTP/1.1` or `HTTP/1.0`.
+    Protocol,
+    /// `%START_TIME%`: when the request started, as Envoy's default
+    /// `2024-05-01T12:00:00.000Z`.
+    StartTime,
+    /// `%REQ(name?alternative):max_length%`: the first value of a request header (or of
+    /// `alternative` when `name` is absent), cut to `max_length` bytes.
+    RequestHeader {
+        /// The header, lowercased; may be `:authority`, `:path`, `:method` or `:scheme`.
+        name: String,
+        /// The header to use when `name` is absent.
+        alternative: Option<String>,
+        /// Cut the value to this many bytes.
+        max_length: Option<usize>,
+    },
+}
+
+/// `envoy.config.route.v3.VirtualHost`: the routes for a set of domains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtualHost {
+    /// `name`.
+    pub name: String,
+    /// `domains`, lowercased as Envoy does; never empty. Each is exact (`example.com`,
+    /// `example.com:8080`), a suffix wildcard (`*.example.com`), a prefix wildcard
+    /// (`example.*`) or `*`.
+    pub domains: Vec<String>,
+    /// `routes`, in order: the first that matches is taken.
+    pub routes: Vec<Route>,
+    /// The virtual host level header mutations.
+    pub headers: HeaderMutations,
+}
+
+/// `envoy.config.route.v3.Route`: a match and what to do with what matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// `name`; empty when left out.
+    pub name: String,
+    /// `match`.
+    pub route_match: RouteMatch,
+    /// `route`, `redirect` or `direct_response`.
+    pub action: Action,
+    /// The route level header mutations.
+    pub headers: HeaderMutations,
+}
+
+/// `envoy.config.route.v3.RouteMatch`: every part must match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteMatch {
+    /// `prefix`, `path`, `safe_regex` or `path_separated_prefix`.
+    pub path: PathMatch,
+    /// `case_sensitive` (default true); applies to `prefix`, `path` and
+    /// `path_separated_prefix`, not to `safe_regex`, as in Envoy.
+    pub case_sensitive: bool,
+    /// `headers`: every one must match.
+    pub headers: Vec<HeaderMatcher>,
+    /// `query_parameters`: every one must match.
+    pub query_parameters: Vec<QueryParameterMatcher>,
+}
+
+/// How a route matches the path (the request target without its query string).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    /// `prefix`: the path starts with it.
+    Prefix(String),
+    /// `path`: the path is exactly it.
+    Path(String),
+    /// `safe_regex.regex`: the regex matches the whole path (RE2 syntax, which the
+    /// `regex` crate follows).
+    SafeRegex(String),
+    /// `path_separated_prefix`: the path is it, or starts with it followed by `/`.
+    PathSeparatedPrefix(String),
+}
+
+/// `envoy.config.route.v3.HeaderMatcher`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderMatcher {
+    /// `name`, lowercased; may be `:authority`, `:method`, `:path` or `:scheme`.
+    pub name: String,
+    /// How the value is matched.
+    pub rule: HeaderMatchRule,
+    /// `invert_match`: match when the rule does not. A missing header still does not
+    /// match a value rule, inverted or not (unless `treat_missing_header_as_empty`).
+    pub invert_match: bool,
+    /// `treat_missing_header_as_empty`: match a value rule against "" when the header is
+    /// missing.
+    pub treat_missing_header_as_empty: bool,
+}
+
+/// What a [`HeaderMatcher`] checks. A header sent several times is matched as its values
+/// joined by `,`, as Envoy does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderMatchRule {
+    /// `present_match` (and a matcher with no rule, or the legacy `exact_match: ""`):
+    /// true matches when the header is present, false when it is absent.
+    Present(bool),
+    /// `string_match`, or one of the legacy `exact_match`, `prefix_match`,
+    /// `suffix_match`, `contains_match`, `safe_regex_match`.
+    Value(StringMatcher),
+}
+
+/// `envoy.type.matcher.v3.StringMatcher`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StringMatcher {
+    /// The pattern.
+    pub pattern: StringPattern,
+    /// `ignore_case`: ASCII case-insensitive; no effect on `safe_regex`, as in Envoy.
+    pub ignore_case: bool,
+}
+
+/// The pattern of a [`StringMatcher`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StringPattern {
+    /// `exact`.
+    Exact(String),
+    /// `prefix` (not empty).
+    Prefix(String),
+    /// `suffix` (not empty).
+    Suffix(String),
+    /// `contains` (not empty).
+    Contains(String),
+    /// `safe_regex.regex`: matches the whole value.
+    SafeRegex(String),
+}
+
+/// `envoy.config.route.v3.QueryParameterMatcher`. The query string is split at `&` and
+/// each part at its first `=`, without percent-decoding, and only the first value of a
+/// name counts, as in Envoy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryParameterMatcher {
+    /// `name`, case-sensitive.
+    pub name: String,
+    /// `string_match`; `None` for `present_match: true` (or no rule): the parameter
+    /// must be present.
+    pub value: Option<StringMatcher>,
+}
+
+/// What a route does with a request it matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// `route`: proxy it to a cluster.
+    Route(RouteAction),
+    /// `redirect`: answer with a redirect.
+    Redirect(RedirectAction),
+    /// `direct_response`: answer with a fixed response.
+    DirectResponse(DirectResponseAction),
+}
+
+/// `envoy.config.route.v3.RouteAction`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteAction {
+    /// `cluster` or `weighted_clusters`.
+    pub cluster: ClusterSpecifier,
+    /// `prefix_rewrite`: replace the matched prefix (or path) with this; `None` when left
+    /// out or empty.
+    pub prefix_rewrite: Option<String>,
+    /// `regex_rewrite`: substitute every match in the path (the query string is kept).
+    pub regex_rewrite: Option<RegexRewrite>,
+    /// `host_rewrite_literal` or `auto_host_rewrite`.
+    pub host_rewrite: Option<HostRewrite>,
+    /// `timeout`: for the whole upstream exchange; [`DEFAULT_ROUTE_TIMEOUT`] when left
+    /// out, `None` when the config sets `0s`.
+    pub timeout: Option<Duration>,
+    /// `hash_policy`, in order. Only hashing load balancers use it, and zerohop has none
+    /// yet; it is kept so that it can be checked now and used later.
+    pub hash_policy: Vec<HashPolicy>,
+}
+
+/// Which cluster a [`RouteAction`] sends to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterSpecifier {
+    /// `cluster`: one cluster, by name.
+    Cluster(String),
+    /// `weighted_clusters.clusters`: one of several, by weight; the weights add up to
+    /// more than 0 and at most `u32::MAX`.
+    WeightedClusters(Vec<ClusterWeight>),
+}
+
+/// `WeightedCluster.ClusterWeight`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterWeight {
+    /// `name`: a cluster in [`EnvoyConfig::clusters`].
+    pub name: String,
+    /// `weight`; 0 means never picked.
+    pub weight: u32,
+}
+
+/// `envoy.type.matcher.v3.RegexMatchAndSubstitute`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegexRewrite {
+    /// `pattern.regex`, as written.
+    pub pattern: String,
+    /// `substitution`, as written: RE2 syntax, `\1` for the first group.
+    pub substitution: String,
+}
+
+/// How a [`RouteAction`] rewrites the `Host` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostRewrite {
+    /// `host_rewrite_literal`.
+    Literal(String),
+    /// `auto_host_rewrite: true`: use the upstream host's name. Envoy does this only for
+    /// DNS clusters; with STATIC clusters (zerohop's only kind) it has no effect.
+    Auto,
+}
+
+/// `RouteAction.HashPolicy`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashPolicy {
+    /// What the hash is computed from.
+    pub source: HashSource,
+    /// `terminal`: stop at this policy when it produced a hash.
+    pub terminal: bool,
+}
+
+/// The `policy_specifier` of a [`HashPolicy`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashSource {
+    /// `header.header_name`, lowercased.
+    Header(String),
+    /// `cookie`.
+    Cookie {
+        /// `name`.
+        name: String,
+        /// `ttl`: generate the cookie with this lifetime when absent (`0s`: a session
+        /// cookie); `None`: do not generate it.
+        ttl: Option<Duration>,
+        /// `path` of a generated cookie.
+        path: Option<String>,
+    },
+    /// `connection_properties.source_ip`: hash the client's address (when true).
+    SourceIp(bool),
+    /// `query_parameter.name`.
+    QueryParameter(String),
+}
+
+/// `envoy.config.route.v3.RedirectAction`: what the `Location` of the redirect is made
+/// of. What is not set here comes from the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedirectAction {
+    /// `scheme_redirect`, or `https` for `https_redirect: true`.
+    pub scheme: Option<String>,
+    /// `host_redirect`.
+    pub host: Option<String>,
+    /// `port_redirect`.
+    pub port: Option<u16>,
+    /// `path_redirect`, `prefix_rewrite` or `regex_rewrite`.
+    pub path: Option<RedirectPath>,
+    /// `response_code`.
+    pub response_code: RedirectResponseCode,
+    /// `strip_query`: drop the request's query string (not one in `path_redirect`).
+    pub strip_query: bool,
+}
+
+/// The path part of a [`RedirectAction`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedirectPath {
+    /// `path_redirect`: the whole path; its own query string, if it has one, replaces
+    /// the request's.
+    Path(String),
+    /// `prefix_rewrite`: replace the matched prefix.
+    PrefixRewrite(String),
+    /// `regex_rewrite`.
+    RegexRewrite(RegexRewrite),
+}
+
+/// `RedirectAction.RedirectResponseCode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RedirectResponseCode {
+    /// `MOVED_PERMANENTLY`, 301, the default.
+    #[default]
+    MovedPermanently,
+    /// `FOUND`, 302.
+    Found,
+    /// `SEE_OTHER`, 303.
+    SeeOther,
+    /// `TEMPORARY_REDIRECT`, 307.
+    TemporaryRedirect,
+    /// `PERMANENT_REDIRECT`, 308.
+    PermanentRedirect,
+}
+
+impl RedirectResponseCode {
+    /// Return the HTTP status code.
+    pub fn status(self) -> u16 {
+        match self {
+            RedirectResponseCode::MovedPermanently => 301,
+            RedirectResponseCode::Found => 302,
+            RedirectResponseCode::SeeOther => 303,
+            RedirectResponseCode::TemporaryRedirect => 307,
+            RedirectResponseCode::PermanentRedirect => 308,
+        }
+    }
+}
+
+/// `envoy.config.route.v3.DirectResponseAction`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectResponseAction {
+    /// `status`, 100 to 599.
+    pub status: u16,
+    /// `body.inline_string`; at most the route configuration's
+    /// `max_direct_response_body_size_bytes` (default
+    /// [`DEFAULT_MAX_DIRECT_RESPONSE_BODY_SIZE`]).
+    pub body: Option<String>,
 }
 
 /// A STATIC cluster: a fixed set of endpoints and how to pick one.
@@ -380,8 +1013,9 @@ pub enum Problem {
     )]
     Udp,
     #[error(
-        "a listener needs one filter chain with a tcp_proxy filter, e.g. `filter_chains: \
-         [{{ filters: [{{ name: envoy.filters.network.tcp_proxy, typed_config: {{ \"@type\": \
+        "a listener needs one filter chain with a tcp_proxy filter (or an \
+         http_connection_manager), e.g. `filter_chains: [{{ filters: [{{ name: \
+         envoy.filters.network.tcp_proxy, typed_config: {{ \"@type\": \
          {TCP_PROXY_TYPE_URL}, stat_prefix: ..., cluster: ... }} }}] }}]`"
     )]
     NoFilterChains,
@@ -393,14 +1027,20 @@ pub enum Problem {
     SecondFilterChain,
     #[error(
         "a filter chain needs a tcp_proxy filter: `- name: envoy.filters.network.tcp_proxy` \
-         with a `typed_config` whose `\"@type\"` is {TCP_PROXY_TYPE_URL}"
+         with a `typed_config` whose `\"@type\"` is {TCP_PROXY_TYPE_URL}; or an \
+         http_connection_manager filter, whose `\"@type\"` is \
+         {HTTP_CONNECTION_MANAGER_TYPE_URL}"
     )]
     NoFilters,
     #[error(
-        "tcp_proxy ({previous}) is a terminal filter: it must be the last in its chain, so \
+        "{filter} ({previous}) is a terminal filter: it must be the last in its chain, so \
          no filter can follow it; remove this one"
     )]
-    FilterAfterTerminal { previous: String },
+    FilterAfterTerminal {
+        /// `tcp_proxy` or `http_connection_manager`.
+        filter: &'static str,
+        previous: String,
+    },
     #[error(
         "the filter has no `typed_config`; Envoy v3 selects a filter by the `\"@type\"` of \
          its typed_config, e.g. `typed_config: {{ \"@type\": {TCP_PROXY_TYPE_URL}, \
@@ -418,11 +1058,16 @@ pub enum Problem {
     )]
     WeightedClusters,
     #[error(
-        "unknown cluster `{name}` ({}); a tcp_proxy's `cluster` must name a cluster in \
+        "unknown cluster `{name}` ({}); {referrer} must name a cluster in \
          static_resources.clusters",
         cluster_list(.known)
     )]
-    UnknownCluster { name: String, known: Vec<String> },
+    UnknownCluster {
+        name: String,
+        known: Vec<String>,
+        /// What refers to the cluster: "a tcp_proxy's `cluster`", "a route's `cluster`".
+        referrer: &'static str,
+    },
     #[error(
         "connect_timeout must be above 0s (Envoy rejects 0s too); leave it out for the \
          default 5s"
@@ -449,6 +1094,85 @@ pub enum Problem {
          rejects; scale them down"
     )]
     WeightSumTooLarge,
+    #[error("`{field}` is not supported yet; {hint}")]
+    NotSupported { field: &'static str, hint: String },
+    #[error("one of {fields} is required; {hint}")]
+    NoneOf { fields: &'static str, hint: String },
+    #[error(
+        "`{field}` cannot be set together with `{other}`: Envoy takes only one of {fields}; \
+         remove one"
+    )]
+    Conflict {
+        field: &'static str,
+        other: &'static str,
+        fields: &'static str,
+    },
+    #[error("{value} is out of range; use {min} to {max}{hint}")]
+    OutOfRange {
+        value: u64,
+        min: u64,
+        max: u64,
+        hint: &'static str,
+    },
+    #[error(
+        "an http_connection_manager needs the router as its last HTTP filter: add `- name: \
+         envoy.filters.http.router, typed_config: {{ \"@type\": {ROUTER_TYPE_URL} }}` at the \
+         end of `http_filters`"
+    )]
+    NoRouter,
+    #[error(
+        "the router ({router}) is a terminal HTTP filter: it must be the last in \
+         `http_filters`, so no filter can follow it; move it to the end"
+    )]
+    FilterAfterRouter { router: String },
+    #[error(
+        "duplicate domain `{domain}` (first at {first}); Envoy requires each domain to be \
+         unique across the virtual hosts of a route configuration (domains are compared in \
+         lowercase)"
+    )]
+    DuplicateDomain { domain: String, first: String },
+    #[error(
+        "a second `*` domain (the first is at {first}); only one virtual host may match \
+         every host"
+    )]
+    SecondWildcardDomain { first: String },
+    #[error("`{domain}` is not a domain a virtual host can match: {reason}")]
+    BadDomain {
+        domain: String,
+        reason: &'static str,
+    },
+    #[error("invalid regex `{regex}`: {error}")]
+    BadRegex { regex: String, error: String },
+    #[error("invalid substitution `{substitution}`: {reason}")]
+    BadSubstitution {
+        substitution: String,
+        reason: String,
+    },
+    #[error("`{name}` cannot be used here: {reason}")]
+    BadHeaderName { name: String, reason: String },
+    #[error("invalid header value `{value}`: {reason}")]
+    BadHeaderValue { value: String, reason: String },
+    #[error("`{value}` cannot be used here: {reason}")]
+    BadPath { value: String, reason: &'static str },
+    #[error("status {status} is out of range; a direct response's status is 100 to 599")]
+    BadStatus { status: u64 },
+    #[error(
+        "the body is {size} bytes, more than the route configuration's \
+         max_direct_response_body_size_bytes ({max}); shorten it or raise the limit"
+    )]
+    DirectResponseBodyTooLarge { size: usize, max: u32 },
+    #[error(
+        "the cluster weights add up to {sum}, not to total_weight {total}; make them add \
+         up, or remove the deprecated `total_weight` (Envoy now uses the sum)"
+    )]
+    ClusterWeightSum { sum: u64, total: u64 },
+    #[error("the cluster weights add up to 0; Envoy requires at least one weight above 0")]
+    ZeroClusterWeights,
+    #[error(
+        "the cluster weights add up to more than 4294967295, which Envoy rejects; scale \
+         them down"
+    )]
+    ClusterWeightsTooLarge,
 }
 
 fn address_hint(role: AddressRole) -> &'static str {

@@ -1,0 +1,1481 @@
+//! The HTTP/1.1 proxy: Envoy's `http_connection_manager` with the router
+//! filter, on zerohop's userspace TCP.
+//!
+//! One [`HttpProxy`] per worker serves that worker's HCM listeners. Each
+//! downstream connection reads one request head at a time ([`codec`]),
+//! routes it ([`route`]), and either answers locally (direct response,
+//! redirect, 404, errors) or forwards it to an endpoint of the route's
+//! cluster over a pooled upstream connection (HTTP/1.1 keep-alive, reused
+//! only after its previous response was read to the end). Bodies are
+//! forwarded as they arrive and never held whole: a `Content-Length` body is
+//! spliced from one connection's receive buffer into the other's send buffer
+//! by byte count; a chunked body is copied verbatim while a scanner checks
+//! its framing and finds its end. So a slow reader closes the other side's
+//! TCP window, and memory stays at the TCP buffers plus one head buffer per
+//! connection.
+//!
+//! Pipelined requests are read one after the other: the next head is parsed
+//! only when the previous response is complete, so responses go out in
+//! order. Request smuggling is refused at parse time (see [`codec`]).
+//!
+//! Counters are per worker, single writer, and named as Envoy names them
+//! (`http.<stat_prefix>.*`, `cluster.<name>.upstream_rq_*`).
+
+use std::collections::HashMap;
+use std::net::SocketAddrV4;
+use std::sync::Arc;
+
+use zerohop_dataplane::Counter;
+use zerohop_tcpstack::rng::Rng;
+use zerohop_tcpstack::{App, Close, ConnId, Listen, Stack};
+
+use super::codec::{self, BodyFraming, ChunkedScanner, Method, RequestHead, ResponseHead, Version};
+use super::route::{self, RouteTable};
+use crate::cluster::Balancer;
+use crate::config::{Action, ClusterSpecifier, EnvoyConfig, HttpConnectionManager, NetworkFilter};
+
+/// Bytes read from a connection at a time.
+const READ_CHUNK: usize = 16 * 1024;
+/// Largest upstream response head.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// An idle pooled upstream connection is closed after this.
+const UPSTREAM_IDLE_MS: u64 = 60_000;
+/// Connection word tag of the HTTP proxy (`tcp_proxy` tags stay below it).
+pub const TAG: u64 = 1 << 62;
+
+/// Counters of one HCM listener on one worker.
+#[derive(Debug, Default)]
+pub struct HcmStats {
+    pub downstream_cx_total: Counter,
+    pub downstream_cx_destroy: Counter,
+    pub downstream_rq_total: Counter,
+    /// Responses by class: 1xx … 5xx.
+    pub downstream_rq_xx: [Counter; 5],
+    pub downstream_cx_protocol_error: Counter,
+    pub downstream_rq_timeout: Counter,
+    pub downstream_cx_idle_timeout: Counter,
+    pub downstream_rq_rx_reset: Counter,
+    pub downstream_cx_rx_bytes_total: Counter,
+    pub downstream_cx_tx_bytes_total: Counter,
+    pub no_route: Counter,
+    pub rq_direct_response: Counter,
+    pub rq_redirect: Counter,
+}
+
+/// Counters of one cluster's HTTP traffic on one worker.
+#[derive(Debug, Default)]
+pub struct UpstreamStats {
+    pub upstream_rq_total: Counter,
+    pub upstream_rq_xx: [Counter; 5],
+    pub upstream_rq_timeout: Counter,
+    pub upstream_cx_http1_total: Counter,
+    pub upstream_cx_connect_fail: Counter,
+    pub upstream_cx_connect_timeout: Counter,
+    pub upstream_cx_destroy: Counter,
+    /// Requests sent on a pooled (reused) connection.
+    pub upstream_cx_reused: Counter,
+    /// Requests in flight per endpoint (LEAST_REQUEST's load).
+    pub endpoint_rq_active: Vec<Counter>,
+    pub endpoint_rq_done: Vec<Counter>,
+}
+
+/// One worker's HTTP counters, readable by the main thread without locks.
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    /// (stat_prefix, counters), per HCM listener in config order.
+    pub listeners: Vec<(String, HcmStats)>,
+    /// (name, counters), per cluster in config order.
+    pub clusters: Vec<(String, UpstreamStats)>,
+    /// Per cluster: a route sends to it (only those are listed by
+    /// [`HttpStats::values`]).
+    pub used: Vec<bool>,
+}
+
+impl HttpStats {
+    /// Every counter as (Envoy stat name, value), in a fixed order.
+    pub fn values(&self) -> Vec<(String, u64)> {
+        let mut v = Vec::new();
+        for (prefix, l) in &self.listeners {
+            let p = format!("http.{prefix}");
+            let active = l
+                .downstream_cx_total
+                .get()
+                .saturating_sub(l.downstream_cx_destroy.get());
+            for (k, x) in [
+                ("downstream_cx_total", l.downstream_cx_total.get()),
+                ("downstream_cx_active", active),
+                ("downstream_rq_total", l.downstream_rq_total.get()),
+                ("downstream_rq_1xx", l.downstream_rq_xx[0].get()),
+                ("downstream_rq_2xx", l.downstream_rq_xx[1].get()),
+                ("downstream_rq_3xx", l.downstream_rq_xx[2].get()),
+                ("downstream_rq_4xx", l.downstream_rq_xx[3].get()),
+                ("downstream_rq_5xx", l.downstream_rq_xx[4].get()),
+                (
+                    "downstream_cx_protocol_error",
+                    l.downstream_cx_protocol_error.get(),
+                ),
+                ("downstream_rq_timeout", l.downstream_rq_timeout.get()),
+                (
+                    "downstream_cx_idle_timeout",
+                    l.downstream_cx_idle_timeout.get(),
+                ),
+                ("downstream_rq_rx_reset", l.downstream_rq_rx_reset.get()),
+                (
+                    "downstream_cx_rx_bytes_total",
+                    l.downstream_cx_rx_bytes_total.get(),
+                ),
+                (
+                    "downstream_cx_tx_bytes_total",
+                    l.downstream_cx_tx_bytes_total.get(),
+                ),
+                ("no_route", l.no_route.get()),
+                ("rq_direct_response", l.rq_direct_response.get()),
+                ("rq_redirect", l.rq_redirect.get()),
+            ] {
+                v.push((format!("{p}.{k}"), x));
+            }
+        }
+        for (i, (name, c)) in self.clusters.iter().enumerate() {
+            if !self.used.get(i).copied().unwrap_or(true) {
+                continue;
+            }
+            let p = format!("cluster.{name}");
+            for (k, x) in [
+                ("upstream_cx_total", c.upstream_cx_http1_total.get()),
+                ("upstream_rq_total", c.upstream_rq_total.get()),
+                ("upstream_rq_1xx", c.upstream_rq_xx[0].get()),
+                ("upstream_rq_2xx", c.upstream_rq_xx[1].get()),
+                ("upstream_rq_3xx", c.upstream_rq_xx[2].get()),
+                ("upstream_rq_4xx", c.upstream_rq_xx[3].get()),
+                ("upstream_rq_5xx", c.upstream_rq_xx[4].get()),
+                ("upstream_rq_timeout", c.upstream_rq_timeout.get()),
+                ("upstream_cx_http1_total", c.upstream_cx_http1_total.get()),
+                ("upstream_cx_connect_fail", c.upstream_cx_connect_fail.get()),
+                (
+                    "upstream_cx_connect_timeout",
+                    c.upstream_cx_connect_timeout.get(),
+                ),
+                ("upstream_cx_destroy", c.upstream_cx_destroy.get()),
+                ("upstream_cx_reused", c.upstream_cx_reused.get()),
+            ] {
+                v.push((format!("{p}.{k}"), x));
+            }
+        }
+        v
+    }
+}
+
+fn class(status: u16) -> usize {
+    usize::from(status / 100).clamp(1, 5) - 1
+}
+
+/// An HCM listener as the proxy runs it.
+struct HcmPlan {
+    address: SocketAddrV4,
+    routes: RouteTable,
+    max_head: usize,
+    headers_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    use_remote_address: bool,
+    generate_request_id: bool,
+}
+
+/// The HTTP proxy's plan, built once from the config.
+pub struct HttpPlan {
+    listeners: Vec<HcmPlan>,
+    /// Per cluster: some route sends to it.
+    used: Vec<bool>,
+    prefixes: Vec<String>,
+    clusters: Vec<Balancer>,
+    cluster_names: Vec<String>,
+    cluster_index: HashMap<String, usize>,
+}
+
+fn ms(d: std::time::Duration) -> Option<u64> {
+    (!d.is_zero()).then(|| d.as_millis().max(1) as u64)
+}
+
+impl HttpPlan {
+    /// Build the plan of the config's HCM listeners.
+    ///
+    /// # Errors
+    /// A route table that does not compile (the config loader checks them,
+    /// so only a config built by hand can fail).
+    pub fn new(config: &EnvoyConfig) -> Result<HttpPlan, String> {
+        let mut listeners = Vec::new();
+        let mut prefixes = Vec::new();
+        let mut used = vec![false; config.clusters.len()];
+        for l in &config.listeners {
+            let NetworkFilter::HttpConnectionManager(h) = &l.filter else {
+                continue;
+            };
+            listeners.push(hcm_plan(l.address, h)?);
+            prefixes.push(h.stat_prefix.clone());
+            for name in routed_clusters(h) {
+                if let Some(i) = config.clusters.iter().position(|c| c.name == name) {
+                    used[i] = true;
+                }
+            }
+        }
+        Ok(HttpPlan {
+            listeners,
+            used,
+            prefixes,
+            clusters: config.clusters.iter().map(Balancer::new).collect(),
+            cluster_names: config.clusters.iter().map(|c| c.name.clone()).collect(),
+            cluster_index: config
+                .clusters
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.name.clone(), i))
+                .collect(),
+        })
+    }
+
+    /// The listening addresses, with ids from `first_id` on.
+    pub fn listens(&self, first_id: u32) -> Vec<Listen> {
+        self.listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| Listen {
+                address: l.address,
+                id: first_id + i as u32,
+            })
+            .collect()
+    }
+
+    /// No HCM listener.
+    pub fn is_empty(&self) -> bool {
+        self.listeners.is_empty()
+    }
+}
+
+/// The clusters an HCM's routes send to.
+fn routed_clusters(h: &HttpConnectionManager) -> impl Iterator<Item = &str> {
+    h.route_config
+        .virtual_hosts
+        .iter()
+        .flat_map(|v| &v.routes)
+        .flat_map(|r| match &r.action {
+            Action::Route(a) => match &a.cluster {
+                ClusterSpecifier::Cluster(c) => vec![c.as_str()],
+                ClusterSpecifier::WeightedClusters(w) => {
+                    w.iter().map(|c| c.name.as_str()).collect()
+                }
+            },
+            _ => Vec::new(),
+        })
+}
+
+fn hcm_plan(address: SocketAddrV4, h: &HttpConnectionManager) -> Result<HcmPlan, String> {
+    Ok(HcmPlan {
+        address,
+        routes: RouteTable::new(&h.route_config)?,
+        max_head: h.max_request_headers_kb as usize * 1024,
+        headers_timeout_ms: h.request_headers_timeout.and_then(ms),
+        idle_timeout_ms: h.idle_timeout.and_then(ms),
+        use_remote_address: h.use_remote_address,
+        generate_request_id: h.generate_request_id,
+    })
+}
+
+/// What is left of a message body to pass on.
+#[derive(Debug, Clone)]
+enum Body {
+    Done,
+    Length(u64),
+    Chunked(ChunkedScanner),
+    /// Until the sender closes (responses only).
+    UntilClose,
+}
+
+impl Body {
+    fn of(framing: BodyFraming) -> Body {
+        match framing {
+            BodyFraming::None | BodyFraming::Length(0) => Body::Done,
+            BodyFraming::Length(n) => Body::Length(n),
+            BodyFraming::Chunked => Body::Chunked(ChunkedScanner::default()),
+            // A tunnel (101, CONNECT 2xx) runs like a body each way that
+            // ends with its sender's FIN.
+            BodyFraming::UntilClose | BodyFraming::Tunnel => Body::UntilClose,
+        }
+    }
+    fn done(&self) -> bool {
+        matches!(self, Body::Done)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading a request head.
+    Head,
+    /// A request is out (its body may still be flowing); waiting for or
+    /// passing on the response.
+    Exchange,
+    /// Closing after what is queued.
+    Closing,
+}
+
+/// One downstream connection.
+struct Down {
+    conn: ConnId,
+    listener: u32,
+    remote: SocketAddrV4,
+    phase: Phase,
+    /// Bytes read and not consumed (the rest of a head, the start of a body,
+    /// pipelined requests).
+    buf: Vec<u8>,
+    /// Bytes for the client not sent yet (local replies, response heads).
+    out: Vec<u8>,
+    req: Body,
+    resp: Body,
+    up: Option<u32>,
+    keep_alive: bool,
+    http10: bool,
+    method: Method,
+    /// De-chunk the response (an HTTP/1.0 client).
+    dechunk: bool,
+    response_started: bool,
+    /// Response header mutations of the route being served.
+    route: Option<route::RouteRef>,
+}
+
+/// One upstream connection.
+struct Up {
+    conn: ConnId,
+    cluster: u32,
+    endpoint: u32,
+    connected: bool,
+    /// Serving this downstream connection's request.
+    down: Option<u32>,
+    /// Request head bytes not sent yet.
+    out: Vec<u8>,
+    /// Response bytes read, not consumed.
+    buf: Vec<u8>,
+    head_done: bool,
+    /// The last response allows another request.
+    reusable: bool,
+    /// Requests sent on it.
+    requests: u32,
+    /// In the idle pool.
+    idle: bool,
+    /// The route's timeout for the request being served, ms.
+    timeout_ms: Option<u64>,
+}
+
+/// Which kind of connection a tag names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Down(u32),
+    Up(u32),
+}
+
+fn tag(side: Side) -> u64 {
+    match side {
+        Side::Down(i) => TAG | (u64::from(i) << 1),
+        Side::Up(i) => TAG | (u64::from(i) << 1) | 1,
+    }
+}
+
+/// A slab of `T` with stable indices.
+struct Slab<T> {
+    items: Vec<Option<T>>,
+    free: Vec<u32>,
+}
+
+impl<T> Slab<T> {
+    fn new() -> Self {
+        Slab {
+            items: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+    fn insert(&mut self, t: T) -> u32 {
+        match self.free.pop() {
+            Some(i) => {
+                self.items[i as usize] = Some(t);
+                i
+            }
+            None => {
+                self.items.push(Some(t));
+                (self.items.len() - 1) as u32
+            }
+        }
+    }
+    fn get(&self, i: u32) -> Option<&T> {
+        self.items.get(i as usize)?.as_ref()
+    }
+    fn get_mut(&mut self, i: u32) -> Option<&mut T> {
+        self.items.get_mut(i as usize)?.as_mut()
+    }
+    fn remove(&mut self, i: u32) -> Option<T> {
+        let t = self.items.get_mut(i as usize)?.take()?;
+        self.free.push(i);
+        Some(t)
+    }
+    fn len(&self) -> usize {
+        self.items.len() - self.free.len()
+    }
+}
+
+/// One worker's HTTP proxy. See the [module documentation](self).
+pub struct HttpProxy {
+    plan: HttpPlan,
+    /// Listener id of the first HCM listener in the stack.
+    first_id: u32,
+    downs: Slab<Down>,
+    ups: Slab<Up>,
+    /// Idle upstream connections per (cluster, endpoint).
+    pool: HashMap<(u32, u32), Vec<u32>>,
+    stats: Arc<HttpStats>,
+    rng: Rng,
+    scratch: Vec<u8>,
+    scratch2: Vec<u8>,
+}
+
+impl HttpProxy {
+    /// A worker's proxy; its listeners have stack ids from `first_id` on.
+    pub fn new(plan: HttpPlan, first_id: u32, seed: u64) -> HttpProxy {
+        let stats = HttpStats {
+            listeners: plan
+                .prefixes
+                .iter()
+                .map(|p| (p.clone(), HcmStats::default()))
+                .collect(),
+            clusters: plan
+                .clusters
+                .iter()
+                .zip(&plan.cluster_names)
+                .map(|(c, n)| {
+                    (
+                        n.clone(),
+                        UpstreamStats {
+                            endpoint_rq_active: c
+                                .endpoints
+                                .iter()
+                                .map(|_| Counter::default())
+                                .collect(),
+                            endpoint_rq_done: c
+                                .endpoints
+                                .iter()
+                                .map(|_| Counter::default())
+                                .collect(),
+                            ..UpstreamStats::default()
+                        },
+                    )
+                })
+                .collect(),
+            used: plan.used.clone(),
+        };
+        HttpProxy {
+            plan,
+            first_id,
+            downs: Slab::new(),
+            ups: Slab::new(),
+            pool: HashMap::new(),
+            stats: Arc::new(stats),
+            rng: Rng(seed),
+            scratch: vec![0; READ_CHUNK],
+            scratch2: Vec::with_capacity(READ_CHUNK),
+        }
+    }
+
+    /// The counters (shared with the main thread).
+    pub fn stats(&self) -> &Arc<HttpStats> {
+        &self.stats
+    }
+
+    /// Downstream connections open now.
+    pub fn connections(&self) -> usize {
+        self.downs.len()
+    }
+
+    /// Whether `listener` (a stack listener id) is one of ours.
+    pub fn owns_listener(&self, listener: u32) -> bool {
+        listener >= self.first_id
+            && ((listener - self.first_id) as usize) < self.plan.listeners.len()
+    }
+
+    /// Whether a connection word is ours.
+    pub fn owns_tag(user: u64) -> bool {
+        user & TAG != 0
+    }
+
+    fn side_of(tcp: &Stack, conn: ConnId) -> Option<Side> {
+        let user = tcp.user(conn)?;
+        if user & TAG == 0 {
+            return None;
+        }
+        let i = ((user & !TAG) >> 1) as u32;
+        Some(if user & 1 == 1 {
+            Side::Up(i)
+        } else {
+            Side::Down(i)
+        })
+    }
+
+    /// Count a protocol error on `di`'s listener.
+    fn protocol_error(&self, di: u32) {
+        if let Some(d) = self.downs.get(di) {
+            self.stats.listeners[d.listener as usize]
+                .1
+                .downstream_cx_protocol_error
+                .add(1);
+        }
+    }
+
+    // ---- downstream ----
+
+    /// Run downstream connection `di` as far as it goes.
+    fn drive(&mut self, tcp: &mut Stack, di: u32) {
+        for _ in 0..64 {
+            if !self.flush_out(tcp, di) {
+                return;
+            }
+            let Some(d) = self.downs.get(di) else {
+                return;
+            };
+            let progressed = match d.phase {
+                Phase::Head => self.read_head(tcp, di),
+                Phase::Exchange => self.exchange(tcp, di),
+                Phase::Closing => {
+                    tcp.close(d.conn);
+                    false
+                }
+            };
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    /// Send what waits in `out`; return true if it is empty now.
+    fn flush_out(&mut self, tcp: &mut Stack, di: u32) -> bool {
+        let Some(d) = self.downs.get_mut(di) else {
+            return false;
+        };
+        if d.out.is_empty() {
+            return true;
+        }
+        let n = tcp.send(d.conn, &d.out);
+        d.out.drain(..n);
+        self.stats.listeners[d.listener as usize]
+            .1
+            .downstream_cx_tx_bytes_total
+            .add(n as u64);
+        d.out.is_empty()
+    }
+
+    /// Read and parse a request head; return true on progress.
+    fn read_head(&mut self, tcp: &mut Stack, di: u32) -> bool {
+        let Some(d) = self.downs.get_mut(di) else {
+            return false;
+        };
+        let max = self.plan.listeners[d.listener as usize].max_head;
+        if d.buf.len() <= max {
+            let want = (max + 1 - d.buf.len()).min(READ_CHUNK);
+            let n = tcp.recv(d.conn, &mut self.scratch[..want]);
+            d.buf.extend_from_slice(&self.scratch[..n]);
+            self.stats.listeners[d.listener as usize]
+                .1
+                .downstream_cx_rx_bytes_total
+                .add(n as u64);
+        }
+        match codec::parse_request(&d.buf, max) {
+            Err(e) => {
+                self.protocol_error(di);
+                self.local_reply(tcp, di, e.status(), e.details().as_bytes(), true);
+                true
+            }
+            Ok(None) => {
+                if tcp.recv_finished(d.conn) {
+                    // The client is done (possibly mid-head): close too.
+                    d.phase = Phase::Closing;
+                    return true;
+                }
+                false
+            }
+            Ok(Some((head, n))) => {
+                d.buf.drain(..n);
+                self.start_request(tcp, di, head);
+                true
+            }
+        }
+    }
+
+    /// Count a response status and queue a complete local reply.
+    fn local_reply(&mut self, tcp: &mut Stack, di: u32, status: u16, body: &[u8], close: bool) {
+        let Some(d) = self.downs.get_mut(di) else {
+            return;
+        };
+        // A request body we did not read cannot be skipped safely: close.
+        let close = close || !d.req.done() || !d.keep_alive;
+        let mut out = std::mem::take(&mut d.out);
+        let mut text = body.to_vec();
+        if !text.is_empty() && !text.ends_with(b"\n") {
+            text.push(b'\n');
+        }
+        codec::write_local_reply(
+            status,
+            "text/plain",
+            if d.method.is_head() { &[] } else { &text },
+            close,
+            &mut out,
+        );
+        d.out = out;
+        d.phase = if close { Phase::Closing } else { Phase::Head };
+        d.req = Body::Done;
+        d.resp = Body::Done;
+        d.response_started = false;
+        let listener = d.listener;
+        self.stats.listeners[listener as usize].1.downstream_rq_xx[class(status)].add(1);
+        self.arm_head_deadline(tcp, di);
+    }
+
+    fn arm_head_deadline(&mut self, tcp: &mut Stack, di: u32) {
+        let Some(d) = self.downs.get(di) else {
+            return;
+        };
+        let l = &self.plan.listeners[d.listener as usize];
+        let now = tcp.now_ms();
+        let at = match (l.headers_timeout_ms, l.idle_timeout_ms) {
+            (Some(h), Some(i)) => Some(now + h.min(i)),
+            (Some(h), None) => Some(now + h),
+            (None, Some(i)) => Some(now + i),
+            (None, None) => None,
+        };
+        tcp.set_deadline(d.conn, at);
+    }
+
+    /// A request head arrived: route it and answer or forward it.
+    fn start_request(&mut self, tcp: &mut Stack, di: u32, head: RequestHead) {
+        let Some(d) = self.downs.get_mut(di) else {
+            return;
+        };
+        let li = d.listener as usize;
+        let hs = &self.stats.listeners[li].1;
+        hs.downstream_rq_total.add(1);
+        d.keep_alive = codec::keep_alive(head.version, &head.headers);
+        d.http10 = head.version == Version::Http10;
+        d.method = head.method.clone();
+        d.req = Body::of(codec::request_framing(&head));
+        d.phase = Phase::Exchange;
+        d.response_started = false;
+        tcp.set_deadline(d.conn, None);
+        let remote = d.remote;
+        let plan = &self.plan.listeners[li];
+        let authority = head.headers.get_str("host").unwrap_or_default().to_owned();
+        let decision = plan.routes.decide(
+            &route::RouteRequest {
+                method: head.method.as_str(),
+                authority: &authority,
+                path: &head.target,
+                headers: &head.headers,
+                listener_port: plan.address.port(),
+            },
+            self.rng.next_u64(),
+        );
+        match decision {
+            route::Decision::NotFound => {
+                hs.no_route.add(1);
+                self.local_reply(tcp, di, 404, b"", false);
+            }
+            route::Decision::Direct { status, body, .. } => {
+                hs.rq_direct_response.add(1);
+                self.local_reply(tcp, di, status, &body, false);
+            }
+            route::Decision::Redirect {
+                status, location, ..
+            } => {
+                hs.rq_redirect.add(1);
+                if let Some(d) = self.downs.get_mut(di) {
+                    let mut out = std::mem::take(&mut d.out);
+                    codec::write_redirect(
+                        status,
+                        &location,
+                        !d.keep_alive || !d.req.done(),
+                        &mut out,
+                    );
+                    d.out = out;
+                }
+                self.local_reply_done(tcp, di, status);
+            }
+            route::Decision::Forward(fwd) => {
+                let Some(&ci) = self.plan.cluster_index.get(fwd.cluster.as_str()) else {
+                    hs.no_route.add(1);
+                    self.local_reply(tcp, di, 503, b"no healthy upstream", false);
+                    return;
+                };
+                let mut head = head;
+                self.rewrite_request(&mut head, &fwd, remote, li);
+                self.forward(tcp, di, ci, head, fwd);
+            }
+        }
+    }
+
+    /// After a reply written by hand into `out`: count it and go on.
+    fn local_reply_done(&mut self, tcp: &mut Stack, di: u32, status: u16) {
+        let Some(d) = self.downs.get_mut(di) else {
+            return;
+        };
+        let close = !d.keep_alive || !d.req.done();
+        d.phase = if close { Phase::Closing } else { Phase::Head };
+        d.req = Body::Done;
+        let listener = d.listener;
+        self.stats.listeners[listener as usize].1.downstream_rq_xx[class(status)].add(1);
+        self.arm_head_deadline(tcp, di);
+    }
+
+    /// Headers the router adds or changes on the way up.
+    fn rewrite_request(
+        &mut self,
+        head: &mut RequestHead,
+        fwd: &route::Forward,
+        remote: SocketAddrV4,
+        li: usize,
+    ) {
+        let plan = &self.plan.listeners[li];
+        let chunked = matches!(codec::request_framing(head), BodyFraming::Chunked);
+        let upgrade = codec::is_upgrade(head).map(str::to_owned);
+        codec::remove_hop_by_hop(&mut head.headers);
+        if chunked {
+            head.headers.append("transfer-encoding", "chunked");
+        }
+        if let Some(up) = upgrade {
+            // Passed through as a tunnel once the upstream answers 101.
+            head.headers.append("connection", "upgrade");
+            head.headers.append("upgrade", up);
+        }
+        if plan.use_remote_address {
+            let ip = remote.ip().to_string();
+            match head.headers.get("x-forwarded-for").map(<[u8]>::to_vec) {
+                Some(mut xff) => {
+                    xff.extend_from_slice(b", ");
+                    xff.extend_from_slice(ip.as_bytes());
+                    head.headers.set("x-forwarded-for", xff);
+                }
+                None => head.headers.append("x-forwarded-for", ip),
+            }
+            head.headers.set("x-forwarded-proto", "http");
+        } else if !head.headers.contains("x-forwarded-proto") {
+            head.headers.append("x-forwarded-proto", "http");
+        }
+        if plan.generate_request_id && !head.headers.contains("x-request-id") {
+            let id = uuid4(&mut self.rng);
+            head.headers.append("x-request-id", id);
+        }
+        let protocol = if head.version == Version::Http10 {
+            "HTTP/1.0"
+        } else {
+            "HTTP/1.1"
+        };
+        let original_path = head.target.clone();
+        plan.routes.apply_request_mutations(
+            fwd.route,
+            &mut head.headers,
+            &route::FormatContext {
+                downstream_remote_address: Some(remote.into()),
+                downstream_local_address: Some(plan.address.into()),
+                protocol,
+                method: head.method.as_str(),
+                path: &original_path,
+                ..Default::default()
+            },
+        );
+        if let Some(path) = &fwd.path {
+            head.target.clone_from(path);
+        }
+        if let Some(host) = &fwd.host {
+            head.headers.set("host", host.as_bytes());
+        }
+    }
+
+    /// Send a routed request to an endpoint of cluster `ci`.
+    fn forward(
+        &mut self,
+        tcp: &mut Stack,
+        di: u32,
+        ci: usize,
+        head: RequestHead,
+        fwd: route::Forward,
+    ) {
+        let cs = &self.stats.clusters[ci].1;
+        let active = &cs.endpoint_rq_active;
+        let done = &cs.endpoint_rq_done;
+        let ei = self.plan.clusters[ci].pick(&mut self.rng, |i| {
+            active[i].get().saturating_sub(done[i].get())
+        });
+        cs.upstream_rq_total.add(1);
+        cs.endpoint_rq_active[ei].add(1);
+        let mut out = Vec::with_capacity(512);
+        codec::write_request_head(&head, &mut out);
+        let now = tcp.now_ms();
+        // A pooled connection to that endpoint, or a new one.
+        let pooled = self
+            .pool
+            .get_mut(&(ci as u32, ei as u32))
+            .and_then(Vec::pop);
+        let ui = match pooled {
+            Some(ui) => {
+                cs.upstream_cx_reused.add(1);
+                let Some(u) = self.ups.get_mut(ui) else {
+                    return self.local_reply(tcp, di, 503, b"upstream connect error", false);
+                };
+                u.idle = false;
+                u.down = Some(di);
+                u.out = out;
+                u.head_done = false;
+                u.reusable = false;
+                u.requests += 1;
+                let timeout = fwd.timeout_ms.map(|t| now + t);
+                tcp.set_deadline(u.conn, timeout);
+                ui
+            }
+            None => {
+                let endpoint = self.plan.clusters[ci].endpoints[ei];
+                let conn = match tcp.connect(endpoint) {
+                    Ok(c) => c,
+                    Err(_) => {
+                        cs.upstream_cx_connect_fail.add(1);
+                        cs.endpoint_rq_done[ei].add(1);
+                        return self.local_reply(
+                            tcp,
+                            di,
+                            503,
+                            b"upstream connect error or disconnect/reset before headers",
+                            false,
+                        );
+                    }
+                };
+                cs.upstream_cx_http1_total.add(1);
+                let ui = self.ups.insert(Up {
+                    conn,
+                    cluster: ci as u32,
+                    endpoint: ei as u32,
+                    connected: false,
+                    down: Some(di),
+                    out,
+                    buf: Vec::new(),
+                    head_done: false,
+                    reusable: false,
+                    requests: 1,
+                    idle: false,
+                    timeout_ms: None,
+                });
+                tcp.set_user(conn, tag(Side::Up(ui)));
+                tcp.set_deadline(conn, Some(now + self.plan.clusters[ci].connect_timeout_ms));
+                ui
+            }
+        };
+        if let Some(d) = self.downs.get_mut(di) {
+            d.up = Some(ui);
+            d.route = Some(fwd.route);
+        }
+        if let Some(u) = self.ups.get_mut(ui) {
+            u.timeout_ms = fwd.timeout_ms;
+        }
+    }
+
+    /// Move the current exchange along; return true on progress.
+    fn exchange(&mut self, tcp: &mut Stack, di: u32) -> bool {
+        let Some(d) = self.downs.get(di) else {
+            return false;
+        };
+        let Some(ui) = d.up else {
+            return false;
+        };
+        let mut progressed = false;
+        // The request: head, then body.
+        if let Some(u) = self.ups.get_mut(ui) {
+            if !u.connected {
+                return false;
+            }
+            if !u.out.is_empty() {
+                let n = tcp.send(u.conn, &u.out);
+                u.out.drain(..n);
+                progressed |= n > 0;
+            }
+        }
+        if self.ups.get(ui).is_some_and(|u| u.out.is_empty()) {
+            progressed |= self.request_body(tcp, di, ui);
+        }
+        // The response.
+        progressed |= self.response(tcp, di, ui);
+        progressed |= self.finish_if_done(tcp, di, ui);
+        progressed
+    }
+
+    fn request_body(&mut self, tcp: &mut Stack, di: u32, ui: u32) -> bool {
+        let (Some(d), Some(u)) = (self.downs.get_mut(di), self.ups.get(ui)) else {
+            return false;
+        };
+        if d.req.done() {
+            return false;
+        }
+        let moved = match move_body(
+            tcp,
+            d.conn,
+            &mut d.buf,
+            u.conn,
+            &mut d.req,
+            false,
+            &mut self.scratch,
+            &mut self.scratch2,
+        ) {
+            Ok(n) => n,
+            Err(()) => {
+                // Bad chunk framing from the client: 400 if nothing was
+                // answered yet, else reset.
+                let started = d.response_started;
+                self.protocol_error(di);
+                self.drop_upstream(tcp, ui, true);
+                if started {
+                    self.abort_down(tcp, di);
+                } else {
+                    self.local_reply(tcp, di, 400, b"bad chunked request body", true);
+                }
+                return true;
+            }
+        };
+        let mut progressed = moved > 0;
+        if let Some(d) = self.downs.get_mut(di) {
+            self.stats.listeners[d.listener as usize]
+                .1
+                .downstream_cx_rx_bytes_total
+                .add(moved as u64);
+            // A tunnel's client half ends with its FIN: pass it on.
+            if matches!(d.req, Body::UntilClose) && d.buf.is_empty() && tcp.recv_finished(d.conn) {
+                d.req = Body::Done;
+                if let Some(u) = self.ups.get(ui) {
+                    tcp.close(u.conn);
+                }
+                progressed = true;
+            }
+        }
+        progressed
+    }
+
+    fn response(&mut self, tcp: &mut Stack, di: u32, ui: u32) -> bool {
+        let mut progressed = false;
+        let Some(u) = self.ups.get_mut(ui) else {
+            return false;
+        };
+        while !u.head_done {
+            if u.buf.len() < MAX_RESPONSE_HEAD {
+                let want = (MAX_RESPONSE_HEAD - u.buf.len()).min(READ_CHUNK);
+                let n = tcp.recv(u.conn, &mut self.scratch[..want]);
+                u.buf.extend_from_slice(&self.scratch[..n]);
+                progressed |= n > 0;
+            }
+            match codec::parse_response(&u.buf, MAX_RESPONSE_HEAD) {
+                Ok(None) => {
+                    if tcp.recv_finished(u.conn) {
+                        // Closed before a whole head: 503 as Envoy.
+                        self.upstream_failed(
+                            tcp,
+                            ui,
+                            503,
+                            "upstream connect error or disconnect/reset before headers",
+                        );
+                        return true;
+                    }
+                    return progressed;
+                }
+                Err(_) => {
+                    self.upstream_failed(tcp, ui, 502, "upstream sent a malformed response");
+                    return true;
+                }
+                Ok(Some((head, n))) => {
+                    u.buf.drain(..n);
+                    if (100..200).contains(&head.status) && head.status != 101 {
+                        // Interim (100 Continue): pass on to HTTP/1.1 clients.
+                        if let Some(d) = self.downs.get_mut(di) {
+                            if !d.http10 {
+                                codec::write_response_head(&head, Version::Http11, &mut d.out);
+                            }
+                        }
+                        continue;
+                    }
+                    self.response_head(tcp, di, ui, head);
+                    return true;
+                }
+            }
+        }
+        // The body.
+        let (Some(d), Some(u)) = (self.downs.get_mut(di), self.ups.get_mut(ui)) else {
+            return progressed;
+        };
+        if d.resp.done() || !d.out.is_empty() {
+            return progressed;
+        }
+        match move_body(
+            tcp,
+            u.conn,
+            &mut u.buf,
+            d.conn,
+            &mut d.resp,
+            d.dechunk,
+            &mut self.scratch,
+            &mut self.scratch2,
+        ) {
+            Ok(n) => {
+                self.stats.listeners[d.listener as usize]
+                    .1
+                    .downstream_cx_tx_bytes_total
+                    .add(n as u64);
+                progressed |= n > 0;
+            }
+            Err(()) => {
+                // Bad framing from the upstream mid-body: cut both.
+                self.drop_upstream(tcp, ui, true);
+                self.abort_down(tcp, di);
+                return true;
+            }
+        }
+        if matches!(d.resp, Body::UntilClose) && u.buf.is_empty() && tcp.recv_finished(u.conn) {
+            d.resp = Body::Done;
+            progressed = true;
+        }
+        progressed
+    }
+
+    /// A final response head arrived from upstream `ui` for `di`.
+    fn response_head(&mut self, tcp: &mut Stack, di: u32, ui: u32, mut head: ResponseHead) {
+        let (Some(d), Some(u)) = (self.downs.get_mut(di), self.ups.get_mut(ui)) else {
+            return;
+        };
+        u.head_done = true;
+        let framing = codec::response_framing(&head, &d.method);
+        let tunnel = matches!(framing, BodyFraming::Tunnel);
+        u.reusable = codec::keep_alive(head.version, &head.headers)
+            && !matches!(framing, BodyFraming::UntilClose | BodyFraming::Tunnel);
+        let cs = &self.stats.clusters[u.cluster as usize].1;
+        cs.upstream_rq_xx[class(head.status)].add(1);
+        self.stats.listeners[d.listener as usize].1.downstream_rq_xx[class(head.status)].add(1);
+        let upgrade = head.headers.get_str("upgrade").map(str::to_owned);
+        codec::remove_hop_by_hop(&mut head.headers);
+        d.dechunk = d.http10 && matches!(framing, BodyFraming::Chunked);
+        if matches!(framing, BodyFraming::UntilClose) || d.dechunk || tunnel {
+            d.keep_alive = false;
+        }
+        if tunnel {
+            // Upgraded: from now on bytes flow both ways until each side's FIN.
+            d.req = Body::UntilClose;
+        }
+        if matches!(framing, BodyFraming::Chunked) && !d.dechunk {
+            head.headers.append("transfer-encoding", "chunked");
+        }
+        if tunnel {
+            if let Some(up) = upgrade.as_deref() {
+                head.headers.append("connection", "upgrade");
+                head.headers.append("upgrade", up);
+            }
+        } else if !d.keep_alive {
+            head.headers.append("connection", "close");
+        } else if d.http10 {
+            head.headers.append("connection", "keep-alive");
+        }
+        if let Some(r) = d.route {
+            let ctx = route::FormatContext {
+                downstream_remote_address: Some(d.remote.into()),
+                protocol: if d.http10 { "HTTP/1.0" } else { "HTTP/1.1" },
+                method: d.method.as_str(),
+                ..Default::default()
+            };
+            self.plan.listeners[d.listener as usize]
+                .routes
+                .apply_response_mutations(r, &mut head.headers, &ctx);
+        }
+        let version = if d.http10 {
+            Version::Http10
+        } else {
+            Version::Http11
+        };
+        codec::write_response_head(&head, version, &mut d.out);
+        d.resp = Body::of(framing);
+        d.response_started = true;
+        let _ = tcp;
+    }
+
+    /// The exchange is over when both bodies are through.
+    fn finish_if_done(&mut self, tcp: &mut Stack, di: u32, ui: u32) -> bool {
+        let (Some(d), Some(u)) = (self.downs.get(di), self.ups.get(ui)) else {
+            return false;
+        };
+        if !u.head_done || !d.resp.done() || !d.out.is_empty() {
+            return false;
+        }
+        let request_done = d.req.done();
+        let keep = d.keep_alive && request_done;
+        let reuse = u.reusable && request_done && u.buf.is_empty();
+        let (ci, ei) = (u.cluster as usize, u.endpoint as usize);
+        self.stats.clusters[ci].1.endpoint_rq_done[ei].add(1);
+        if let Some(d) = self.downs.get_mut(di) {
+            d.up = None;
+            d.route = None;
+            d.phase = if keep { Phase::Head } else { Phase::Closing };
+        }
+        if reuse {
+            if let Some(u) = self.ups.get_mut(ui) {
+                u.down = None;
+                u.idle = true;
+                tcp.set_deadline(u.conn, Some(tcp.now_ms() + UPSTREAM_IDLE_MS));
+                self.pool
+                    .entry((ci as u32, ei as u32))
+                    .or_default()
+                    .push(ui);
+            }
+        } else {
+            self.drop_upstream(tcp, ui, false);
+        }
+        self.arm_head_deadline(tcp, di);
+        true
+    }
+
+    /// The upstream failed before a response: answer `status` locally.
+    fn upstream_failed(&mut self, tcp: &mut Stack, ui: u32, status: u16, why: &str) {
+        let Some(u) = self.ups.get(ui) else {
+            return;
+        };
+        let down = u.down;
+        let (ci, ei) = (u.cluster as usize, u.endpoint as usize);
+        self.stats.clusters[ci].1.endpoint_rq_done[ei].add(1);
+        self.drop_upstream(tcp, ui, true);
+        if let Some(di) = down {
+            if let Some(d) = self.downs.get_mut(di) {
+                d.up = None;
+                d.route = None;
+                if d.response_started {
+                    self.abort_down(tcp, di);
+                    return;
+                }
+            }
+            self.local_reply(tcp, di, status, why.as_bytes(), false);
+            self.drive(tcp, di);
+        }
+    }
+
+    /// Close (or reset) upstream `ui` and forget it.
+    fn drop_upstream(&mut self, tcp: &mut Stack, ui: u32, reset: bool) {
+        let Some(u) = self.ups.remove(ui) else {
+            return;
+        };
+        if u.idle {
+            if let Some(v) = self.pool.get_mut(&(u.cluster, u.endpoint)) {
+                v.retain(|&x| x != ui);
+            }
+        }
+        self.stats.clusters[u.cluster as usize]
+            .1
+            .upstream_cx_destroy
+            .add(1);
+        tcp.set_user(u.conn, 0);
+        if reset {
+            tcp.abort(u.conn);
+        } else {
+            tcp.close(u.conn);
+        }
+    }
+
+    fn abort_down(&mut self, tcp: &mut Stack, di: u32) {
+        if let Some(d) = self.downs.get(di) {
+            tcp.abort(d.conn);
+        }
+    }
+}
+
+/// Pass on what is left of a body from `src` (its unread bytes in `buf`
+/// first) to `dst`, as far as `dst` has room; return the bytes consumed.
+/// `Err` on bad chunk framing.
+#[allow(clippy::too_many_arguments)]
+fn move_body(
+    tcp: &mut Stack,
+    src: ConnId,
+    buf: &mut Vec<u8>,
+    dst: ConnId,
+    body: &mut Body,
+    dechunk: bool,
+    scratch: &mut [u8],
+    decoded: &mut Vec<u8>,
+) -> Result<usize, ()> {
+    let mut moved = 0;
+    loop {
+        match body {
+            Body::Done => return Ok(moved),
+            Body::Length(left) => {
+                if !buf.is_empty() {
+                    let room = tcp.send_space(dst);
+                    let k = (buf.len() as u64).min(*left).min(room as u64) as usize;
+                    let sent = tcp.send(dst, &buf[..k]);
+                    buf.drain(..sent);
+                    *left -= sent as u64;
+                    moved += sent;
+                    if *left == 0 {
+                        *body = Body::Done;
+                    }
+                    if !buf.is_empty() || sent == 0 {
+                        return Ok(moved);
+                    }
+                    continue;
+                }
+                let n = tcp.splice_max(src, dst, usize::try_from(*left).unwrap_or(usize::MAX));
+                *left -= n as u64;
+                moved += n;
+                if *left == 0 {
+                    *body = Body::Done;
+                }
+                return Ok(moved);
+            }
+            Body::UntilClose => {
+                if !buf.is_empty() {
+                    let sent = tcp.send(dst, buf);
+                    buf.drain(..sent);
+                    moved += sent;
+                    if !buf.is_empty() {
+                        return Ok(moved);
+                    }
+                }
+                moved += tcp.splice(src, dst);
+                return Ok(moved);
+            }
+            Body::Chunked(scanner) => {
+                let room = tcp.send_space(dst);
+                if room == 0 {
+                    return Ok(moved);
+                }
+                if buf.is_empty() {
+                    let cap = room.min(scratch.len());
+                    let n = tcp.recv(src, &mut scratch[..cap]);
+                    if n == 0 {
+                        return Ok(moved);
+                    }
+                    buf.extend_from_slice(&scratch[..n]);
+                }
+                let take = buf.len().min(room);
+                let consumed;
+                let done;
+                if dechunk {
+                    decoded.clear();
+                    let scan = scanner
+                        .scan_payload(&buf[..take], |p| decoded.extend_from_slice(p))
+                        .map_err(|_| ())?;
+                    consumed = scan.consumed;
+                    done = scan.done;
+                    let sent = tcp.send(dst, decoded);
+                    debug_assert_eq!(sent, decoded.len(), "decoded is at most `room`");
+                } else {
+                    let scan = scanner.scan(&buf[..take]).map_err(|_| ())?;
+                    consumed = scan.consumed;
+                    done = scan.done;
+                    let sent = tcp.send(dst, &buf[..consumed]);
+                    debug_assert_eq!(sent, consumed, "at most `room`");
+                }
+                buf.drain(..consumed);
+                moved += consumed;
+                if done {
+                    *body = Body::Done;
+                    return Ok(moved);
+                }
+                if consumed == 0 {
+                    return Ok(moved);
+                }
+            }
+        }
+    }
+}
+
+/// A random UUID, version 4.
+fn uuid4(rng: &mut Rng) -> String {
+    let (a, b) = (rng.next_u64(), rng.next_u64());
+    let a = (a & !0xf000) | 0x4000; // version 4
+    let b = (b & !(0xc << 60)) | (0x8 << 60); // variant 10
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xffff,
+        b >> 48,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+impl App for HttpProxy {
+    fn accepted(&mut self, tcp: &mut Stack, conn: ConnId, listener: u32) {
+        let Some(li) = listener.checked_sub(self.first_id) else {
+            tcp.abort(conn);
+            return;
+        };
+        if li as usize >= self.plan.listeners.len() {
+            tcp.abort(conn);
+            return;
+        }
+        let Some(key) = tcp.key(conn) else {
+            return;
+        };
+        self.stats.listeners[li as usize]
+            .1
+            .downstream_cx_total
+            .add(1);
+        let di = self.downs.insert(Down {
+            conn,
+            listener: li,
+            remote: key.remote,
+            phase: Phase::Head,
+            buf: Vec::new(),
+            out: Vec::new(),
+            req: Body::Done,
+            resp: Body::Done,
+            up: None,
+            keep_alive: true,
+            http10: false,
+            method: Method::Get,
+            dechunk: false,
+            response_started: false,
+            route: None,
+        });
+        tcp.set_user(conn, tag(Side::Down(di)));
+        self.arm_head_deadline(tcp, di);
+        self.drive(tcp, di);
+    }
+
+    fn ready(&mut self, tcp: &mut Stack, conn: ConnId) {
+        match Self::side_of(tcp, conn) {
+            Some(Side::Down(di)) => self.drive(tcp, di),
+            Some(Side::Up(ui)) => {
+                let Some(u) = self.ups.get_mut(ui) else {
+                    return;
+                };
+                if !u.connected && tcp.is_established(conn) {
+                    u.connected = true;
+                    let at = u.timeout_ms.map(|t| tcp.now_ms() + t);
+                    tcp.set_deadline(conn, at);
+                }
+                if u.idle {
+                    // An idle pooled connection: the upstream closed it or
+                    // sent something unasked; either way it is done.
+                    if tcp.recv_finished(conn) || tcp.queues(conn).is_some_and(|q| q.0 > 0) {
+                        self.drop_upstream(tcp, ui, false);
+                    }
+                    return;
+                }
+                if let Some(di) = u.down {
+                    self.drive(tcp, di);
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn deadline(&mut self, tcp: &mut Stack, conn: ConnId) {
+        match Self::side_of(tcp, conn) {
+            Some(Side::Down(di)) => {
+                let Some(d) = self.downs.get(di) else {
+                    return;
+                };
+                if d.phase != Phase::Head {
+                    return;
+                }
+                let hs = &self.stats.listeners[d.listener as usize].1;
+                let timed_out_head = self.plan.listeners[d.listener as usize]
+                    .headers_timeout_ms
+                    .is_some()
+                    && !d.buf.is_empty();
+                if timed_out_head {
+                    hs.downstream_rq_timeout.add(1);
+                    self.local_reply(tcp, di, 408, b"request headers timeout", true);
+                    self.drive(tcp, di);
+                } else {
+                    hs.downstream_cx_idle_timeout.add(1);
+                    if let Some(d) = self.downs.get_mut(di) {
+                        d.phase = Phase::Closing;
+                    }
+                    self.drive(tcp, di);
+                }
+            }
+            Some(Side::Up(ui)) => {
+                let Some(u) = self.ups.get(ui) else {
+                    return;
+                };
+                let cs = &self.stats.clusters[u.cluster as usize].1;
+                if u.idle {
+                    self.drop_upstream(tcp, ui, false);
+                } else if !u.connected {
+                    cs.upstream_cx_connect_timeout.add(1);
+                    cs.upstream_cx_connect_fail.add(1);
+                    self.upstream_failed(tcp, ui, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection timeout");
+                } else {
+                    cs.upstream_rq_timeout.add(1);
+                    self.upstream_failed(tcp, ui, 504, "upstream request timeout");
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn closed(&mut self, tcp: &mut Stack, conn: ConnId, how: Close) {
+        match Self::side_of(tcp, conn) {
+            Some(Side::Down(di)) => {
+                let Some(d) = self.downs.remove(di) else {
+                    return;
+                };
+                let hs = &self.stats.listeners[d.listener as usize].1;
+                hs.downstream_cx_destroy.add(1);
+                if let Some(ui) = d.up {
+                    hs.downstream_rq_rx_reset.add(1);
+                    if let Some(u) = self.ups.get(ui) {
+                        let (ci, ei) = (u.cluster as usize, u.endpoint as usize);
+                        self.stats.clusters[ci].1.endpoint_rq_done[ei].add(1);
+                    }
+                    self.drop_upstream(tcp, ui, true);
+                }
+            }
+            Some(Side::Up(ui)) => {
+                let Some(u) = self.ups.get(ui) else {
+                    return;
+                };
+                if !u.connected {
+                    self.stats.clusters[u.cluster as usize]
+                        .1
+                        .upstream_cx_connect_fail
+                        .add(1);
+                }
+                match u.down {
+                    Some(_) if how != Close::Graceful || !u.head_done => {
+                        self.upstream_failed(
+                            tcp,
+                            ui,
+                            503,
+                            "upstream connect error or disconnect/reset before headers",
+                        );
+                    }
+                    Some(di) => {
+                        // Closed after the response head: whatever it sent
+                        // was read (the stack reports closes after the last
+                        // byte); finish what can be finished.
+                        self.drive(tcp, di);
+                        if self.ups.get(ui).is_some() {
+                            let response_done = self.downs.get(di).map_or(true, |d| d.resp.done());
+                            if response_done {
+                                self.drop_upstream(tcp, ui, false);
+                            } else {
+                                self.drop_upstream(tcp, ui, true);
+                                self.abort_down(tcp, di);
+                            }
+                        }
+                    }
+                    None => self.drop_upstream(tcp, ui, false),
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+impl std::fmt::Debug for HttpProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpProxy")
+            .field("downstream", &self.downs.len())
+            .field("upstream", &self.ups.len())
+            .finish()
+    }
+}

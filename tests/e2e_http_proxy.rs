@@ -1,0 +1,560 @@
+//! End-to-end: zerohop as an HTTP/1.1 proxy (Envoy `http_connection_manager` with
+//! the router) between a client namespace and three upstream HTTP servers.
+//!
+//! Same topology as `e2e_tcp_proxy.rs` ([`ProxyTopology`]): clients in C, zerohop in
+//! P on two `net_af_packet` ports, servers in U. The servers are
+//! `tests/fixtures/http/upstream.py` on ports 9001/9002/9003, named `a`, `b`, `c`;
+//! each answers with its name and what it received (path, Host, X-Forwarded-For, …).
+//! Clients are curl, wrk and `tests/fixtures/http/raw.py` (raw bytes, for bad input).
+//! Each test stops zerohop with SIGTERM and checks a clean exit and the Envoy stats
+//! zerohop logs (`stat http.ingress.*`, `stat cluster.NAME.upstream_rq_*`).
+//! Needs root; run with `cargo test --test e2e_http_proxy`.
+
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+use std::time::Duration;
+
+const LISTENER_PORT: u16 = 8080;
+const SERVER_READY: Duration = Duration::from_secs(15);
+const NAMES: [(&str, u16); 3] = [("a", 9001), ("b", 9002), ("c", 9003)];
+
+/// The Envoy part of zerohop's config: listener `ingress` on 0.0.0.0:8080.
+fn envoy_config() -> String {
+    let cluster = |name: &str, port: u16, policy: &str| {
+        format!(
+            r#"  - name: {name}
+    connect_timeout: 1s
+    type: STATIC
+    lb_policy: {policy}
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: {UPSTREAM}, port_value: {port} }} }} }}
+"#
+        )
+    };
+    let mut clusters = String::new();
+    for (name, port) in NAMES {
+        clusters.push_str(&cluster(name, port, "ROUND_ROBIN"));
+    }
+    // All three behind one cluster, and one endpoint nobody listens on.
+    clusters.push_str(&format!(
+        r#"  - name: all
+    connect_timeout: 1s
+    lb_policy: ROUND_ROBIN
+    load_assignment:
+      cluster_name: all
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: {UPSTREAM}, port_value: 9001 }} }} }}
+        - endpoint: {{ address: {{ socket_address: {{ address: {UPSTREAM}, port_value: 9002 }} }} }}
+        - endpoint: {{ address: {{ socket_address: {{ address: {UPSTREAM}, port_value: 9003 }} }} }}
+"#
+    ));
+    clusters.push_str(&cluster("dead", 9999, "ROUND_ROBIN"));
+    format!(
+        r#"static_resources:
+  listeners:
+  - name: ingress
+    address:
+      socket_address: {{ address: 0.0.0.0, port_value: {LISTENER_PORT} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          codec_type: AUTO
+          use_remote_address: true
+          request_headers_timeout: 2s
+          route_config:
+            name: local
+            virtual_hosts:
+            - name: other
+              domains: ["other.example"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: c }}
+            - name: main
+              domains: ["*"]
+              routes:
+              - match: {{ path: "/healthz" }}
+                direct_response: {{ status: 200, body: {{ inline_string: "healthy" }} }}
+              - match: {{ prefix: "/old/" }}
+                redirect: {{ path_redirect: "/new/", response_code: FOUND }}
+              - match: {{ prefix: "/nowhere/" }}
+                direct_response: {{ status: 404 }}
+              - match: {{ prefix: "/api/", headers: [{{ name: x-canary, string_match: {{ exact: "1" }} }}] }}
+                route: {{ cluster: b }}
+              - match: {{ prefix: "/api/" }}
+                route: {{ cluster: a, prefix_rewrite: "/v2/" }}
+              - match: {{ safe_regex: {{ regex: "/item/[0-9]+" }} }}
+                route: {{ cluster: c }}
+              - match: {{ prefix: "/split/" }}
+                route:
+                  weighted_clusters:
+                    clusters:
+                    - {{ name: a, weight: 80 }}
+                    - {{ name: b, weight: 20 }}
+              - match: {{ prefix: "/rr/" }}
+                route: {{ cluster: all }}
+              - match: {{ prefix: "/bytes/" }}
+                route: {{ cluster: a, timeout: 0s }}
+              - match: {{ prefix: "/upload" }}
+                route: {{ cluster: b, timeout: 0s }}
+              - match: {{ prefix: "/slow/" }}
+                route: {{ cluster: a, timeout: 0.5s }}
+              - match: {{ prefix: "/dead/" }}
+                route: {{ cluster: dead }}
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: a }}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+{clusters}"#
+    )
+}
+
+/// The whole config: the `dataplane` of [`ProxyTopology`] plus [`envoy_config`].
+fn config(topo: &ProxyTopology) -> String {
+    let (down, up) = (topo.veth_c.proxy_if(), topo.veth_u.proxy_if());
+    format!(
+        r#"dataplane:
+  cores: [{core}]
+  hugepages: auto
+  eal_args: ["--no-pci"]
+  ports:
+    - name: down
+      device: "net_af_packet0,iface={down}"
+      address: {PROXY_DOWN}/24
+    - name: up
+      device: "net_af_packet1,iface={up}"
+      address: {PROXY_UP}/24
+{envoy}"#,
+        core = worker_core(),
+        envoy = envoy_config(),
+    )
+}
+
+/// zerohop and the three upstream servers, running.
+struct Setup {
+    zerohop: Zerohop,
+    servers: Vec<LoggedProcess>,
+    topo: ProxyTopology,
+}
+
+impl Setup {
+    fn start() -> Setup {
+        let topo = ProxyTopology::new();
+        let servers = NAMES
+            .iter()
+            .map(|(name, port)| {
+                let port = port.to_string();
+                let script = fixture("http/upstream.py");
+                let mut p = topo.ns_u.spawn_logged(
+                    "python3",
+                    &[
+                        script.to_str().expect("utf-8 path"),
+                        "--addr",
+                        UPSTREAM,
+                        "--port",
+                        &port,
+                        "--name",
+                        name,
+                    ],
+                    &format!("upstream {name}"),
+                );
+                p.wait_for("ready", SERVER_READY);
+                p
+            })
+            .collect();
+        let mut zerohop = Zerohop::start_in(Some(&topo.ns_p), &config(&topo));
+        zerohop.wait_ready(READY_TIMEOUT);
+        Setup {
+            zerohop,
+            servers,
+            topo,
+        }
+    }
+
+    fn url(path: &str) -> String {
+        format!("http://{PROXY_DOWN}:{LISTENER_PORT}{path}")
+    }
+
+    /// curl in C: `args` then the URL of `path`; stdout, panicking on failure.
+    fn curl(&self, path: &str, args: &[&str]) -> String {
+        let url = Self::url(path);
+        let mut all = vec!["-sS", "--noproxy", "*", "--max-time", "120"];
+        all.extend_from_slice(args);
+        all.push(&url);
+        let out = self.topo.ns_c.run("curl", &all, Duration::from_secs(150));
+        assert!(
+            out.success(),
+            "curl {all:?} failed: {}\n{}\nzerohop log:\n{}",
+            describe(out.status),
+            out.stderr,
+            self.zerohop.log()
+        );
+        out.stdout_str()
+    }
+
+    /// `raw.py` in C with `sends`; its output.
+    fn raw(&self, sends: &[&str], extra: &[&str]) -> String {
+        let script = fixture("http/raw.py");
+        let port = LISTENER_PORT.to_string();
+        let mut args = vec![
+            script.to_str().expect("utf-8 path"),
+            "--host",
+            PROXY_DOWN,
+            "--port",
+            &port,
+        ];
+        for s in sends {
+            args.push("--send");
+            args.push(s);
+        }
+        args.extend_from_slice(extra);
+        let out = self
+            .topo
+            .ns_c
+            .run("python3", &args, Duration::from_secs(30));
+        assert!(out.success(), "raw.py failed: {}", out.stderr);
+        out.stdout_str()
+    }
+
+    fn stop(self) -> String {
+        let Setup {
+            zerohop,
+            servers,
+            topo,
+        } = self;
+        let (status, log) = zerohop.terminate();
+        assert_clean_exit_after_traffic(status, &log, &["down", "up"]);
+        drop(servers);
+        drop(topo);
+        log
+    }
+}
+
+/// The `key=value` lines of an upstream's answer.
+fn fields(body: &str) -> HashMap<String, String> {
+    body.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// Count the `name=X` lines in concatenated answers.
+fn count_names(bodies: &str) -> HashMap<String, usize> {
+    let mut n = HashMap::new();
+    for l in bodies.lines() {
+        if let Some(name) = l.strip_prefix("name=") {
+            *n.entry(name.split_whitespace().next().unwrap_or("").to_owned())
+                .or_default() += 1;
+        }
+    }
+    n
+}
+
+/// Routing by path, prefix, header, regex and host; direct responses, a redirect,
+/// 404; the prefix rewrite and the forwarding headers as the upstream saw them.
+#[test]
+fn routes_rewrites_and_local_answers() {
+    if !require_root() {
+        return;
+    }
+    let s = Setup::start();
+    let f = fields(&s.curl("/hello?x=1", &[]));
+    assert_eq!(f["name"], "a");
+    assert_eq!(f["path"], "/hello?x=1");
+    assert_eq!(f["xff"], CLIENT, "X-Forwarded-For is the client");
+    assert_eq!(f["xfp"], "http");
+    assert_eq!(f["rid"].len(), 36, "a generated x-request-id: {f:?}");
+    assert_eq!(f["host"], format!("{PROXY_DOWN}:{LISTENER_PORT}"));
+
+    let f = fields(&s.curl("/api/users", &[]));
+    assert_eq!((f["name"].as_str(), f["path"].as_str()), ("a", "/v2/users"));
+    let f = fields(&s.curl("/api/users", &["-H", "x-canary: 1"]));
+    assert_eq!(
+        (f["name"].as_str(), f["path"].as_str()),
+        ("b", "/api/users")
+    );
+    assert_eq!(fields(&s.curl("/item/42", &[]))["name"], "c");
+    assert_eq!(
+        fields(&s.curl("/item/4x", &[]))["name"],
+        "a",
+        "regex matches whole paths"
+    );
+    assert_eq!(
+        fields(&s.curl("/", &["-H", "Host: other.example"]))["name"],
+        "c"
+    );
+    // Hop-by-hop headers do not reach the upstream; x-test-* do.
+    let f = fields(&s.curl(
+        "/h",
+        &[
+            "-H",
+            "Connection: keep-alive, x-drop",
+            "-H",
+            "x-drop: 1",
+            "-H",
+            "x-test-keep: 2",
+        ],
+    ));
+    assert_eq!(f.get("hdr.x-test-keep").map(String::as_str), Some("2"));
+    assert!(!f.contains_key("hdr.x-drop"), "{f:?}");
+
+    assert_eq!(s.curl("/healthz", &[]), "healthy\n");
+    let head = s.curl(
+        "/old/thing",
+        &["-o", "/dev/null", "-w", "%{http_code} %{redirect_url}"],
+    );
+    assert_eq!(
+        head,
+        format!("302 http://{PROXY_DOWN}:{LISTENER_PORT}/new/")
+    );
+    let code = s.curl("/nowhere/x", &["-o", "/dev/null", "-w", "%{http_code}"]);
+    assert_eq!(code, "404");
+    let code = s.curl(
+        "/",
+        &[
+            "-H",
+            "Host: unknown.example",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ],
+    );
+    // `*` catches every host: 200 from a.
+    assert_eq!(code, "200");
+
+    let log = s.stop();
+    assert_stat_eq(&log, "http.ingress.downstream_rq_total", 11);
+    assert_stat_eq(&log, "http.ingress.rq_direct_response", 2);
+    assert_stat_eq(&log, "http.ingress.rq_redirect", 1);
+    assert_stat_eq(&log, "cluster.a.upstream_rq_2xx", 5);
+}
+
+/// Keep-alive: 1,000 requests on one curl connection, split 80/20 by weight within
+/// statistical bounds; round robin over a three-endpoint cluster spreads evenly; and
+/// pipelined requests are answered in order.
+#[test]
+fn keep_alive_weights_round_robin_and_pipelining() {
+    if !require_root() {
+        return;
+    }
+    let s = Setup::start();
+    let out = s.curl("/split/[1-1000]", &[]);
+    let n = count_names(&out);
+    let (a, b) = (
+        n.get("a").copied().unwrap_or(0),
+        n.get("b").copied().unwrap_or(0),
+    );
+    assert_eq!(a + b, 1000, "{n:?}");
+    // Binomial(1000, 0.8): sd 12.6; 5 sd either side.
+    assert!((737..=863).contains(&a), "80/20 split gave a={a} b={b}");
+
+    let out = s.curl("/rr/[1-30]", &[]);
+    let n = count_names(&out);
+    assert_eq!(
+        (n.get("a"), n.get("b"), n.get("c")),
+        (Some(&10), Some(&10), Some(&10)),
+        "{n:?}"
+    );
+
+    let pipelined = s.raw(
+        &["GET /p1 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\nGET /healthz HTTP/1.1\\r\\nHost: x\\r\\n\\r\\nGET /p3 HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n"],
+        &["--timeout", "5"],
+    );
+    assert_eq!(
+        pipelined
+            .lines()
+            .filter(|l| l.starts_with("status 200"))
+            .count(),
+        3,
+        "{pipelined}"
+    );
+    let p1 = pipelined.find("path=/p1").expect("p1 answered");
+    let health = pipelined.find("healthy").expect("healthz answered");
+    let p3 = pipelined.find("path=/p3").expect("p3 answered");
+    assert!(
+        p1 < health && health < p3,
+        "answers out of order: {pipelined}"
+    );
+    assert!(pipelined.contains("closed=1"), "Connection: close honoured");
+
+    let log = s.stop();
+    assert_stat_eq(&log, "cluster.all.upstream_rq_2xx", 30);
+    // One connection per endpoint sufficed for each sequential client.
+    let reused = stat(&log, "cluster.a.upstream_cx_reused").unwrap_or(0);
+    assert!(reused >= 700, "keep-alive upstream reuse: {reused}\n{log}");
+}
+
+/// Bad input gets Envoy's answers and the connection closes, while a keep-alive
+/// connection opened before keeps working.
+#[test]
+fn bad_requests_are_refused() {
+    if !require_root() {
+        return;
+    }
+    let s = Setup::start();
+    let cases: &[(&str, &str)] = &[
+        ("garbage\\r\\n\\r\\n", "400"),
+        ("GET / HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 3\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n0\\r\\n\\r\\n", "400"),
+        ("POST / HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 3\\r\\nContent-Length: 4\\r\\n\\r\\nabcd", "400"),
+        ("GET / HTTP/1.1\\r\\nHost: x\\r\\nX-A: a\\r\\n b\\r\\n\\r\\n", "400"),
+        ("GET / HTTP/1.1\\r\\nHost: x\\r\\nX-A: a\\x00b\\r\\n\\r\\n", "400"),
+        ("POST /upload HTTP/1.1\\r\\nHost: x\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\nzz\\r\\n", "400"),
+    ];
+    for (send, want) in cases {
+        let out = s.raw(&[send], &["--timeout", "3"]);
+        assert!(
+            out.contains(&format!("status {want}")) && out.contains("closed=1"),
+            "{send:?}: want {want} and close, got\n{out}"
+        );
+    }
+    // Headers beyond 60 KiB: 431.
+    let big = format!(
+        "GET / HTTP/1.1\\r\\nHost: x\\r\\nX-Big: {}\\r\\n\\r\\n",
+        "a".repeat(70_000)
+    );
+    let out = s.raw(&[&big], &["--timeout", "3"]);
+    assert!(out.contains("status 431"), "{out}");
+    // Headers not complete within request_headers_timeout (2 s): 408.
+    let out = s.raw(&["GET / HTTP/1.1\\r\\nHost: x\\r\\n"], &["--timeout", "5"]);
+    assert!(
+        out.contains("status 408") && out.contains("closed=1"),
+        "{out}"
+    );
+    // The route's timeout (0.5 s) passes before the upstream answers: 504.
+    let code = s.curl(
+        "/slow/x?sleep=2000",
+        &["-o", "/dev/null", "-w", "%{http_code}"],
+    );
+    assert_eq!(code, "504");
+    // An upstream nobody listens on: 503, and the connection stays usable.
+    let code = s.curl("/dead/x", &["-o", "/dev/null", "-w", "%{http_code}"]);
+    assert_eq!(code, "503");
+    assert_eq!(fields(&s.curl("/still", &[]))["name"], "a");
+
+    let log = s.stop();
+    assert!(
+        stat(&log, "http.ingress.downstream_rq_4xx").unwrap_or(0) >= 8,
+        "{log}"
+    );
+    assert_stat_eq(&log, "http.ingress.downstream_rq_timeout", 1);
+    assert_stat_eq(&log, "cluster.a.upstream_rq_timeout", 1);
+    assert_stat_eq(&log, "cluster.dead.upstream_cx_connect_fail", 1);
+}
+
+/// Bodies both ways, streamed: 256 MiB downloads with Content-Length and chunked,
+/// uploads with Content-Length and chunked, an HTTP/1.0 client of a chunked
+/// response, HEAD; all checked with SHA-256.
+#[test]
+fn bodies_stream_intact() {
+    if !require_root() {
+        return;
+    }
+    let _heavy = one_at_a_time();
+    let s = Setup::start();
+    let size = 256u64 << 20;
+    let want = s.curl(&format!("/sha/{size}"), &[]);
+    let dir = TempDir::new("zhhttp");
+    let down = dir.path().join("down.bin");
+    let down = down.to_str().expect("utf-8 path");
+    for q in ["", "?chunked=1"] {
+        let got = s.curl(
+            &format!("/bytes/{size}{q}"),
+            &["-o", down, "-w", "%{http_code} %{size_download}"],
+        );
+        assert_eq!(got, format!("200 {size}"), "download {q}");
+        let sha = must("sha256sum", &[down]).stdout_str();
+        assert_eq!(
+            sha.split_whitespace().next(),
+            want.trim().strip_prefix("sha256="),
+            "download {q}: content differs"
+        );
+    }
+    // HTTP/1.0 client, chunked upstream response: de-chunked, closed at the end.
+    let got = s.topo.ns_c.run(
+        "sh",
+        &[
+            "-c",
+            &format!(
+                "curl -sS -0 --noproxy '*' --max-time 60 {} | sha256sum",
+                Setup::url("/bytes/1000000?chunked=1")
+            ),
+        ],
+        Duration::from_secs(90),
+    );
+    let want_small = s.curl("/sha/1000000", &[]);
+    assert_eq!(
+        got.stdout_str().split_whitespace().next(),
+        want_small.trim().strip_prefix("sha256="),
+    );
+    // HEAD: headers only.
+    let head = s.curl("/bytes/5000", &["-I"]);
+    assert!(
+        head.to_ascii_lowercase().contains("content-length: 5000"),
+        "{head}"
+    );
+
+    let file = dir.path().join("up.bin");
+    std::fs::write(&file, test_payload(64 << 20)).expect("write upload");
+    let file = file.to_str().expect("utf-8 path");
+    let sha = must("sha256sum", &[file]).stdout_str();
+    let sha = sha.split_whitespace().next().expect("sha").to_owned();
+    for extra in [&[][..], &["-H", "Transfer-Encoding: chunked"][..]] {
+        let mut args = vec!["-T", file];
+        args.extend_from_slice(extra);
+        let f = fields(&s.curl("/upload", &args).replace(' ', "\n"));
+        assert_eq!(f["bytes"], (64u64 << 20).to_string(), "{extra:?}");
+        assert_eq!(f["sha256"], sha, "{extra:?}");
+    }
+    s.stop();
+}
+
+/// 500 keep-alive clients at once (wrk), no errors; h2load --h1 too.
+#[test]
+fn five_hundred_keep_alive_clients() {
+    if !require_root() {
+        return;
+    }
+    let _heavy = one_at_a_time();
+    let s = Setup::start();
+    let url = Setup::url("/load");
+    let out = s.topo.ns_c.run(
+        "wrk",
+        &["-t", "2", "-c", "500", "-d", "5s", "--timeout", "5s", &url],
+        Duration::from_secs(60),
+    );
+    let text = out.stdout_str();
+    assert!(out.success(), "wrk failed: {}\n{text}", out.stderr);
+    assert!(!text.contains("Non-2xx"), "{text}");
+    assert!(!text.contains("Socket errors"), "{text}");
+    let requests: u64 = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(requests >= 1000, "{text}");
+    let out = s.topo.ns_c.run(
+        "h2load",
+        &["--h1", "-n", "2000", "-c", "100", &url],
+        Duration::from_secs(60),
+    );
+    let text = out.stdout_str();
+    assert!(
+        text.contains("2000 succeeded, 0 failed, 0 errored"),
+        "{text}\n{}",
+        out.stderr
+    );
+    let log = s.stop();
+    assert_stat_eq(&log, "http.ingress.downstream_rq_5xx", 0);
+}
