@@ -792,18 +792,21 @@ fn report(ports: &[Port], workers: &Workers) {
             hw.rx_nombuf
         );
     }
+    let hz = dpdk::cycles_hz().max(1) as f64;
     for (i, (s, cpu)) in workers.stats.iter().zip(&workers.cores).enumerate() {
         let it = s.iterations.get();
         let busy = s.busy_iterations.get();
+        let cycles = s.busy_cycles.get();
         info!(
             "worker {i} (cpu {cpu}): iterations={it} busy_iterations={busy} packets={} \
-             busy_ratio={:.6}",
+             busy_ratio={:.6} busy_cycles={cycles} busy_ms={:.1}",
             s.packets.get(),
             if it == 0 {
                 0.0
             } else {
                 busy as f64 / it as f64
-            }
+            },
+            cycles as f64 / hz * 1e3,
         );
     }
 }

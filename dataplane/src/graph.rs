@@ -644,6 +644,11 @@ impl<B: Buffer, C> Graph<B, C> {
         self.run(ctx, flush);
     }
 
+    /// The cycle counter the graph was built with.
+    pub fn cycle_counter(&self) -> fn() -> u64 {
+        self.cycles
+    }
+
     /// Return true if some node [`Node::polls`].
     pub fn has_polling_nodes(&self) -> bool {
         !self.polling.is_empty()

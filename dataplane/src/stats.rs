@@ -51,6 +51,10 @@ pub struct WorkerStats {
     pub busy_iterations: Counter,
     /// Frames received on all ports.
     pub packets: Counter,
+    /// Cycles spent in busy iterations (receive, graph, transmit): the work
+    /// a poll-mode core does, where its CPU time always reads 100%. Counted
+    /// on workers with a graph (L3 ports).
+    pub busy_cycles: Counter,
     /// Per port, indexed like the configuration's port list.
     pub ports: Vec<PortCounters>,
 }
@@ -62,6 +66,7 @@ impl WorkerStats {
             iterations: Counter::default(),
             busy_iterations: Counter::default(),
             packets: Counter::default(),
+            busy_cycles: Counter::default(),
             ports: (0..nports).map(|_| PortCounters::default()).collect(),
         }
     }

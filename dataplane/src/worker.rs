@@ -200,6 +200,8 @@ impl<Q: PortQueue> Worker<Q> {
             self.tick();
         }
         self.until_clock -= 1;
+        let clock = self.l3.as_ref().map(|l3| l3.graph.cycle_counter());
+        let start = clock.map_or(0, |c| c());
         let mut received = 0;
         for port in 0..self.queues.len() {
             let n = self.queues[port].rx_burst(&mut self.vector, self.burst);
@@ -229,6 +231,9 @@ impl<Q: PortQueue> Worker<Q> {
         if received > 0 {
             self.stats.busy_iterations.add(1);
             self.stats.packets.add(received as u64);
+            if let Some(c) = clock {
+                self.stats.busy_cycles.add(c().saturating_sub(start));
+            }
             // Timers must not wait 1024 busy iterations (milliseconds).
             if self
                 .l3
