@@ -8,9 +8,13 @@
 # and TTL 1 answered with ICMP time exceeded. On the same L3 ports zerohop terminates
 # TCP in userspace and proxies it (Envoy tcp_proxy): a listener on 10.201.1.254:10000
 # balances round robin over two HTTP servers in zhdB3 (curl shows them alternate), and
-# iperf3 measures a stream through it. Then zerohop is stopped with SIGTERM and prints
-# its port counters, its graph's runtime, error and ACL counters, and the proxy's
-# Envoy-named stats.
+# iperf3 measures a stream through it. The main job last: an Envoy
+# http_connection_manager listener on 10.201.1.254:8080 routes HTTP requests to three
+# upstream servers in zhdB3 (each answers with its name) by path and by header, splits
+# /split/ 80/20 by weight, and answers /healthz itself; the demo prints each request and
+# the upstream that answered. Then zerohop is stopped with SIGTERM and prints its port
+# counters, its graph's runtime, error and ACL counters, and the proxies' Envoy-named
+# stats.
 #
 #   L2  zhdA1 10.199.1.1 ─veth─ zhdA1r [a1] ⇄ xconnect ⇄ [b1] zhdB1r ─veth─ 10.199.1.2 zhdB1
 #   L2  zhdA2 10.199.2.1 ─────── zhdA2t [a2] ⇄ xconnect ⇄ [b2] zhdB2t ─────── 10.199.2.2 zhdB2
@@ -20,6 +24,8 @@
 #                                 static route 10.201.100.0/24 via 10.201.2.1
 #                                 tcp_proxy 10.201.1.254:10000 → 10.201.2.1:{9001,9002} (HTTP),
 #                                 10.201.1.254:10001 → 10.201.2.1:5201 (iperf3)
+#                                 HTTP 10.201.1.254:8080 → 10.201.2.1:{9101,9102,9103}
+#                                 by path, header and weight; /healthz answered by zerohop
 #
 # One zerohop process serves all six ports, inside a namespace of its own, zhdP: the
 # proxy ends of the veth pairs (zhd*r) live there, and net_tap creates zhdA2t/zhdB2t
@@ -236,6 +242,35 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
           stat_prefix: bulk
           cluster: iperf
+  - name: http
+    address: { socket_address: { address: 10.201.1.254, port_value: 8080 } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: http
+          use_remote_address: true
+          route_config:
+            virtual_hosts:
+            - name: demo
+              domains: ["*"]
+              routes:
+              - match: { path: /healthz }
+                direct_response: { status: 200, body: { inline_string: "ok from zerohop" } }
+              - match: { prefix: /api/, headers: [{ name: x-canary, string_match: { exact: "1" } }] }
+                route: { cluster: canary }
+              - match: { prefix: /api/ }
+                route: { cluster: api }
+              - match: { prefix: /split/ }
+                route:
+                  weighted_clusters:
+                    clusters: [{ name: api, weight: 80 }, { name: canary, weight: 20 }]
+              - match: { prefix: / }
+                route: { cluster: static }
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
   clusters:
   - name: web
     connect_timeout: 1s
@@ -255,6 +290,27 @@ static_resources:
       endpoints:
       - lb_endpoints:
         - endpoint: { address: { socket_address: { address: 10.201.2.1, port_value: 5201 } } }
+  - name: api
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: api
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 10.201.2.1, port_value: 9101 } } }
+  - name: canary
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: canary
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 10.201.2.1, port_value: 9102 } } }
+  - name: static
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: static
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 10.201.2.1, port_value: 9103 } } }
 EOF
 sed 's/^/      /' "$TMP/zerohop.yaml"
 # `ip netns exec` execs zerohop, so $! is zerohop's own pid.
@@ -346,6 +402,41 @@ run_in zhdA3 timeout 20 iperf3 -c 10.201.1.254 -p 10001 -t 3 -f m |
   grep -E 'sender|receiver' || fail "iperf3 through the tcp_proxy listener"
 ok "the stream crossed zerohop's userspace TCP twice (client side, upstream side)"
 
+step "HTTP proxy: route by path and header, split by weight, answer /healthz directly"
+UPSTREAM_PY=$PWD/tests/fixtures/http/upstream.py
+for spec in api:9101 canary:9102 static:9103; do
+  ip netns exec zhdB3 python3 "$UPSTREAM_PY" --addr 10.201.2.1 --port "${spec#*:}" \
+    --name "${spec%:*}" >"$TMP/upstream-${spec%:*}.log" 2>&1 &
+  HTTP_PIDS+=($!)
+done
+for spec in api canary static; do
+  for _ in {1..100}; do grep -q ready "$TMP/upstream-$spec.log" && break; sleep 0.1; done
+  grep -q ready "$TMP/upstream-$spec.log" || fail "upstream $spec did not start"
+done
+http_route() { # WANT [CURL ARGS...] URL: print the request and who answered
+  local want=$1 body got
+  shift
+  printf '    [zhdA3] $ curl %s\n' "$*"
+  body=$(ip netns exec zhdA3 curl -sS --fail --noproxy '*' --max-time 5 "$@") ||
+    fail "HTTP through the http_connection_manager listener: curl $*"
+  got=$(sed -n 's/^name=//p' <<<"$body" | head -1)
+  got=${got:-$body} # a direct response has no upstream name
+  printf '      -> %s\n' "$got"
+  [[ $got == "$want" ]] || fail "want $want, got $got"
+}
+http_route api http://10.201.1.254:8080/api/users
+http_route canary -H 'x-canary: 1' http://10.201.1.254:8080/api/users
+http_route static http://10.201.1.254:8080/index.html
+http_route "ok from zerohop" http://10.201.1.254:8080/healthz
+printf '    [zhdA3] $ curl http://10.201.1.254:8080/split/[1-100]   (one keep-alive connection)\n'
+split=$(ip netns exec zhdA3 curl -sS --fail --noproxy '*' --max-time 30 \
+  'http://10.201.1.254:8080/split/[1-100]' | sed -n 's/^name=//p' | sort | uniq -c) ||
+  fail "HTTP split through the http_connection_manager listener"
+sed 's/^/      /' <<<"$split"
+api=$(awk '$2 == "api" { print $1 }' <<<"$split")
+((${api:-0} >= 60 && ${api:-0} <= 95)) || fail "the 80/20 split sent ${api:-0} of 100 to api"
+ok "zerohop parsed each request, picked a route and a cluster, and reused its upstream connections"
+
 step "stop zerohop (SIGTERM)"
 kill -TERM "$ZH_PID"
 for _ in {1..150}; do
@@ -376,12 +467,15 @@ grep -Eq 'error: node=ip4-rewrite reason=ttl-expired count=[1-9]' "$LOG" ||
   fail "no TTL expiry counted"
 ok "echo replies and TTL expiry counted"
 echo
-log_lines 'worker [0-9]+ tcp:|stat (tcp|cluster)\.' | sed 's/^/    /' || fail "no TCP stats in the log"
+log_lines 'worker [0-9]+ tcp:|stat (tcp|cluster)\.|stat http\.http\.(downstream_rq_(total|2xx)|rq_direct_response)' |
+  sed 's/^/    /' || fail "no TCP stats in the log"
 grep -Eq 'stat cluster.web.endpoint.10.201.2.1:9001.cx_total: 2$' "$LOG" &&
   grep -Eq 'stat cluster.web.endpoint.10.201.2.1:9002.cx_total: 2$' "$LOG" ||
   fail "each web upstream should count 2 connections"
 grep -Eq 'stat tcp.web.downstream_cx_active: 0$' "$LOG" || fail "downstream connections left open"
 ok "the proxy's Envoy-named stats: 2 connections per upstream, none left open"
+grep -Eq 'stat http.http.downstream_rq_total: 104$' "$LOG" || fail "the HTTP listener should count 104 requests"
+ok "the HTTP listener counted 104 requests, one answered directly"
 if grep -Eq 'error: node=ip4-lookup reason=no-route' "$LOG"; then
   ok "ip4-lookup no-route: python's http.server in zhdB3 asks DNS for its own name; the" \
     "resolver is off-link, zerohop has no route to it and answers ICMP net unreachable"
