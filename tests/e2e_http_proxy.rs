@@ -294,6 +294,27 @@ fn routes_rewrites_and_local_answers() {
         fields(&s.curl("/", &["-H", "Host: other.example"]))["name"],
         "c"
     );
+    // Absolute form, as sent to a forward proxy: its authority picks the virtual host
+    // and the upstream gets the origin form.
+    let proxy = format!("http://{PROXY_DOWN}:{LISTENER_PORT}");
+    let out = s.topo.ns_c.run(
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "20",
+            "-x",
+            &proxy,
+            "http://other.example/abs?q=1",
+        ],
+        Duration::from_secs(30),
+    );
+    let f = fields(&out.stdout_str());
+    assert_eq!(
+        (f["name"].as_str(), f["path"].as_str()),
+        ("c", "/abs?q=1"),
+        "{f:?}"
+    );
     // Hop-by-hop headers do not reach the upstream; x-test-* do.
     let f = fields(&s.curl(
         "/h",
@@ -309,7 +330,7 @@ fn routes_rewrites_and_local_answers() {
     assert_eq!(f.get("hdr.x-test-keep").map(String::as_str), Some("2"));
     assert!(!f.contains_key("hdr.x-drop"), "{f:?}");
 
-    assert_eq!(s.curl("/healthz", &[]), "healthy\n");
+    assert_eq!(s.curl("/healthz", &[]), "healthy");
     let head = s.curl(
         "/old/thing",
         &["-o", "/dev/null", "-w", "%{http_code} %{redirect_url}"],
@@ -335,7 +356,7 @@ fn routes_rewrites_and_local_answers() {
     assert_eq!(code, "200");
 
     let log = s.stop();
-    assert_stat_eq(&log, "http.ingress.downstream_rq_total", 11);
+    assert_stat_eq(&log, "http.ingress.downstream_rq_total", 12);
     assert_stat_eq(&log, "http.ingress.rq_direct_response", 2);
     assert_stat_eq(&log, "http.ingress.rq_redirect", 1);
     assert_stat_eq(&log, "cluster.a.upstream_rq_2xx", 5);
@@ -432,6 +453,10 @@ fn bad_requests_are_refused() {
         out.contains("status 408") && out.contains("closed=1"),
         "{out}"
     );
+    // An idle connection is not a slow head: no bytes for longer than
+    // request_headers_timeout, and it stays open (the idle timeout is 1 h).
+    let out = s.raw(&[], &["--timeout", "4"]);
+    assert!(out.contains("closed=0") && out.contains("bytes=0"), "{out}");
     // The route's timeout (0.5 s) passes before the upstream answers: 504.
     let code = s.curl(
         "/slow/x?sleep=2000",

@@ -338,6 +338,10 @@ struct Down {
     response_started: bool,
     /// Response header mutations of the route being served.
     route: Option<route::RouteRef>,
+    /// Waiting for a request head since, ms (the idle timeout's start).
+    idle_since_ms: u64,
+    /// The current head's first byte arrived at, ms.
+    head_started_ms: Option<u64>,
 }
 
 /// One upstream connection.
@@ -361,6 +365,9 @@ struct Up {
     idle: bool,
     /// The route's timeout for the request being served, ms.
     timeout_ms: Option<u64>,
+    /// The route's timeout runs (from when the request was sent whole, as
+    /// Envoy's starts at the end of the downstream request).
+    timeout_armed: bool,
 }
 
 /// Which kind of connection a tag names.
@@ -581,6 +588,14 @@ impl HttpProxy {
                 .downstream_cx_rx_bytes_total
                 .add(n as u64);
         }
+        if d.head_started_ms.is_none() && !d.buf.is_empty() {
+            // The head's first byte: request_headers_timeout runs from here.
+            d.head_started_ms = Some(tcp.now_ms());
+            self.rearm_head_deadline(tcp, di);
+        }
+        let Some(d) = self.downs.get_mut(di) else {
+            return false;
+        };
         match codec::parse_request(&d.buf, max) {
             Err(e) => {
                 self.protocol_error(di);
@@ -611,14 +626,11 @@ impl HttpProxy {
         // A request body we did not read cannot be skipped safely: close.
         let close = close || !d.req.done() || !d.keep_alive;
         let mut out = std::mem::take(&mut d.out);
-        let mut text = body.to_vec();
-        if !text.is_empty() && !text.ends_with(b"\n") {
-            text.push(b'\n');
-        }
+        let text = body;
         codec::write_local_reply(
             status,
             "text/plain",
-            if d.method.is_head() { &[] } else { &text },
+            if d.method.is_head() { &[] } else { text },
             close,
             &mut out,
         );
@@ -632,23 +644,45 @@ impl HttpProxy {
         self.arm_head_deadline(tcp, di);
     }
 
+    /// Start waiting for a request head: the connection is idle from now.
     fn arm_head_deadline(&mut self, tcp: &mut Stack, di: u32) {
+        let now = tcp.now_ms();
+        if let Some(d) = self.downs.get_mut(di) {
+            d.idle_since_ms = now;
+            d.head_started_ms = None;
+        }
+        self.rearm_head_deadline(tcp, di);
+    }
+
+    /// The deadline of a connection waiting for a head: the idle timeout from
+    /// when it began waiting, or `request_headers_timeout` from the head's
+    /// first byte, whichever comes first.
+    fn rearm_head_deadline(&mut self, tcp: &mut Stack, di: u32) {
         let Some(d) = self.downs.get(di) else {
             return;
         };
         let l = &self.plan.listeners[d.listener as usize];
-        let now = tcp.now_ms();
-        let at = match (l.headers_timeout_ms, l.idle_timeout_ms) {
-            (Some(h), Some(i)) => Some(now + h.min(i)),
-            (Some(h), None) => Some(now + h),
-            (None, Some(i)) => Some(now + i),
-            (None, None) => None,
+        let idle = l.idle_timeout_ms.map(|i| d.idle_since_ms + i);
+        let head = l
+            .headers_timeout_ms
+            .zip(d.head_started_ms)
+            .map(|(h, start)| start + h);
+        let at = match (idle, head) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
         tcp.set_deadline(d.conn, at);
     }
 
     /// A request head arrived: route it and answer or forward it.
-    fn start_request(&mut self, tcp: &mut Stack, di: u32, head: RequestHead) {
+    fn start_request(&mut self, tcp: &mut Stack, di: u32, mut head: RequestHead) {
+        // Absolute form (`GET http://host/path`, as clients send to a
+        // proxy): its authority is the host (RFC 9112 §3.2.2) and the
+        // origin form goes upstream.
+        if let Some((authority, path)) = absolute_form(&head.target) {
+            head.headers.set("host", authority.as_bytes());
+            head.target = path;
+        }
         let Some(d) = self.downs.get_mut(di) else {
             return;
         };
@@ -779,6 +813,7 @@ impl HttpProxy {
                 protocol,
                 method: head.method.as_str(),
                 path: &original_path,
+                start_time: Some(std::time::SystemTime::now()),
                 ..Default::default()
             },
         );
@@ -807,6 +842,13 @@ impl HttpProxy {
         });
         cs.upstream_rq_total.add(1);
         cs.endpoint_rq_active[ei].add(1);
+        let endpoint = self.plan.clusters[ci].endpoints[ei];
+        let mut head = head;
+        if !head.headers.contains("host") {
+            // An HTTP/1.0 request without Host goes upstream as HTTP/1.1,
+            // which requires one: name the endpoint.
+            head.headers.append("host", endpoint.to_string());
+        }
         let mut out = Vec::with_capacity(512);
         codec::write_request_head(&head, &mut out);
         let now = tcp.now_ms();
@@ -827,12 +869,11 @@ impl HttpProxy {
                 u.head_done = false;
                 u.reusable = false;
                 u.requests += 1;
-                let timeout = fwd.timeout_ms.map(|t| now + t);
-                tcp.set_deadline(u.conn, timeout);
+                u.timeout_armed = false;
+                tcp.set_deadline(u.conn, None);
                 ui
             }
             None => {
-                let endpoint = self.plan.clusters[ci].endpoints[ei];
                 let conn = match tcp.connect(endpoint) {
                     Ok(c) => c,
                     Err(_) => {
@@ -861,6 +902,7 @@ impl HttpProxy {
                     requests: 1,
                     idle: false,
                     timeout_ms: None,
+                    timeout_armed: false,
                 });
                 tcp.set_user(conn, tag(Side::Up(ui)));
                 tcp.set_deadline(conn, Some(now + self.plan.clusters[ci].connect_timeout_ms));
@@ -898,6 +940,14 @@ impl HttpProxy {
         }
         if self.ups.get(ui).is_some_and(|u| u.out.is_empty()) {
             progressed |= self.request_body(tcp, di, ui);
+        }
+        let request_sent = self.downs.get(di).is_some_and(|d| d.req.done());
+        if let Some(u) = self.ups.get_mut(ui) {
+            if request_sent && u.out.is_empty() && !u.timeout_armed && !u.head_done {
+                u.timeout_armed = true;
+                let at = u.timeout_ms.map(|t| tcp.now_ms() + t);
+                tcp.set_deadline(u.conn, at);
+            }
         }
         // The response.
         progressed |= self.response(tcp, di, ui);
@@ -1284,6 +1334,21 @@ fn move_body(
     }
 }
 
+/// Split an absolute-form request target into (authority, origin form).
+fn absolute_form(target: &str) -> Option<(String, String)> {
+    let rest = target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"))?;
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_owned()),
+        Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
+        None => (rest, "/".to_owned()),
+    };
+    // Userinfo is not forwarded.
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    Some((authority.to_owned(), path))
+}
+
 /// A random UUID, version 4.
 fn uuid4(rng: &mut Rng) -> String {
     let (a, b) = (rng.next_u64(), rng.next_u64());
@@ -1332,6 +1397,8 @@ impl App for HttpProxy {
             dechunk: false,
             response_started: false,
             route: None,
+            idle_since_ms: 0,
+            head_started_ms: None,
         });
         tcp.set_user(conn, tag(Side::Down(di)));
         self.arm_head_deadline(tcp, di);
@@ -1347,8 +1414,7 @@ impl App for HttpProxy {
                 };
                 if !u.connected && tcp.is_established(conn) {
                     u.connected = true;
-                    let at = u.timeout_ms.map(|t| tcp.now_ms() + t);
-                    tcp.set_deadline(conn, at);
+                    tcp.set_deadline(conn, None);
                 }
                 if u.idle {
                     // An idle pooled connection: the upstream closed it or
@@ -1376,11 +1442,18 @@ impl App for HttpProxy {
                     return;
                 }
                 let hs = &self.stats.listeners[d.listener as usize].1;
-                let timed_out_head = self.plan.listeners[d.listener as usize]
+                let l = &self.plan.listeners[d.listener as usize];
+                let now = tcp.now_ms();
+                let timed_out_head = l
                     .headers_timeout_ms
-                    .is_some()
-                    && !d.buf.is_empty();
-                if timed_out_head {
+                    .zip(d.head_started_ms)
+                    .is_some_and(|(h, start)| now >= start + h);
+                let idle = l
+                    .idle_timeout_ms
+                    .is_some_and(|i| now >= d.idle_since_ms + i);
+                if !timed_out_head && !idle {
+                    self.rearm_head_deadline(tcp, di);
+                } else if timed_out_head {
                     hs.downstream_rq_timeout.add(1);
                     self.local_reply(tcp, di, 408, b"request headers timeout", true);
                     self.drive(tcp, di);
