@@ -40,118 +40,28 @@
 # failure or Ctrl-C.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-# shellcheck source=scripts/netns.sh
-. scripts/netns.sh
+# shellcheck source=scripts/bench_lib.sh
+. scripts/bench_lib.sh
 
-QUICK=0
-CORE=1
-ONLY=
 PROCS=
-usage() {
-  sed -n '/^#   sudo scripts/,/^#   ZEROHOP_BIN/s/^#   //p' "$0" >&2
-  exit 2
-}
-while (($#)); do
+bench_extra_arg() {
   case $1 in
-    --quick) QUICK=1 ;;
-    --core) CORE=${2:?--core needs a CPU number}; shift ;;
-    --only) ONLY=${2:?--only needs zerohop or haproxy}; shift ;;
-    --procs) PROCS=${2:?--procs needs a number}; shift ;;
-    -h | --help) usage ;;
-    *) echo "bench_l4.sh: unknown argument $1" >&2; usage ;;
+    --procs) PROCS=${2:?--procs needs a number}; BENCH_TAKEN=2 ;;
+    *) return 1 ;;
   esac
-  shift
-done
-[[ -z $ONLY || $ONLY == zerohop || $ONLY == haproxy ]] || { echo "--only: zerohop or haproxy" >&2; exit 2; }
-
-say() { printf '==> %s\n' "$*" >&2; }
-note() { printf '    %s\n' "$*" >&2; }
-die() {
-  printf 'bench_l4.sh: error: %s\n' "$*" >&2
-  exit 1
 }
-
-[[ $EUID -eq 0 ]] || die "needs root (network namespaces, DPDK vdevs): sudo -E $0"
-
-if ((QUICK)); then RUNS=1 SECS=3; else RUNS=3 SECS=10; fi
-NCPU=$(nproc)
-if ! [[ $CORE =~ ^[0-9]+$ ]] || ((CORE >= NCPU)); then
-  die "--core $CORE: this machine has CPUs 0-$((NCPU - 1))"
-fi
-LOAD_CPUS=$(seq 0 $((NCPU - 1)) | grep -vx "$CORE" | paste -sd, -)
-[[ -n $LOAD_CPUS ]] || LOAD_CPUS=$CORE # one CPU: everything shares it
-NLOAD=$(tr ',' '\n' <<<"$LOAD_CPUS" | wc -l)
+bench_parse_args zerohop haproxy -- "$@"
+bench_init
 PROCS=${PROCS:-$((NLOAD < 2 ? 2 : NLOAD))}
 
-say "setup"
-bash scripts/setup.sh
-export PATH="$HOME/.cargo/bin:$PATH"
-for tool in iperf3 haproxy python3 taskset; do
-  command -v "$tool" >/dev/null || die "$tool not found (scripts/setup.sh installs it)"
-done
-if [[ -n ${ZEROHOP_BIN:-} ]]; then
-  BIN=$ZEROHOP_BIN
-else
-  say "cargo build --release"
-  cargo build --release
-  BIN=${CARGO_TARGET_DIR:-target}/release/zerohop
-fi
-[[ -x $BIN ]] || die "no zerohop binary at $BIN"
-OUT_DIR=${CARGO_TARGET_DIR:-target}/bench
-mkdir -p "$OUT_DIR"
-
-# Unique names: namespaces and interfaces are machine-wide (tests may run beside us).
-PREFIX=zb$(printf '%05d' $(($$ % 100000)))
-NS_C=${PREFIX}c NS_P=${PREFIX}p NS_U=${PREFIX}u
-IF_C=${PREFIX}c0 IF_PC=${PREFIX}c1 IF_U=${PREFIX}u0 IF_PU=${PREFIX}u1
-PROXY_DOWN=10.0.0.1 PROXY_UP=10.0.1.1 UPSTREAM=10.0.1.2
+bench_setup iperf3 haproxy python3 taskset
+bench_build
+bench_names zb
 LISTEN_PORT=8000 IPERF_PORT=5201 RESPOND_PORT=9100
 CLIENT_PY=$PWD/tests/fixtures/tcp/client.py
 SERVER_PY=$PWD/tests/fixtures/tcp/server.py
-TMP=$(mktemp -d /tmp/zerohop-bench.XXXXXX)
-RESULTS=$TMP/results # lines: PROXY KEY VALUE
-: >"$RESULTS"
-PROXY_PID= # the proxy running now (zerohop or haproxy)
-BG_PIDS=() # servers in U
 
-stop_pid() { # PID [SIGNAL]: signal it, wait up to 15 s, then SIGKILL
-  local pid=$1 sig=${2:-TERM}
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill "-$sig" "$pid" 2>/dev/null || true
-  for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  set +e
-  exec 2>/dev/null # best effort from here; also hides bash's "Killed" job notices
-  [[ -n $PROXY_PID ]] && stop_pid "$PROXY_PID"
-  for pid in "${BG_PIDS[@]}"; do stop_pid "$pid" KILL; done
-  for ns in "$NS_C" "$NS_P" "$NS_U"; do
-    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
-  done
-  zh_cleanup "$PREFIX"
-  rm -rf "$TMP"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# Run a command in a namespace. Background processes use `ip netns exec` directly
-# instead, so that $! is the program's own pid (ip netns exec and taskset exec).
-in_ns() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
-
-say "topology $NS_C ⇄ $NS_P ⇄ $NS_U (proxy CPU $CORE, load CPUs $LOAD_CPUS)"
-zh_ns_veth "$NS_C" "$IF_C" "$IF_PC" 10.0.0.2/24 "$NS_P"
-zh_ns_veth "$NS_U" "$IF_U" "$IF_PU" "$UPSTREAM/24" "$NS_P"
-zh_if_quiet "$NS_P" "$IF_PC"
-zh_if_quiet "$NS_P" "$IF_PU"
-zh_ns_gw "$NS_C" "$PROXY_DOWN"
-zh_ns_gw "$NS_U" "$PROXY_UP"
+bench_topology
 in_ns "$NS_C" sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
 # No TIME-WAIT in the load generators' namespaces. The upstream server closes first,
 # so its kernel keeps every 4-tuple (10.0.1.2:9100, 10.0.1.1:port) for 60 s; both
@@ -161,7 +71,7 @@ in_ns "$NS_C" sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
 # 400-4,500 conn/s that way.
 in_ns "$NS_C" sysctl -qw net.ipv4.tcp_max_tw_buckets=0
 in_ns "$NS_U" sysctl -qw net.ipv4.tcp_max_tw_buckets=0
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+bench_raise_nofile
 
 say "servers in $NS_U: iperf3 -s :$IPERF_PORT, server.py respond :$RESPOND_PORT ($PROCS processes)"
 ip netns exec "$NS_U" taskset -c "$LOAD_CPUS" iperf3 -s -B "$UPSTREAM" -p "$IPERF_PORT" >"$TMP/iperf3-server.log" 2>&1 &
@@ -174,18 +84,7 @@ grep -q ready "$TMP/respond.log" || die "server.py respond did not start: $(cat 
 
 # --- the proxies ---------------------------------------------------------------------
 
-# Kernel addresses on P's veth ends: HAProxy needs them; while zerohop drives the ends
-# with af_packet they must be gone (else P's kernel would answer ARP and TCP too).
-p_addrs() { # add | del
-  ip -n "$NS_P" addr "$1" "$PROXY_DOWN/24" dev "$IF_PC"
-  ip -n "$NS_P" addr "$1" "$PROXY_UP/24" dev "$IF_PU"
-}
-flush_neigh() {
-  ip -n "$NS_C" neigh flush all
-  ip -n "$NS_U" neigh flush all
-}
-
-ZH_LOG=
+ZH_STATS_RE='stat (tcp|cluster)\.|mbufs_in_use'
 start_zerohop() { # UPSTREAM_PORT LOG_NAME
   local port=$1 cfg=$TMP/zerohop.yaml
   ZH_LOG=$OUT_DIR/l4-zerohop-$2.log
@@ -224,33 +123,12 @@ static_resources:
       - lb_endpoints:
         - endpoint: { address: { socket_address: { address: $UPSTREAM, port_value: $port } } }
 EOF
-  ip -n "$NS_P" addr flush dev "$IF_PC"
-  ip -n "$NS_P" addr flush dev "$IF_PU"
-  flush_neigh
-  ip netns exec "$NS_P" "$BIN" -c "$cfg" --mode serve -l info >"$ZH_LOG" 2>&1 &
-  PROXY_PID=$!
-  for _ in $(seq 300); do
-    grep -q "zerohop ready" "$ZH_LOG" && return 0
-    kill -0 "$PROXY_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$PROXY_PID" 2>/dev/null; then
-    FAIL_WHY="zerohop not ready within 30 s"
-  else
-    local rc=0
-    wait "$PROXY_PID" || rc=$?
-    FAIL_WHY="zerohop exited (code $rc) before ready"
-  fi
-  FAIL_WHY+=": $(tail -n 2 "$ZH_LOG" | tr '\n' ' ') (log: $ZH_LOG)"
-  stop_pid "$PROXY_PID"
-  PROXY_PID=
-  return 1
+  bench_start_zerohop "$cfg"
 }
 
 start_haproxy() { # UPSTREAM_PORT LOG_NAME
   local port=$1 cfg=$TMP/haproxy.cfg maxconn
-  maxconn=$((($(ulimit -n) - 200) / 2))
-  ((maxconn > 50000)) && maxconn=50000
+  maxconn=$(bench_haproxy_maxconn)
   cat >"$cfg" <<EOF
 global
   nbthread 1
@@ -267,37 +145,7 @@ frontend l4
 backend backend
   server s1 $UPSTREAM:$port maxconn $maxconn
 EOF
-  p_addrs add
-  flush_neigh
-  ip netns exec "$NS_P" taskset -c "$CORE" haproxy -db -f "$cfg" >"$TMP/haproxy-$2.log" 2>&1 &
-  PROXY_PID=$!
-  for _ in $(seq 50); do
-    in_ns "$NS_P" ss -Hltnp "sport = :$LISTEN_PORT" | grep -q "pid=$PROXY_PID," && return 0
-    kill -0 "$PROXY_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  FAIL_WHY="haproxy did not start: $(tail -n 3 "$TMP/haproxy-$2.log" | tr '\n' ' ')"
-  stop_pid "$PROXY_PID"
-  PROXY_PID=
-  return 1
-}
-
-stop_proxy() { # PROXY
-  [[ -n $PROXY_PID ]] || return 0
-  stop_pid "$PROXY_PID"
-  PROXY_PID=
-  if [[ $1 == haproxy ]]; then
-    p_addrs del
-  elif [[ -n $ZH_LOG ]]; then
-    grep -E 'stat (tcp|cluster)\.|mbufs_in_use' "$ZH_LOG" | sed 's/^/    zerohop: /' >&2 || true
-  fi
-}
-
-record() { echo "$1 $2 $3" >>"$RESULTS"; }
-log_hint() { if [[ $1 == zerohop ]]; then echo " (zerohop log: $ZH_LOG)"; fi; }
-fail() { # PROXY METRIC WHY
-  note "FAILED: $1 $2: $3"
-  record "$1" "${2}_error" "$(tr -s '\n\t' '  ' <<<"$3" | cut -c1-400)"
+  bench_start_pinned haproxy "$LISTEN_PORT" "$TMP/haproxy-$2.log" haproxy -db -f "$cfg"
 }
 
 # The receiver's bits/s from iperf3 -J output FILE; else (exit 1) why not.
@@ -376,7 +224,7 @@ measure_cps() { # PROXY
   stop_proxy "$proxy"
 }
 
-PROXIES=(zerohop haproxy)
+PROXIES=("${BENCH_PROXIES[@]}")
 [[ -n $ONLY ]] && PROXIES=("$ONLY")
 for proxy in "${PROXIES[@]}"; do
   say "$proxy: single-connection throughput (iperf3, $RUNS × ${SECS} s)"
@@ -388,28 +236,16 @@ done
 # --- report --------------------------------------------------------------------------
 
 say "report"
-python3 - "$RESULTS" "$OUT_DIR" "$CORE" "$LOAD_CPUS" "$QUICK" "$RUNS" "$SECS" "$PROCS" "${PROXIES[*]}" <<'PY'
-import json, os, platform, statistics, subprocess, sys, time
+bench_machine "$TMP/machine.json" "haproxy=haproxy -v" "iperf3=iperf3 --version"
+python3 - "$RESULTS" "$OUT_DIR" "$CORE" "$LOAD_CPUS" "$QUICK" "$RUNS" "$SECS" "$PROCS" "${PROXIES[*]}" "$TMP/machine.json" <<'PY'
+import json, os, statistics, sys, time
 
-results, out_dir, core, load_cpus, quick, runs, secs, procs, proxies = sys.argv[1:]
+results, out_dir, core, load_cpus, quick, runs, secs, procs, proxies, machine_json = sys.argv[1:]
 proxies = proxies.split()
 raw = {p: {} for p in ("zerohop", "haproxy")}
 for line in open(results):
     proxy, key, value = line.rstrip("\n").split(" ", 2)
     raw[proxy].setdefault(key, []).append(value)
-
-def first_line(cmd):
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
-        return (out.stdout or out.stderr).splitlines()[0].strip()
-    except Exception as e:  # noqa: BLE001
-        return f"unknown ({e})"
-
-cpu_model = "unknown"
-for line in open("/proc/cpuinfo"):
-    if line.startswith("model name"):
-        cpu_model = line.split(":", 1)[1].strip()
-        break
 
 summary = {}
 for proxy in ("zerohop", "haproxy"):
@@ -425,14 +261,7 @@ for proxy in ("zerohop", "haproxy"):
     s["cps"]["errors_per_run"] = [int(v) for v in r.get("cps_errors", [])]
     summary[proxy] = s
 
-machine = {
-    "cpu_model": cpu_model,
-    "nproc": os.cpu_count(),
-    "kernel": platform.release(),
-    "haproxy": first_line(["haproxy", "-v"]),
-    "iperf3": first_line(["iperf3", "--version"]),
-    "python": platform.python_version(),
-}
+machine = json.load(open(machine_json))
 doc = {
     "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     "machine": machine,
