@@ -55,6 +55,21 @@ fn envoy_config() -> String {
 "#
     ));
     clusters.push_str(&cluster("dead", 9999, "ROUND_ROBIN"));
+    // The three again, by consistent hashing.
+    clusters.push_str(&format!(
+        r#"  - name: sticky
+    connect_timeout: 1s
+    lb_policy: RING_HASH
+    load_assignment:
+      cluster_name: sticky
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: {UPSTREAM}, port_value: 9001 }} }} }}
+        - endpoint: {{ address: {{ socket_address: {{ address: {UPSTREAM}, port_value: 9002 }} }} }}
+        - endpoint: {{ address: {{ socket_address: {{ address: {UPSTREAM}, port_value: 9003 }} }} }}
+"#
+    ));
+    let filtered = filtered_listeners();
     format!(
         r#"static_resources:
   listeners:
@@ -107,6 +122,10 @@ fn envoy_config() -> String {
                 route: {{ cluster: b, timeout: 0s }}
               - match: {{ prefix: "/slow/" }}
                 route: {{ cluster: a, timeout: 0.5s }}
+              - match: {{ prefix: "/sticky/" }}
+                route:
+                  cluster: sticky
+                  hash_policy: [{{ header: {{ header_name: x-user }} }}]
               - match: {{ prefix: "/dead/" }}
                 route: {{ cluster: dead }}
               - match: {{ prefix: "/" }}
@@ -115,10 +134,87 @@ fn envoy_config() -> String {
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+{filtered}
   clusters:
 {clusters}"#
     )
 }
+
+/// Two more listeners, each with HTTP filters before the router, to cluster `a`:
+/// `filtered` on 8081 (header_mutation, then local_ratelimit: 5 tokens a minute) and
+/// `faulty` on 8082 (fault: every request delayed 50 ms, half aborted with 503).
+fn filtered_listeners() -> String {
+    let listener = |name: &str, port: u16, filters: &str| {
+        format!(
+            r#"  - name: {name}
+    address:
+      socket_address: {{ address: 0.0.0.0, port_value: {port} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: {name}
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: a }}
+          http_filters:
+{filters}          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"#
+        )
+    };
+    let filtered = listener(
+        "filtered",
+        FILTERED_PORT,
+        r#"          - name: envoy.filters.http.header_mutation
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation
+              mutations:
+                request_mutations:
+                - append: { header: { key: x-test-mut, value: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%" } }
+                - remove: x-test-drop
+                response_mutations:
+                - append: { header: { key: x-resp, value: zh } }
+          - name: envoy.filters.http.local_ratelimit
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+              stat_prefix: rl
+              token_bucket: { max_tokens: 5, tokens_per_fill: 5, fill_interval: 60s }
+              filter_enabled:
+                runtime_key: rl_enabled
+                default_value: { numerator: 100, denominator: HUNDRED }
+              filter_enforced:
+                runtime_key: rl_enforced
+                default_value: { numerator: 100, denominator: HUNDRED }
+              response_headers_to_add:
+              - header: { key: x-local-rate-limit, value: "true" }
+"#,
+    );
+    let faulty = listener(
+        "faulty",
+        FAULTY_PORT,
+        r#"          - name: envoy.filters.http.fault
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
+              delay:
+                fixed_delay: 0.05s
+                percentage: { numerator: 100, denominator: HUNDRED }
+              abort:
+                http_status: 503
+                percentage: { numerator: 50, denominator: HUNDRED }
+"#,
+    );
+    format!("{filtered}{faulty}")
+}
+
+const FILTERED_PORT: u16 = 8081;
+const FAULTY_PORT: u16 = 8082;
 
 /// The whole config: the `dataplane` of [`ProxyTopology`] plus [`envoy_config`].
 fn config(topo: &ProxyTopology) -> String {
@@ -389,6 +485,19 @@ fn keep_alive_weights_round_robin_and_pipelining() {
         "{n:?}"
     );
 
+    // Ring hash by the x-user header: each user always lands on one upstream, and
+    // the users spread over more than one.
+    let mut homes = std::collections::BTreeSet::new();
+    for user in 0..12 {
+        let header = format!("x-user: user-{user}");
+        let out = s.curl("/sticky/[1-5]", &["-H", &header]);
+        let n = count_names(&out);
+        assert_eq!(n.len(), 1, "user {user} moved between upstreams: {n:?}");
+        assert_eq!(n.values().sum::<usize>(), 5);
+        homes.extend(n.into_keys());
+    }
+    assert!(homes.len() >= 2, "12 users all hashed to {homes:?}");
+
     let pipelined = s.raw(
         &["GET /p1 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\nGET /healthz HTTP/1.1\\r\\nHost: x\\r\\n\\r\\nGET /p3 HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n"],
         &["--timeout", "5"],
@@ -582,4 +691,76 @@ fn five_hundred_keep_alive_clients() {
     );
     let log = s.stop();
     assert_stat_eq(&log, "http.ingress.downstream_rq_5xx", 0);
+}
+
+/// HTTP filters before the router: header_mutation changes the request and the
+/// response, local_ratelimit answers 429 once its 5 tokens are spent, fault delays
+/// every request by 50 ms and aborts about half with 503.
+#[test]
+fn filters_mutate_limit_and_inject_faults() {
+    if !require_root() {
+        return;
+    }
+    let s = Setup::start();
+    let url = |port: u16, path: &str| format!("http://{PROXY_DOWN}:{port}{path}");
+    let curl = |args: &[&str]| {
+        let mut all = vec!["-sS", "--noproxy", "*", "--max-time", "20"];
+        all.extend_from_slice(args);
+        let out = s.topo.ns_c.run("curl", &all, Duration::from_secs(40));
+        assert!(out.success(), "curl {all:?}: {}", out.stderr);
+        out.stdout_str()
+    };
+    let first = url(FILTERED_PORT, "/m");
+    let out = curl(&["-i", "-H", "x-test-drop: 1", "-H", "x-test-keep: 1", &first]);
+    assert!(
+        out.contains("hdr.x-test-mut=10.0.0.2"),
+        "request mutation: {out}"
+    );
+    assert!(!out.contains("hdr.x-test-drop"), "request removal: {out}");
+    assert!(
+        out.to_ascii_lowercase().contains("x-resp: zh"),
+        "response mutation: {out}"
+    );
+    // 4 more tokens, then 429s.
+    let codes = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} ",
+        &url(FILTERED_PORT, "/r[1-8]"),
+    ]);
+    assert_eq!(codes.trim(), "200 200 200 200 429 429 429 429", "{codes}");
+    let limited = curl(&["-i", &first]);
+    assert!(
+        limited.contains("429")
+            && limited
+                .to_ascii_lowercase()
+                .contains("x-local-rate-limit: true"),
+        "{limited}"
+    );
+
+    let start = std::time::Instant::now();
+    let codes = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}\n",
+        &url(FAULTY_PORT, "/f[1-100]"),
+    ]);
+    let elapsed = start.elapsed();
+    let aborted = codes.lines().filter(|c| *c == "503").count();
+    let ok = codes.lines().filter(|c| *c == "200").count();
+    assert_eq!(aborted + ok, 100, "{codes}");
+    // Binomial(100, 0.5): sd 5; 5 sd either side.
+    assert!((25..=75).contains(&aborted), "{aborted} of 100 aborted");
+    assert!(
+        elapsed >= Duration::from_millis(100 * 50),
+        "100 delays of 50 ms took {elapsed:?}"
+    );
+
+    let log = s.stop();
+    assert_stat_eq(&log, "rl.http_local_rate_limit.rate_limited", 5);
+    assert_stat_eq(&log, "rl.http_local_rate_limit.ok", 5);
+    assert_stat_eq(&log, "http.faulty.fault.delays_injected", 100);
+    assert_stat_eq(&log, "http.faulty.fault.aborts_injected", aborted as u64);
 }

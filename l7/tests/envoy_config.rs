@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde_yaml_ng::Value;
 use zerohop_l7::config::{
     AddressRole, Cluster, Endpoint, EnvoyConfig, EnvoyConfigError, LbPolicy, NetworkFilter,
-    Problem, TcpProxy, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    PeakEwmaConfig, Problem, RingHashConfig, TcpProxy, DEFAULT_CHOICE_COUNT,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAGLEV_TABLE_SIZE,
+    DEFAULT_MINIMUM_RING_SIZE, DEFAULT_PEAK_EWMA_RTT, MAX_RING_SIZE,
 };
 
 /// Envoy's TCP proxy example, as Envoy runs it.
@@ -183,8 +185,20 @@ fn idle_timeout_zero_turns_it_off() {
 fn lb_policies() {
     for (name, policy) in [
         ("ROUND_ROBIN", LbPolicy::RoundRobin),
-        ("LEAST_REQUEST", LbPolicy::LeastRequest),
+        (
+            "LEAST_REQUEST",
+            LbPolicy::LeastRequest {
+                choice_count: DEFAULT_CHOICE_COUNT,
+            },
+        ),
         ("RANDOM", LbPolicy::Random),
+        ("RING_HASH", LbPolicy::RingHash(RingHashConfig::default())),
+        (
+            "MAGLEV",
+            LbPolicy::Maglev {
+                table_size: DEFAULT_MAGLEV_TABLE_SIZE,
+            },
+        ),
     ] {
         let text = edit(
             MINIMAL,
@@ -194,26 +208,37 @@ fn lb_policies() {
         assert_eq!(load_both(&text).unwrap().clusters[0].lb_policy, policy);
         assert_eq!(policy.to_string(), name);
     }
-    for name in [
-        "RING_HASH",
-        "MAGLEV",
-        "CLUSTER_PROVIDED",
-        "LOAD_BALANCING_POLICY_CONFIG",
-    ] {
-        let text = edit(
-            MINIMAL,
-            "  - name: c\n",
-            &format!("  - name: c\n    lb_policy: {name}\n"),
-        );
-        error_at(
-            &text,
-            "static_resources.clusters[0].lb_policy",
-            &[&format!(
-                "load balancing policy {name} is not supported yet; use ROUND_ROBIN (the \
-                 default), LEAST_REQUEST or RANDOM"
-            )],
-        );
-    }
+    let text = edit(
+        MINIMAL,
+        "  - name: c\n",
+        "  - name: c\n    lb_policy: CLUSTER_PROVIDED\n",
+    );
+    error_at(
+        &text,
+        "static_resources.clusters[0].lb_policy",
+        &[
+            "load balancing policy CLUSTER_PROVIDED is not supported: it is for cluster types \
+           that bring their own load balancer, and zerohop has only STATIC clusters; use \
+           ROUND_ROBIN (the default), LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV",
+        ],
+    );
+    // LOAD_BALANCING_POLICY_CONFIG takes the policy from `load_balancing_policy`.
+    let text = edit(
+        MINIMAL,
+        "  - name: c\n",
+        "  - name: c\n    lb_policy: LOAD_BALANCING_POLICY_CONFIG\n",
+    );
+    let problem = problem_at(&text, "static_resources.clusters[0]");
+    assert!(
+        matches!(
+            problem,
+            Problem::Missing {
+                field: "load_balancing_policy",
+                ..
+            }
+        ),
+        "{problem:?}"
+    );
     let text = edit(
         MINIMAL,
         "  - name: c\n",
@@ -230,6 +255,545 @@ fn lb_policies() {
         "static_resources.clusters[0].lb_policy",
         &["expected a load balancing policy: one of ROUND_ROBIN"],
     );
+}
+
+/// MINIMAL with `fields` (YAML lines at the cluster's indentation, without it) added
+/// to its cluster.
+fn with_cluster_fields(fields: &str) -> String {
+    let indented: String = fields.lines().map(|line| format!("    {line}\n")).collect();
+    edit(
+        MINIMAL,
+        "  - name: c\n",
+        &format!("  - name: c\n{indented}"),
+    )
+}
+
+fn lb_policy_of(fields: &str) -> LbPolicy {
+    load_both(&with_cluster_fields(fields)).unwrap().clusters[0].lb_policy
+}
+
+const CLUSTER: &str = "static_resources.clusters[0]";
+
+#[test]
+fn lb_configs_load() {
+    assert_eq!(
+        lb_policy_of(
+            "lb_policy: RING_HASH\nring_hash_lb_config:\n  minimum_ring_size: 2048\n  maximum_ring_size: 4096\n  hash_function: XX_HASH"
+        ),
+        LbPolicy::RingHash(RingHashConfig {
+            minimum_ring_size: 2048,
+            maximum_ring_size: 4096,
+        })
+    );
+    // One bound alone keeps the other's default; lowerCamelCase works too.
+    assert_eq!(
+        lb_policy_of("lbPolicy: RING_HASH\nringHashLbConfig: { minimumRingSize: \"16\" }"),
+        LbPolicy::RingHash(RingHashConfig {
+            minimum_ring_size: 16,
+            maximum_ring_size: MAX_RING_SIZE,
+        })
+    );
+    assert_eq!(
+        lb_policy_of("lb_policy: RING_HASH\nring_hash_lb_config: {}"),
+        LbPolicy::RingHash(RingHashConfig {
+            minimum_ring_size: DEFAULT_MINIMUM_RING_SIZE,
+            maximum_ring_size: MAX_RING_SIZE,
+        })
+    );
+    for table_size in [2, 131_071, 5_000_011] {
+        assert_eq!(
+            lb_policy_of(&format!(
+                "lb_policy: MAGLEV\nmaglev_lb_config: {{ table_size: {table_size} }}"
+            )),
+            LbPolicy::Maglev { table_size }
+        );
+    }
+    assert_eq!(
+        lb_policy_of("lb_policy: MAGLEV\nmaglevLbConfig: { tableSize: 65537 }"),
+        LbPolicy::Maglev {
+            table_size: DEFAULT_MAGLEV_TABLE_SIZE
+        }
+    );
+    for choice_count in [2, 5, u32::MAX] {
+        assert_eq!(
+            lb_policy_of(&format!(
+                "lb_policy: LEAST_REQUEST\nleast_request_lb_config: {{ choice_count: {choice_count} }}"
+            )),
+            LbPolicy::LeastRequest { choice_count }
+        );
+    }
+    assert_eq!(
+        lb_policy_of("lb_policy: LEAST_REQUEST\nleastRequestLbConfig: {}"),
+        LbPolicy::LeastRequest { choice_count: 2 }
+    );
+}
+
+#[test]
+fn lb_config_errors() {
+    let maglev =
+        |size: &str| format!("lb_policy: MAGLEV\nmaglev_lb_config: {{ table_size: {size} }}");
+    let at = format!("{CLUSTER}.maglev_lb_config.table_size");
+    for size in [65_536, 9, 1_000_000] {
+        let problem = problem_at(&with_cluster_fields(&maglev(&size.to_string())), &at);
+        assert_eq!(problem, Problem::NotPrime { value: size });
+        assert!(
+            problem.to_string().contains("is not a prime number"),
+            "{problem}"
+        );
+    }
+    for size in [0u64, 1, 5_000_012, 1 << 40] {
+        let problem = problem_at(&with_cluster_fields(&maglev(&size.to_string())), &at);
+        assert!(
+            matches!(
+                problem,
+                Problem::OutOfRange {
+                    min: 2,
+                    max: 5_000_011,
+                    ..
+                }
+            ),
+            "{problem:?}"
+        );
+    }
+    error_at(
+        &with_cluster_fields(&maglev("-3")),
+        &at,
+        &["invalid value", "a whole number"],
+    );
+
+    let least = |count: &str| {
+        format!("lb_policy: LEAST_REQUEST\nleast_request_lb_config: {{ choice_count: {count} }}")
+    };
+    let at = format!("{CLUSTER}.least_request_lb_config.choice_count");
+    for count in [0u64, 1, 1 << 32] {
+        let message = error_at(
+            &with_cluster_fields(&least(&count.to_string())),
+            &at,
+            &[&format!("{count} is out of range; use 2 to 4294967295")],
+        );
+        assert!(message.contains("Envoy requires at least 2"), "{message}");
+    }
+    error_at(
+        &with_cluster_fields(
+            "lb_policy: LEAST_REQUEST\nleast_request_lb_config: { active_request_bias: { default_value: 1 } }",
+        ),
+        &format!("{CLUSTER}.least_request_lb_config.active_request_bias"),
+        &["unknown field `active_request_bias`"],
+    );
+
+    let ring = |config: &str| format!("lb_policy: RING_HASH\nring_hash_lb_config: {config}");
+    let at = format!("{CLUSTER}.ring_hash_lb_config");
+    error_at(
+        &with_cluster_fields(&ring("{ hash_function: MURMUR_HASH_2 }")),
+        &format!("{at}.hash_function"),
+        &[
+            "hash function MURMUR_HASH_2 is not supported",
+            "xxHash (XX_HASH, Envoy's default)",
+        ],
+    );
+    error_at(
+        &with_cluster_fields(&ring("{ hash_function: CITY_HASH }")),
+        &format!("{at}.hash_function"),
+        &["unknown hash function `CITY_HASH`, expected one of XX_HASH, MURMUR_HASH_2"],
+    );
+    for (config, field, value) in [
+        ("{ minimum_ring_size: 0 }", "minimum_ring_size", 0),
+        (
+            "{ minimum_ring_size: 8388609 }",
+            "minimum_ring_size",
+            8_388_609,
+        ),
+        ("{ maximum_ring_size: 0 }", "maximum_ring_size", 0),
+        (
+            "{ maximum_ring_size: 16777216 }",
+            "maximum_ring_size",
+            16_777_216,
+        ),
+    ] {
+        let problem = problem_at(
+            &with_cluster_fields(&ring(config)),
+            &format!("{at}.{field}"),
+        );
+        assert!(
+            matches!(problem, Problem::OutOfRange { value: v, min: 1, max: 8_388_608, .. } if v == value),
+            "{problem:?}"
+        );
+    }
+    assert_eq!(
+        problem_at(
+            &with_cluster_fields(&ring(
+                "{ minimum_ring_size: 4096, maximum_ring_size: 1024 }"
+            )),
+            &format!("{at}.minimum_ring_size"),
+        ),
+        Problem::RingSizes {
+            minimum: 4096,
+            maximum: 1024
+        }
+    );
+    // A `*_lb_config` must go with its policy...
+    for (fields, field, policy, actual) in [
+        (
+            "ring_hash_lb_config: {}",
+            "ring_hash_lb_config",
+            "RING_HASH",
+            "ROUND_ROBIN",
+        ),
+        (
+            "lb_policy: RANDOM\nmaglev_lb_config: {}",
+            "maglev_lb_config",
+            "MAGLEV",
+            "RANDOM",
+        ),
+        (
+            "lb_policy: RING_HASH\nleast_request_lb_config: {}",
+            "least_request_lb_config",
+            "LEAST_REQUEST",
+            "RING_HASH",
+        ),
+    ] {
+        let message = error_at(
+            &with_cluster_fields(fields),
+            &format!("{CLUSTER}.{field}"),
+            &[&format!(
+                "`{field}` configures lb_policy {policy}, but this cluster's lb_policy is {actual}"
+            )],
+        );
+        assert!(
+            message.contains(&format!("set `lb_policy: {policy}`")),
+            "{message}"
+        );
+    }
+    // ...and is one of a oneof.
+    error_at(
+        &with_cluster_fields("lb_policy: MAGLEV\nring_hash_lb_config: {}\nmaglev_lb_config: {}"),
+        &format!("{CLUSTER}.maglev_lb_config"),
+        &["`maglev_lb_config` cannot be set together with `ring_hash_lb_config`"],
+    );
+}
+
+/// A `load_balancing_policy` with one policy: `typed_config` is a flow mapping's inside.
+fn lb_extension(name: &str, typed_config: &str) -> String {
+    format!(
+        "load_balancing_policy:\n  policies:\n  - typed_extension_config:\n      name: {name}\n      typed_config: {{ {typed_config} }}"
+    )
+}
+
+const PEAK_EWMA: &str = "\"@type\": type.googleapis.com/envoy.extensions.load_balancing_policies.peak_ewma.v3alpha.PeakEwma";
+
+#[test]
+fn load_balancing_policy_extensions() {
+    let url = |path: &str| {
+        format!("\"@type\": type.googleapis.com/envoy.extensions.load_balancing_policies.{path}")
+    };
+    for (typed_config, policy) in [
+        (url("round_robin.v3.RoundRobin"), LbPolicy::RoundRobin),
+        (url("random.v3.Random"), LbPolicy::Random),
+        (
+            url("least_request.v3.LeastRequest") + ", choice_count: 3",
+            LbPolicy::LeastRequest { choice_count: 3 },
+        ),
+        (
+            url("least_request.v3.LeastRequest"),
+            LbPolicy::LeastRequest { choice_count: 2 },
+        ),
+        (
+            url("ring_hash.v3.RingHash")
+                + ", hash_function: DEFAULT_HASH, minimum_ring_size: 64, maximum_ring_size: 128",
+            LbPolicy::RingHash(RingHashConfig {
+                minimum_ring_size: 64,
+                maximum_ring_size: 128,
+            }),
+        ),
+        (
+            url("ring_hash.v3.RingHash") + ", hash_function: XX_HASH",
+            LbPolicy::RingHash(RingHashConfig::default()),
+        ),
+        (
+            url("maglev.v3.Maglev") + ", table_size: 131071",
+            LbPolicy::Maglev {
+                table_size: 131_071,
+            },
+        ),
+        (
+            PEAK_EWMA.to_owned(),
+            LbPolicy::PeakEwma(PeakEwmaConfig::default()),
+        ),
+    ] {
+        assert_eq!(
+            lb_policy_of(&lb_extension("p", &typed_config)),
+            policy,
+            "{typed_config}"
+        );
+    }
+    // Envoy's contrib example, whole (its docs write `100ms` and `10ms`, which Envoy's
+    // proto3 JSON parser rejects as zerohop does: a Duration is in seconds).
+    let policy = lb_policy_of(&lb_extension(
+        "envoy.load_balancing_policies.peak_ewma",
+        &format!(
+            "{PEAK_EWMA}, decay_time: 5s, aggregation_interval: 0.1s, max_samples_per_host: 1000, default_rtt: 0.020s, penalty_value: 1000000.0"
+        ),
+    ));
+    assert_eq!(
+        policy,
+        LbPolicy::PeakEwma(PeakEwmaConfig {
+            decay_time: Duration::from_secs(5),
+            default_rtt: Duration::from_millis(20),
+            penalty_value: 1_000_000.0,
+        })
+    );
+    assert_eq!(
+        policy.to_string(),
+        "envoy.load_balancing_policies.peak_ewma"
+    );
+    // `@type` need not come first; proto3 JSON doubles may be strings; lowerCamelCase.
+    assert_eq!(
+        lb_policy_of(&format!(
+            "loadBalancingPolicy:\n  policies:\n  - typedExtensionConfig:\n      name: p\n      typedConfig: {{ decayTime: 1s, penaltyValue: \"1e3\", {PEAK_EWMA} }}"
+        )),
+        LbPolicy::PeakEwma(PeakEwmaConfig {
+            decay_time: Duration::from_secs(1),
+            default_rtt: DEFAULT_PEAK_EWMA_RTT,
+            penalty_value: 1000.0,
+        })
+    );
+    // LOAD_BALANCING_POLICY_CONFIG may say so explicitly.
+    assert_eq!(
+        lb_policy_of(&format!(
+            "lb_policy: LOAD_BALANCING_POLICY_CONFIG\n{}",
+            lb_extension("m", &url("maglev.v3.Maglev"))
+        )),
+        LbPolicy::Maglev {
+            table_size: DEFAULT_MAGLEV_TABLE_SIZE
+        }
+    );
+    // Envoy uses the first policy it knows: what follows a known one is never used.
+    let two = format!(
+        "load_balancing_policy:\n  policies:\n  - typed_extension_config: {{ name: a, typed_config: {{ {PEAK_EWMA} }} }}\n  - typed_extension_config: {{ name: b, typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.load_balancing_policies.client_side_weighted_round_robin.v3.ClientSideWeightedRoundRobin, blackout_period: 10s }} }}"
+    );
+    assert_eq!(
+        lb_policy_of(&two),
+        LbPolicy::PeakEwma(PeakEwmaConfig::default())
+    );
+}
+
+#[test]
+fn load_balancing_policy_errors() {
+    let at = format!("{CLUSTER}.load_balancing_policy");
+    let first = format!("{at}.policies[0].typed_extension_config");
+    // The first policy must be one zerohop knows.
+    let message = error_at(
+        &with_cluster_fields(&lb_extension(
+            "w",
+            "\"@type\": type.googleapis.com/envoy.extensions.load_balancing_policies.client_side_weighted_round_robin.v3.ClientSideWeightedRoundRobin",
+        )),
+        &format!("{first}.typed_config.@type"),
+        &[
+            "unsupported load balancing policy type",
+            "this load balancing policy is not supported yet",
+            "round_robin, least_request, random, ring_hash, maglev or peak_ewma",
+        ],
+    );
+    assert!(message.contains("Envoy uses the first policy"), "{message}");
+    error_at(
+        &with_cluster_fields(&lb_extension(
+            "p",
+            "\"@type\": envoy.extensions.load_balancing_policies.maglev.v3.Maglev",
+        )),
+        &format!("{first}.typed_config.@type"),
+        &["a type URL starts with `type.googleapis.com/`"],
+    );
+    // Shape: policies, typed_extension_config, name, typed_config, @type.
+    let problem = problem_at(
+        &with_cluster_fields("load_balancing_policy: { policies: [] }"),
+        &at,
+    );
+    assert!(
+        matches!(
+            problem,
+            Problem::Empty {
+                field: "policies",
+                ..
+            }
+        ),
+        "{problem:?}"
+    );
+    let problem = problem_at(&with_cluster_fields("load_balancing_policy: {}"), &at);
+    assert!(
+        matches!(
+            problem,
+            Problem::Empty {
+                field: "policies",
+                ..
+            }
+        ),
+        "{problem:?}"
+    );
+    let problem = problem_at(
+        &with_cluster_fields("load_balancing_policy: { policies: [{}] }"),
+        &format!("{at}.policies[0]"),
+    );
+    assert!(
+        matches!(
+            problem,
+            Problem::Missing {
+                field: "typed_extension_config",
+                ..
+            }
+        ),
+        "{problem:?}"
+    );
+    let problem = problem_at(
+        &with_cluster_fields(&format!(
+            "load_balancing_policy: {{ policies: [{{ typed_extension_config: {{ typed_config: {{ {PEAK_EWMA} }} }} }}] }}"
+        )),
+        &first,
+    );
+    assert!(
+        matches!(problem, Problem::Missing { field: "name", .. }),
+        "{problem:?}"
+    );
+    let problem = problem_at(
+        &with_cluster_fields(
+            "load_balancing_policy: { policies: [{ typed_extension_config: { name: p } }] }",
+        ),
+        &first,
+    );
+    assert!(
+        matches!(
+            problem,
+            Problem::Missing {
+                field: "typed_config",
+                ..
+            }
+        ),
+        "{problem:?}"
+    );
+    let problem = problem_at(
+        &with_cluster_fields(&lb_extension("p", "decay_time: 1s")),
+        &format!("{first}.typed_config"),
+    );
+    assert!(
+        matches!(problem, Problem::Missing { field: "@type", .. }),
+        "{problem:?}"
+    );
+    // Later policies need their shape too.
+    let problem = problem_at(
+        &with_cluster_fields(&format!(
+            "load_balancing_policy: {{ policies: [{{ typed_extension_config: {{ name: a, typed_config: {{ {PEAK_EWMA} }} }} }}, {{}}] }}"
+        )),
+        &format!("{at}.policies[1]"),
+    );
+    assert!(
+        matches!(
+            problem,
+            Problem::Missing {
+                field: "typed_extension_config",
+                ..
+            }
+        ),
+        "{problem:?}"
+    );
+    // The policy's fields are checked as the legacy ones are, @type first or not.
+    for typed_config in [
+        "\"@type\": type.googleapis.com/envoy.extensions.load_balancing_policies.maglev.v3.Maglev, table_size: 1000",
+        "table_size: 1000, \"@type\": type.googleapis.com/envoy.extensions.load_balancing_policies.maglev.v3.Maglev",
+    ] {
+        assert_eq!(
+            problem_at(
+                &with_cluster_fields(&lb_extension("m", typed_config)),
+                &format!("{first}.typed_config.table_size"),
+            ),
+            Problem::NotPrime { value: 1000 }
+        );
+    }
+    error_at(
+        &with_cluster_fields(&lb_extension(
+            "l",
+            "\"@type\": type.googleapis.com/envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest, choice_count: 1",
+        )),
+        &format!("{first}.typed_config.choice_count"),
+        &["1 is out of range; use 2 to 4294967295"],
+    );
+    error_at(
+        &with_cluster_fields(&lb_extension(
+            "r",
+            "\"@type\": type.googleapis.com/envoy.extensions.load_balancing_policies.ring_hash.v3.RingHash, hash_function: MURMUR_HASH_2",
+        )),
+        &format!("{first}.typed_config.hash_function"),
+        &["hash function MURMUR_HASH_2 is not supported"],
+    );
+    for typed_config in [
+        format!("{PEAK_EWMA}, locality_lb_config: {{}}"),
+        format!("slow_start_config: {{}}, {PEAK_EWMA}"),
+    ] {
+        let field = if typed_config.contains("slow") {
+            "slow_start_config"
+        } else {
+            "locality_lb_config"
+        };
+        error_at(
+            &with_cluster_fields(&lb_extension("p", &typed_config)),
+            &format!("{first}.typed_config.{field}"),
+            &[&format!("unknown field `{field}`")],
+        );
+    }
+    error_at(
+        &with_cluster_fields(&lb_extension(
+            "r",
+            "\"@type\": type.googleapis.com/envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin, slow_start_config: {}",
+        )),
+        &format!("{first}.typed_config.slow_start_config"),
+        &["unknown field `slow_start_config`"],
+    );
+    for (value, shown) in [("-1", "-1"), ("\"NaN\"", "NaN"), ("\"Infinity\"", "inf")] {
+        assert_eq!(
+            problem_at(
+                &with_cluster_fields(&lb_extension(
+                    "p",
+                    &format!("{PEAK_EWMA}, penalty_value: {value}")
+                )),
+                &format!("{first}.typed_config.penalty_value"),
+            ),
+            Problem::BadPenalty {
+                value: shown.to_owned()
+            }
+        );
+    }
+    error_at(
+        &with_cluster_fields(&lb_extension(
+            "p",
+            &format!("{PEAK_EWMA}, penalty_value: lots"),
+        )),
+        &format!("{first}.typed_config.penalty_value"),
+        &["expected a number"],
+    );
+    // Envoy ignores lb_policy and the `*_lb_config` when load_balancing_policy is set;
+    // zerohop says so rather than ignore them.
+    let policy = lb_extension("p", PEAK_EWMA);
+    for (fields, field) in [
+        (format!("lb_policy: RING_HASH\n{policy}"), "lb_policy"),
+        (format!("lb_policy: ROUND_ROBIN\n{policy}"), "lb_policy"),
+        (
+            format!("{policy}\nmaglev_lb_config: {{}}"),
+            "maglev_lb_config",
+        ),
+        (
+            format!(
+                "lb_policy: LOAD_BALANCING_POLICY_CONFIG\nleast_request_lb_config: {{}}\n{policy}"
+            ),
+            "least_request_lb_config",
+        ),
+    ] {
+        let message = error_at(
+            &with_cluster_fields(&fields),
+            &format!("{CLUSTER}.{field}"),
+            &[&format!(
+                "`{field}` has no effect when `load_balancing_policy` is set"
+            )],
+        );
+        assert!(message.contains("Envoy then ignores it"), "{message}");
+    }
 }
 
 #[test]
@@ -402,8 +966,10 @@ fn unknown_fields_carry_their_line() {
         error.to_string(),
         "envoy.yaml: static_resources.clusters[0].dns_lookup_family: unknown field \
          `dns_lookup_family`, expected one of `name`, `type`, `connectTimeout`, \
-         `connect_timeout`, `lbPolicy`, `lb_policy`, `loadAssignment`, `load_assignment` \
-         at line 33 column 5 (zerohop supports only part of Envoy's v3 API so far, and \
+         `connect_timeout`, `lbPolicy`, `lb_policy`, `ringHashLbConfig`, \
+         `ring_hash_lb_config`, `loadAssignment`, `load_assignment`, `leastRequestLbConfig`, \
+         `least_request_lb_config`, `loadBalancingPolicy`, `load_balancing_policy`, \
+         `maglevLbConfig`, `maglev_lb_config` at line 33 column 5 (zerohop supports only part of Envoy's v3 API so far, and \
          rejects a field it does not support rather than ignore it: check the spelling, or \
          remove the field)"
     );

@@ -5,6 +5,13 @@
 //! references from listeners (and routes) to clusters, then admin; the first problem is
 //! reported. Within one message, fields are checked in the order of Envoy's proto.
 
+use super::raw::{
+    DenominatorName, RawFault, RawFractionalPercent, RawHeaderMutation, RawLocalRateLimit,
+    RawMutationOp, RawRuntimeFractionalPercent,
+};
+use super::{
+    FaultFilter, FractionalPercent, HeaderMutationFilter, HeaderMutationOp, LocalRateLimitFilter,
+};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
@@ -33,6 +40,18 @@ use super::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_HTTP_IDLE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_DIRECT_RESPONSE_BODY_SIZE, DEFAULT_MAX_REQUEST_HEADERS_KB, DEFAULT_ROUTE_TIMEOUT,
     DEFAULT_STREAM_IDLE_TIMEOUT, MAX_REQUEST_HEADERS_KB, ROUTER_FILTER_NAME, ROUTER_TYPE_URL,
+};
+
+// Load balancing policies (imported apart, as they are checked apart).
+use super::raw::{
+    lb_extension_type, unsupported_lb_extension, Double, LbExtensionType, RawLbTypedConfig,
+    RawLeastRequestLbConfig, RawLoadBalancingPolicy, RawMaglevLbConfig, RawPeakEwmaLb, RawRandomLb,
+    RawRingHashLbConfig, RawRoundRobinLb, Unsigned,
+};
+use super::{
+    PeakEwmaConfig, RingHashConfig, DEFAULT_CHOICE_COUNT, DEFAULT_MAGLEV_TABLE_SIZE,
+    DEFAULT_MINIMUM_RING_SIZE, DEFAULT_PEAK_EWMA_DECAY_TIME, DEFAULT_PEAK_EWMA_PENALTY,
+    DEFAULT_PEAK_EWMA_RTT, MAX_MAGLEV_TABLE_SIZE, MAX_RING_SIZE,
 };
 
 /// Accepted spellings of the top-level keys ([`super::SECTIONS`]): proto3 JSON also takes
@@ -208,6 +227,33 @@ fn join(base: &str, relative: &str) -> String {
     } else {
         format!("{base}.{relative}")
     }
+}
+
+/// A cluster's load balancing fields, as written.
+struct RawLbFields {
+    lb_policy: Option<LbPolicyName>,
+    ring_hash_lb_config: Option<RawRingHashLbConfig>,
+    least_request_lb_config: Option<RawLeastRequestLbConfig>,
+    load_balancing_policy: Option<RawLoadBalancingPolicy>,
+    maglev_lb_config: Option<RawMaglevLbConfig>,
+}
+
+/// Return whether `n` is a prime (Maglev's table size must be one).
+pub(crate) fn is_prime(n: u64) -> bool {
+    if n < 4 {
+        return n >= 2;
+    }
+    if n % 2 == 0 {
+        return false;
+    }
+    let mut divisor = 3u64;
+    while divisor.saturating_mul(divisor) <= n {
+        if n % divisor == 0 {
+            return false;
+        }
+        divisor += 2;
+    }
+    true
 }
 
 /// Builds an [`EnvoyConfig`] from raw sections; knows the origin for its errors.
@@ -621,11 +667,16 @@ impl Builder<'_> {
                 }
                 Some(timeout) => timeout.0,
             };
-            let lb_policy = match cluster.lb_policy {
-                None | Some(LbPolicyName::RoundRobin) => LbPolicy::RoundRobin,
-                Some(LbPolicyName::LeastRequest) => LbPolicy::LeastRequest,
-                Some(LbPolicyName::Random) => LbPolicy::Random,
-            };
+            let lb_policy = self.lb_policy(
+                RawLbFields {
+                    lb_policy: cluster.lb_policy,
+                    ring_hash_lb_config: cluster.ring_hash_lb_config,
+                    least_request_lb_config: cluster.least_request_lb_config,
+                    load_balancing_policy: cluster.load_balancing_policy,
+                    maglev_lb_config: cluster.maglev_lb_config,
+                },
+                &path,
+            )?;
             let endpoints = self.endpoints(cluster.load_assignment, &path)?;
             clusters.push(Cluster {
                 name,
@@ -635,6 +686,366 @@ impl Builder<'_> {
             });
         }
         Ok(clusters)
+    }
+
+    /// Check a cluster's load balancing fields: `lb_policy` with the one `*_lb_config`
+    /// that goes with it, or `load_balancing_policy`, which overrides them in Envoy.
+    fn lb_policy(&self, raw: RawLbFields, cluster: &str) -> Result<LbPolicy, EnvoyConfigError> {
+        let configs = [
+            ("ring_hash_lb_config", raw.ring_hash_lb_config.is_some()),
+            (
+                "least_request_lb_config",
+                raw.least_request_lb_config.is_some(),
+            ),
+            ("maglev_lb_config", raw.maglev_lb_config.is_some()),
+        ];
+        // The `lb_config` oneof.
+        let config = self.one_of(
+            cluster,
+            "ring_hash_lb_config, maglev_lb_config, original_dst_lb_config and \
+             least_request_lb_config",
+            &configs,
+        )?;
+        if raw.load_balancing_policy.is_some()
+            || raw.lb_policy == Some(LbPolicyName::LoadBalancingPolicyConfig)
+        {
+            if raw
+                .lb_policy
+                .is_some_and(|p| p != LbPolicyName::LoadBalancingPolicyConfig)
+            {
+                return Err(self.invalid(
+                    format!("{cluster}.lb_policy"),
+                    Problem::LbPolicyOverridden { field: "lb_policy" },
+                ));
+            }
+            if let Some(field) = config {
+                return Err(self.invalid(
+                    format!("{cluster}.{field}"),
+                    Problem::LbPolicyOverridden { field },
+                ));
+            }
+            let Some(policy) = raw.load_balancing_policy else {
+                return Err(self.invalid(
+                    cluster.to_owned(),
+                    Problem::Missing {
+                        field: "load_balancing_policy",
+                        hint: "lb_policy LOAD_BALANCING_POLICY_CONFIG takes the policy from it, \
+                               e.g. `load_balancing_policy: { policies: [{ \
+                               typed_extension_config: { name: \
+                               envoy.load_balancing_policies.ring_hash, typed_config: { \
+                               \"@type\": type.googleapis.com/envoy.extensions.\
+                               load_balancing_policies.ring_hash.v3.RingHash } } }] }`"
+                            .to_owned(),
+                    },
+                ));
+            };
+            return self.load_balancing_policy(policy, &format!("{cluster}.load_balancing_policy"));
+        }
+        let policy = raw.lb_policy.unwrap_or(LbPolicyName::RoundRobin);
+        let expected = match policy {
+            LbPolicyName::RingHash => Some("ring_hash_lb_config"),
+            LbPolicyName::LeastRequest => Some("least_request_lb_config"),
+            LbPolicyName::Maglev => Some("maglev_lb_config"),
+            _ => None,
+        };
+        if let Some(field) = config.filter(|field| Some(*field) != expected) {
+            return Err(self.invalid(
+                format!("{cluster}.{field}"),
+                Problem::LbConfigWithoutPolicy {
+                    field,
+                    policy: match field {
+                        "ring_hash_lb_config" => "RING_HASH",
+                        "maglev_lb_config" => "MAGLEV",
+                        _ => "LEAST_REQUEST",
+                    },
+                    actual: policy.as_str().to_owned(),
+                },
+            ));
+        }
+        Ok(match policy {
+            LbPolicyName::RoundRobin | LbPolicyName::LoadBalancingPolicyConfig => {
+                LbPolicy::RoundRobin
+            }
+            LbPolicyName::Random => LbPolicy::Random,
+            LbPolicyName::LeastRequest => {
+                let raw = raw.least_request_lb_config.unwrap_or_default();
+                LbPolicy::LeastRequest {
+                    choice_count: self.choice_count(
+                        raw.choice_count,
+                        &format!("{cluster}.least_request_lb_config"),
+                    )?,
+                }
+            }
+            LbPolicyName::RingHash => {
+                let raw = raw.ring_hash_lb_config.unwrap_or_default();
+                LbPolicy::RingHash(self.ring_sizes(
+                    raw.minimum_ring_size,
+                    raw.maximum_ring_size,
+                    &format!("{cluster}.ring_hash_lb_config"),
+                )?)
+            }
+            LbPolicyName::Maglev => {
+                let raw = raw.maglev_lb_config.unwrap_or_default();
+                LbPolicy::Maglev {
+                    table_size: self
+                        .table_size(raw.table_size, &format!("{cluster}.maglev_lb_config"))?,
+                }
+            }
+        })
+    }
+
+    /// Check `load_balancing_policy` (at `path`): Envoy uses the first policy it knows,
+    /// so zerohop needs the first to be one it knows too; the others are never used, and
+    /// only their shape is checked.
+    fn load_balancing_policy(
+        &self,
+        raw: RawLoadBalancingPolicy,
+        path: &str,
+    ) -> Result<LbPolicy, EnvoyConfigError> {
+        let example = "e.g. `policies: [{ typed_extension_config: { name: \
+                       envoy.load_balancing_policies.maglev, typed_config: { \"@type\": \
+                       type.googleapis.com/envoy.extensions.load_balancing_policies.maglev.v3.\
+                       Maglev } } }]`";
+        let policies = raw.policies.unwrap_or_default();
+        if policies.is_empty() {
+            return Err(self.invalid(
+                path.to_owned(),
+                Problem::Empty {
+                    field: "policies",
+                    hint: format!("list at least one policy, {example}"),
+                },
+            ));
+        }
+        let mut first = None;
+        for (i, policy) in policies.into_iter().enumerate() {
+            let policy_path = format!("{path}.policies[{i}]");
+            let Some(extension) = policy.typed_extension_config else {
+                return Err(self.invalid(
+                    policy_path,
+                    Problem::Missing {
+                        field: "typed_extension_config",
+                        hint: format!("Envoy requires it; {example}"),
+                    },
+                ));
+            };
+            let extension_path = format!("{policy_path}.typed_extension_config");
+            self.name(
+                extension.name,
+                &extension_path,
+                "Envoy requires a name for each policy, e.g. `name: \
+                 envoy.load_balancing_policies.round_robin`",
+            )?;
+            let Some(typed_config) = extension.typed_config else {
+                return Err(self.invalid(
+                    extension_path,
+                    Problem::Missing {
+                        field: "typed_config",
+                        hint: format!("Envoy selects the policy by its \"@type\"; {example}"),
+                    },
+                ));
+            };
+            if first.is_none() {
+                first = Some((typed_config, format!("{extension_path}.typed_config")));
+            }
+        }
+        let Some((typed_config, path)) = first else {
+            return Err(self.invalid(
+                path.to_owned(),
+                Problem::NoneOf {
+                    fields: "policies",
+                    hint: example.to_owned(),
+                },
+            ));
+        };
+        let typed_config = match typed_config {
+            RawLbTypedConfig::Deferred(mut mapping) => {
+                let Some(url) = mapping.remove(TYPE_KEY) else {
+                    return Err(self.invalid(
+                        path,
+                        Problem::Missing {
+                            field: "@type",
+                            hint: format!("Envoy selects the policy by it; {example}"),
+                        },
+                    ));
+                };
+                let url_path = format!("{path}.{TYPE_KEY}");
+                let url: String = self.deserialize(&url, &url_path)?;
+                let mapping = Value::Mapping(mapping);
+                match lb_extension_type(&url) {
+                    LbExtensionType::RoundRobin => {
+                        RawLbTypedConfig::RoundRobin(self.deserialize(&mapping, &path)?)
+                    }
+                    LbExtensionType::LeastRequest => {
+                        RawLbTypedConfig::LeastRequest(self.deserialize(&mapping, &path)?)
+                    }
+                    LbExtensionType::Random => {
+                        RawLbTypedConfig::Random(self.deserialize(&mapping, &path)?)
+                    }
+                    LbExtensionType::RingHash => {
+                        RawLbTypedConfig::RingHash(self.deserialize(&mapping, &path)?)
+                    }
+                    LbExtensionType::Maglev => {
+                        RawLbTypedConfig::Maglev(self.deserialize(&mapping, &path)?)
+                    }
+                    LbExtensionType::PeakEwma => {
+                        RawLbTypedConfig::PeakEwma(self.deserialize(&mapping, &path)?)
+                    }
+                    LbExtensionType::Other(url) => RawLbTypedConfig::Other(url),
+                }
+            }
+            read => read,
+        };
+        Ok(match typed_config {
+            RawLbTypedConfig::RoundRobin(RawRoundRobinLb {}) => LbPolicy::RoundRobin,
+            RawLbTypedConfig::Random(RawRandomLb {}) => LbPolicy::Random,
+            RawLbTypedConfig::LeastRequest(raw) => LbPolicy::LeastRequest {
+                choice_count: self.choice_count(raw.choice_count, &path)?,
+            },
+            RawLbTypedConfig::RingHash(raw) => LbPolicy::RingHash(self.ring_sizes(
+                raw.minimum_ring_size,
+                raw.maximum_ring_size,
+                &path,
+            )?),
+            RawLbTypedConfig::Maglev(raw) => LbPolicy::Maglev {
+                table_size: self.table_size(raw.table_size, &path)?,
+            },
+            RawLbTypedConfig::PeakEwma(raw) => LbPolicy::PeakEwma(self.peak_ewma(raw, &path)?),
+            RawLbTypedConfig::Other(url) => {
+                return Err(
+                    self.schema(format!("{path}.{TYPE_KEY}"), unsupported_lb_extension(&url))
+                )
+            }
+            // Resolved above.
+            RawLbTypedConfig::Deferred(_) => {
+                return Err(self.invalid(
+                    path,
+                    Problem::Missing {
+                        field: "@type",
+                        hint: format!("Envoy selects the policy by it; {example}"),
+                    },
+                ))
+            }
+        })
+    }
+
+    /// Check LEAST_REQUEST's `choice_count` (in the config at `path`).
+    fn choice_count(&self, raw: Option<Unsigned>, path: &str) -> Result<u32, EnvoyConfigError> {
+        let Some(Unsigned(value)) = raw else {
+            return Ok(DEFAULT_CHOICE_COUNT);
+        };
+        match u32::try_from(value) {
+            Ok(count) if count >= 2 => Ok(count),
+            _ => Err(self.invalid(
+                format!("{path}.choice_count"),
+                Problem::OutOfRange {
+                    value,
+                    min: 2,
+                    max: u64::from(u32::MAX),
+                    hint: ", or leave it out for the default 2 (the number of random endpoints \
+                           compared; Envoy requires at least 2)",
+                },
+            )),
+        }
+    }
+
+    /// Check RING_HASH's `minimum_ring_size` and `maximum_ring_size` (in the config at
+    /// `path`).
+    fn ring_sizes(
+        &self,
+        minimum: Option<Unsigned>,
+        maximum: Option<Unsigned>,
+        path: &str,
+    ) -> Result<RingHashConfig, EnvoyConfigError> {
+        let size = |raw: Option<Unsigned>, field: &str, default: u64| match raw {
+            None => Ok(default),
+            Some(Unsigned(value)) if (1..=MAX_RING_SIZE).contains(&value) => Ok(value),
+            Some(Unsigned(value)) => Err(self.invalid(
+                format!("{path}.{field}"),
+                Problem::OutOfRange {
+                    value,
+                    min: 1,
+                    max: MAX_RING_SIZE,
+                    hint: " (Envoy limits a ring to 8M entries, and an empty ring would pick \
+                           no endpoint); leave it out for the default",
+                },
+            )),
+        };
+        let minimum_ring_size = size(minimum, "minimum_ring_size", DEFAULT_MINIMUM_RING_SIZE)?;
+        let maximum_ring_size = size(maximum, "maximum_ring_size", MAX_RING_SIZE)?;
+        if minimum_ring_size > maximum_ring_size {
+            return Err(self.invalid(
+                format!("{path}.minimum_ring_size"),
+                Problem::RingSizes {
+                    minimum: minimum_ring_size,
+                    maximum: maximum_ring_size,
+                },
+            ));
+        }
+        Ok(RingHashConfig {
+            minimum_ring_size,
+            maximum_ring_size,
+        })
+    }
+
+    /// Check MAGLEV's `table_size` (in the config at `path`).
+    fn table_size(&self, raw: Option<Unsigned>, path: &str) -> Result<u64, EnvoyConfigError> {
+        let Some(Unsigned(value)) = raw else {
+            return Ok(DEFAULT_MAGLEV_TABLE_SIZE);
+        };
+        let path = format!("{path}.table_size");
+        if !(2..=MAX_MAGLEV_TABLE_SIZE).contains(&value) {
+            return Err(self.invalid(
+                path,
+                Problem::OutOfRange {
+                    value,
+                    min: 2,
+                    max: MAX_MAGLEV_TABLE_SIZE,
+                    hint: ", a prime (Envoy's limit); leave it out for the default 65537",
+                },
+            ));
+        }
+        if !is_prime(value) {
+            return Err(self.invalid(path, Problem::NotPrime { value }));
+        }
+        Ok(value)
+    }
+
+    /// Check the Peak EWMA policy's config (at `path`).
+    fn peak_ewma(
+        &self,
+        raw: RawPeakEwmaLb,
+        path: &str,
+    ) -> Result<PeakEwmaConfig, EnvoyConfigError> {
+        if let Some(Unsigned(value)) = raw.max_samples_per_host {
+            if u32::try_from(value).is_err() {
+                return Err(self.invalid(
+                    format!("{path}.max_samples_per_host"),
+                    Problem::OutOfRange {
+                        value,
+                        min: 0,
+                        max: u64::from(u32::MAX),
+                        hint: "",
+                    },
+                ));
+            }
+        }
+        let penalty_value = match raw.penalty_value {
+            None => DEFAULT_PEAK_EWMA_PENALTY,
+            Some(Double(value)) if value.is_finite() && value >= 0.0 => value,
+            Some(Double(value)) => {
+                return Err(self.invalid(
+                    format!("{path}.penalty_value"),
+                    Problem::BadPenalty {
+                        value: value.to_string(),
+                    },
+                ))
+            }
+        };
+        Ok(PeakEwmaConfig {
+            decay_time: raw.decay_time.map_or(DEFAULT_PEAK_EWMA_DECAY_TIME, |d| d.0),
+            default_rtt: raw.default_rtt.map_or(DEFAULT_PEAK_EWMA_RTT, |d| d.0),
+            penalty_value,
+        })
     }
 
     /// Check a cluster's `load_assignment` and flatten its endpoints.
@@ -1002,8 +1413,7 @@ impl Builder<'_> {
                  envoy.filters.http.router`",
             )?;
             let typed_config_path = format!("{filter_path}.typed_config");
-            let kind = match filter.typed_config {
-                Some(RawHttpTypedConfig::Router(RawRouter {})) => HttpFilterType::Router,
+            let config = match filter.typed_config {
                 Some(RawHttpTypedConfig::Deferred(mut mapping)) if !mapping.is_empty() => {
                     let Some(url) = mapping.remove(TYPE_KEY) else {
                         return Err(self.invalid(
@@ -1019,42 +1429,348 @@ impl Builder<'_> {
                     };
                     let url_path = format!("{typed_config_path}.{TYPE_KEY}");
                     let url: String = self.deserialize(&url, &url_path)?;
+                    let rest = Value::Mapping(mapping);
+                    let at = &typed_config_path;
                     match http_filter_type(&url) {
                         Ok(HttpFilterType::Router) => {
-                            let RawRouter {} =
-                                self.deserialize(&Value::Mapping(mapping), &typed_config_path)?;
-                            HttpFilterType::Router
+                            RawHttpTypedConfig::Router(self.deserialize(&rest, at)?)
+                        }
+                        Ok(HttpFilterType::LocalRateLimit) => {
+                            RawHttpTypedConfig::LocalRateLimit(self.deserialize(&rest, at)?)
+                        }
+                        Ok(HttpFilterType::Fault) => {
+                            RawHttpTypedConfig::Fault(self.deserialize(&rest, at)?)
+                        }
+                        Ok(HttpFilterType::HeaderMutation) => {
+                            RawHttpTypedConfig::HeaderMutation(self.deserialize(&rest, at)?)
+                        }
+                        Ok(HttpFilterType::PeakEwma) => {
+                            RawHttpTypedConfig::PeakEwma(self.deserialize(&rest, at)?)
                         }
                         Err(message) => return Err(self.schema(url_path, message)),
                     }
                 }
-                // No typed_config (or an empty one): Envoy finds the filter by its name.
-                None | Some(RawHttpTypedConfig::Deferred(_)) => {
+                Some(RawHttpTypedConfig::Deferred(_)) | None => {
+                    // No typed_config (or an empty one): Envoy finds the filter by its
+                    // name.
                     if name != ROUTER_FILTER_NAME {
                         return Err(self.schema(
                             format!("{filter_path}.name"),
                             format!(
-                                "HTTP filter `{name}` is not supported yet: it has no \
-                                 typed_config, and the only HTTP filter zerohop knows is the \
-                                 router ({ROUTER_FILTER_NAME}, typed_config \"@type\": \
-                                 {ROUTER_TYPE_URL})"
+                                "HTTP filter `{name}` needs a typed_config with its \"@type\" \
+                                 (only the router ({ROUTER_FILTER_NAME}) may go without)"
                             ),
                         ));
                     }
-                    HttpFilterType::Router
+                    RawHttpTypedConfig::Router(RawRouter {})
                 }
+                Some(config) => config,
             };
-            match kind {
-                HttpFilterType::Router => {
+            match config {
+                RawHttpTypedConfig::Router(RawRouter {}) => {
                     router = Some(filter_path);
                     filters.push(HttpFilter::Router(RouterFilter { name }));
                 }
+                RawHttpTypedConfig::LocalRateLimit(raw) => {
+                    filters.push(self.local_rate_limit(name, raw, &typed_config_path)?);
+                }
+                RawHttpTypedConfig::Fault(raw) => {
+                    filters.push(self.fault(name, raw, &typed_config_path)?);
+                }
+                RawHttpTypedConfig::HeaderMutation(raw) => {
+                    filters.push(self.header_mutation(name, raw, &typed_config_path)?);
+                }
+                RawHttpTypedConfig::PeakEwma(RawRouter {}) => {
+                    filters.push(HttpFilter::PeakEwma(RouterFilter { name }));
+                }
+                RawHttpTypedConfig::Deferred(_) => {}
             }
         }
         if router.is_none() {
             return Err(self.invalid(path, Problem::NoRouter));
         }
         Ok(filters)
+    }
+
+    /// A `FractionalPercent` (absent: `default`).
+    fn percent(
+        &self,
+        raw: Option<RawFractionalPercent>,
+        path: &str,
+        default: FractionalPercent,
+    ) -> Result<FractionalPercent, EnvoyConfigError> {
+        let Some(raw) = raw else {
+            return Ok(default);
+        };
+        let denominator = raw.denominator.unwrap_or(DenominatorName::Hundred).value();
+        let numerator = raw.numerator.map_or(0, |n| n.0);
+        if numerator > u64::from(u32::MAX) {
+            return Err(self.invalid(
+                format!("{path}.numerator"),
+                Problem::OutOfRange {
+                    hint: "",
+                    value: numerator,
+                    min: 0,
+                    max: u64::from(u32::MAX),
+                },
+            ));
+        }
+        // Envoy caps a numerator above the denominator at 100%.
+        Ok(FractionalPercent {
+            numerator: (numerator as u32).min(denominator),
+            denominator,
+        })
+    }
+
+    fn local_rate_limit(
+        &self,
+        name: String,
+        raw: RawLocalRateLimit,
+        path: &str,
+    ) -> Result<HttpFilter, EnvoyConfigError> {
+        let stat_prefix = self.required(
+            raw.stat_prefix,
+            path,
+            "stat_prefix",
+            "Envoy requires it: the counters are <stat_prefix>.http_local_rate_limit.*",
+        )?;
+        let Some(bucket) = raw.token_bucket else {
+            return Err(self.invalid(
+                path.to_owned(),
+                Problem::Missing {
+                    field: "token_bucket",
+                    hint: "e.g. `token_bucket: { max_tokens: 100, fill_interval: 1s }`".to_owned(),
+                },
+            ));
+        };
+        let bucket_path = format!("{path}.token_bucket");
+        let bounded = |field: &'static str, value: Option<u64>, default: Option<u64>| {
+            let value = value.or(default).ok_or_else(|| {
+                self.invalid(
+                    bucket_path.clone(),
+                    Problem::Missing {
+                        field,
+                        hint: "the bucket's size, e.g. `max_tokens: 100`".to_owned(),
+                    },
+                )
+            })?;
+            if value == 0 || value > u64::from(u32::MAX) {
+                return Err(self.invalid(
+                    format!("{bucket_path}.{field}"),
+                    Problem::OutOfRange {
+                        hint: "",
+                        value,
+                        min: 1,
+                        max: u64::from(u32::MAX),
+                    },
+                ));
+            }
+            Ok(value as u32)
+        };
+        let max_tokens = bounded("max_tokens", bucket.max_tokens.map(|n| n.0), None)?;
+        let tokens_per_fill = bounded(
+            "tokens_per_fill",
+            bucket.tokens_per_fill.map(|n| n.0),
+            Some(1),
+        )?;
+        let Some(fill_interval) = bucket.fill_interval.map(|d| d.0) else {
+            return Err(self.invalid(
+                bucket_path,
+                Problem::Missing {
+                    field: "fill_interval",
+                    hint: "how often tokens_per_fill are added, e.g. `fill_interval: 1s`"
+                        .to_owned(),
+                },
+            ));
+        };
+        if fill_interval < Duration::from_millis(50) {
+            return Err(self.invalid(
+                format!("{bucket_path}.fill_interval"),
+                Problem::OutOfRange {
+                    hint: " (milliseconds; Envoy's token bucket refills at most every 50 ms)",
+                    value: fill_interval.as_millis() as u64,
+                    min: 50,
+                    max: u64::MAX,
+                },
+            ));
+        }
+        let runtime = |raw: Option<RawRuntimeFractionalPercent>, field: &str| {
+            // No runtime in zerohop: the default value is the value; absent, Envoy's
+            // default is 0% ("for safety").
+            let value = raw.and_then(|r| r.default_value);
+            self.percent(
+                value,
+                &format!("{path}.{field}.default_value"),
+                FractionalPercent::NONE,
+            )
+        };
+        let filter_enabled = runtime(raw.filter_enabled, "filter_enabled")?;
+        let filter_enforced = runtime(raw.filter_enforced, "filter_enforced")?;
+        let status = match raw.status.and_then(|s| s.code).map(|c| c.0) {
+            None => 429,
+            Some(code @ 400..=599) => code as u16,
+            Some(code) => {
+                return Err(self.invalid(
+                    format!("{path}.status.code"),
+                    Problem::BadStatus { status: code },
+                ))
+            }
+        };
+        let mut response_headers_to_add = Vec::new();
+        for (i, option) in raw
+            .response_headers_to_add
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let at = format!("{path}.response_headers_to_add[{i}]");
+            let option = self.header_value_option(option, &at)?;
+            let Some(value) = option.value.as_literal() else {
+                return Err(self.invalid(
+                    format!("{at}.header.value"),
+                    Problem::NotSupported {
+                        field: "a %VARIABLE% here",
+                        hint: "the rate limiter's headers are literal in zerohop".to_owned(),
+                    },
+                ));
+            };
+            response_headers_to_add.push((option.key, value));
+        }
+        Ok(HttpFilter::LocalRateLimit(LocalRateLimitFilter {
+            name,
+            stat_prefix,
+            max_tokens,
+            tokens_per_fill,
+            fill_interval,
+            filter_enabled,
+            filter_enforced,
+            status,
+            response_headers_to_add,
+        }))
+    }
+
+    fn fault(
+        &self,
+        name: String,
+        raw: RawFault,
+        path: &str,
+    ) -> Result<HttpFilter, EnvoyConfigError> {
+        let delay = match raw.delay {
+            None => None,
+            Some(d) => {
+                let at = format!("{path}.delay");
+                let Some(fixed) = d.fixed_delay.map(|d| d.0) else {
+                    return Err(self.invalid(
+                        at,
+                        Problem::Missing {
+                            field: "fixed_delay",
+                            hint: "e.g. `fixed_delay: 0.5s` (header_delay is not supported)"
+                                .to_owned(),
+                        },
+                    ));
+                };
+                Some((
+                    fixed,
+                    self.percent(
+                        d.percentage,
+                        &format!("{at}.percentage"),
+                        FractionalPercent::NONE,
+                    )?,
+                ))
+            }
+        };
+        let abort = match raw.abort {
+            None => None,
+            Some(a) => {
+                let at = format!("{path}.abort");
+                let status = match a.http_status.map(|s| s.0) {
+                    Some(code @ 200..=599) => code as u16,
+                    Some(code) => {
+                        return Err(self.invalid(
+                            format!("{at}.http_status"),
+                            Problem::BadStatus { status: code },
+                        ))
+                    }
+                    None => {
+                        return Err(self.invalid(
+                            at,
+                            Problem::Missing {
+                                field: "http_status",
+                                hint: "e.g. `http_status: 503` (grpc_status and header_abort \
+                                       are not supported)"
+                                    .to_owned(),
+                            },
+                        ))
+                    }
+                };
+                Some((
+                    status,
+                    self.percent(
+                        a.percentage,
+                        &format!("{at}.percentage"),
+                        FractionalPercent::NONE,
+                    )?,
+                ))
+            }
+        };
+        Ok(HttpFilter::Fault(FaultFilter { name, delay, abort }))
+    }
+
+    fn header_mutation(
+        &self,
+        name: String,
+        raw: RawHeaderMutation,
+        path: &str,
+    ) -> Result<HttpFilter, EnvoyConfigError> {
+        let mutations = raw.mutations;
+        let (request, response) = match mutations {
+            Some(m) => (m.request_mutations, m.response_mutations),
+            None => (None, None),
+        };
+        let ops = |list: Option<Vec<RawMutationOp>>, field: &str| {
+            let mut out = Vec::new();
+            for (i, op) in list.unwrap_or_default().into_iter().enumerate() {
+                let at = format!("{path}.mutations.{field}[{i}]");
+                self.one_of(
+                    &at,
+                    "`remove` or `append`",
+                    &[
+                        ("remove", op.remove.is_some()),
+                        ("append", op.append.is_some()),
+                    ],
+                )?;
+                match (op.remove, op.append) {
+                    (Some(name), _) => {
+                        out.push(HeaderMutationOp::Remove(self.header_name(
+                            name,
+                            format!("{at}.remove"),
+                            false,
+                        )?));
+                    }
+                    (None, Some(option)) => {
+                        let at = format!("{at}.append");
+                        out.push(HeaderMutationOp::Append(
+                            self.header_value_option(option, &at)?,
+                        ));
+                    }
+                    (None, None) => {
+                        return Err(self.invalid(
+                            at,
+                            Problem::NoneOf {
+                                fields: "`remove` or `append`",
+                                hint: "e.g. `remove: x-internal`".to_owned(),
+                            },
+                        ))
+                    }
+                }
+            }
+            Ok::<_, EnvoyConfigError>(out)
+        };
+        Ok(HttpFilter::HeaderMutation(HeaderMutationFilter {
+            name,
+            request_mutations: ops(request, "request_mutations")?,
+            response_mutations: ops(response, "response_mutations")?,
+        }))
     }
 
     fn route_config(
@@ -3201,24 +3917,85 @@ static_resources:
             &format!("{at}[1]"),
             &[&format!("the router ({at}[0]) is a terminal HTTP filter")],
         );
+        // A local rate limit without its token bucket, a filter zerohop lacks, and
+        // filters after the router.
         error_at(
-            &filters(
-                "[{ name: rl, typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit, stat_prefix: rl } }]",
-            ),
-            &format!("{at}[0].typed_config.@type"),
-            &["unsupported HTTP filter type", "this HTTP filter is not supported yet"],
+            &filters(&format!(
+                "[{{ name: rl, typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit, stat_prefix: rl }} }}, {ROUTER}]"
+            )),
+            &format!("{at}[0].typed_config"),
+            &["`token_bucket` is missing"],
         );
         error_at(
             &filters(&format!(
-                "[{{ name: f, typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault }} }}, {ROUTER}]"
+                "[{{ name: c, typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors }} }}, {ROUTER}]"
             )),
             &format!("{at}[0].typed_config.@type"),
             &["this HTTP filter is not supported yet"],
         );
         error_at(
+            &filters(&format!(
+                "[{{ name: f, typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault, abort: {{ http_status: 700 }} }} }}, {ROUTER}]"
+            )),
+            &format!("{at}[0].typed_config.abort.http_status"),
+            &["700"],
+        );
+        let three = load_both(&filters(&format!(
+            "[{{ name: m, typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation, mutations: {{ request_mutations: [{{ remove: X-A }}, {{ append: {{ header: {{ key: x-b, value: \"%PROTOCOL%\" }} }} }}] }} }} }}, \
+             {{ name: rl, typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit, stat_prefix: rl, token_bucket: {{ max_tokens: 10, fill_interval: 1s }}, filter_enabled: {{ runtime_key: k, default_value: {{ numerator: 50, denominator: TEN_THOUSAND }} }} }} }}, \
+             {{ name: f, typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault, delay: {{ fixed_delay: 0.2s, percentage: {{ numerator: 5 }} }} }} }}, {ROUTER}]"
+        )))
+        .unwrap();
+        let list = &hcm(&three).http_filters;
+        assert_eq!(list.len(), 4);
+        match &list[0] {
+            HttpFilter::HeaderMutation(m) => {
+                assert_eq!(
+                    m.request_mutations[0],
+                    HeaderMutationOp::Remove("x-a".into())
+                );
+                assert_eq!(m.request_mutations.len(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        match &list[1] {
+            HttpFilter::LocalRateLimit(l) => {
+                assert_eq!((l.max_tokens, l.tokens_per_fill, l.status), (10, 1, 429));
+                assert_eq!(l.fill_interval, Duration::from_secs(1));
+                assert_eq!(
+                    (l.filter_enabled.numerator, l.filter_enabled.denominator),
+                    (50, 10_000)
+                );
+                assert_eq!(
+                    l.filter_enforced,
+                    FractionalPercent::NONE,
+                    "Envoy's default: 0%"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        match &list[2] {
+            HttpFilter::Fault(f) => {
+                let (delay, p) = f.delay.expect("delay");
+                assert_eq!(
+                    (delay, p.numerator, p.denominator),
+                    (Duration::from_millis(200), 5, 100)
+                );
+                assert_eq!(f.abort, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        error_at(
+            &filters(&format!(
+                "[{{ name: rl, typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit, stat_prefix: rl, token_bucket: {{ max_tokens: 1, fill_interval: 0.01s }} }} }}, {ROUTER}]"
+            )),
+            &format!("{at}[0].typed_config.token_bucket.fill_interval"),
+            &["50 ms"],
+        );
+        error_at(
             &filters("[{ name: envoy.filters.http.cors }]"),
             &format!("{at}[0].name"),
-            &["HTTP filter `envoy.filters.http.cors` is not supported yet"],
+            &["HTTP filter `envoy.filters.http.cors` needs a typed_config"],
         );
         error_at(
             &filters("[{ name: r, typed_config: { \"@type\": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy } }]"),

@@ -42,7 +42,13 @@
 //!   - name: service_backend                # required, unique
 //!     type: STATIC                         # optional (STATIC is Envoy's default too)
 //!     connect_timeout: 0.25s               # optional; default 5s, must be above 0
-//!     lb_policy: ROUND_ROBIN               # ROUND_ROBIN (default), LEAST_REQUEST, RANDOM
+//!     lb_policy: ROUND_ROBIN               # ROUND_ROBIN (default), LEAST_REQUEST, RANDOM,
+//!                                          # RING_HASH, MAGLEV, LOAD_BALANCING_POLICY_CONFIG
+//!     least_request_lb_config:             # optional, with LEAST_REQUEST only
+//!       choice_count: 2                    # default 2, at least 2
+//!     # or, with RING_HASH: ring_hash_lb_config: { minimum_ring_size: 1024,
+//!     #   maximum_ring_size: 8388608, hash_function: XX_HASH }  # sizes 1 to 8M, XX_HASH only
+//!     # or, with MAGLEV: maglev_lb_config: { table_size: 65537 }  # a prime up to 5000011
 //!     load_assignment:
 //!       cluster_name: service_backend      # required by Envoy; not compared to `name`
 //!       endpoints:
@@ -52,6 +58,32 @@
 //!               socket_address: { address: 10.0.0.2, port_value: 8080 }
 //!           load_balancing_weight: 2       # optional; default 1, at least 1
 //! ```
+//!
+//! Instead of `lb_policy`, a cluster may name its policy as an extension, as newer Envoy
+//! configs do. Envoy uses the first policy of the list that it knows, so the first must be
+//! one zerohop knows; later ones are never used, and only their shape is checked:
+//!
+//! ```yaml
+//!     load_balancing_policy:
+//!       policies:
+//!       - typed_extension_config:
+//!           name: envoy.load_balancing_policies.peak_ewma   # required; any name
+//!           typed_config:
+//!             "@type": type.googleapis.com/envoy.extensions.load_balancing_policies.peak_ewma.v3alpha.PeakEwma
+//!             decay_time: 10s              # default 10s: the latency EWMA's time constant
+//!             default_rtt: 0.010s          # default 10ms: an idle, unmeasured endpoint's
+//!             penalty_value: 1000000       # default 1e6: a busy, unmeasured endpoint's cost
+//!             aggregation_interval: 0.1s   # accepted, no effect: both size Envoy's
+//!             max_samples_per_host: 1000   #   cross-thread sample buffers
+//! ```
+//!
+//! The other policies, under `type.googleapis.com/envoy.extensions.load_balancing_policies.`:
+//! `round_robin.v3.RoundRobin` and `random.v3.Random` (no fields),
+//! `least_request.v3.LeastRequest` (`choice_count`), `ring_hash.v3.RingHash`
+//! (`hash_function: DEFAULT_HASH` or `XX_HASH`, `minimum_ring_size`, `maximum_ring_size`)
+//! and `maglev.v3.Maglev` (`table_size`). Peak EWMA is an Envoy contrib extension
+//! (`contrib/peak_ewma`, in Envoy's contrib builds only): it has no `lb_policy` value, so
+//! `lb_policy: PEAK_EWMA` is an unknown enum value here as in Envoy.
 //!
 //! A listener may instead hold an HTTP connection manager (HTTP/1.1), with its route
 //! table inline:
@@ -175,12 +207,21 @@
 //! - header names must be HTTP tokens, and a domain may not be empty or hold whitespace;
 //! - a query parameter matcher takes `present_match: true` only;
 //! - a `regex_rewrite` substitution may only use `\0` to `\9` for groups the pattern
-//!   has, and `\\` for a backslash; Envoy does not check it when it loads the config.
+//!   has, and `\\` for a backslash; Envoy does not check it when it loads the config;
+//! - neither `lb_policy` (other than LOAD_BALANCING_POLICY_CONFIG) nor a
+//!   `ring_hash_lb_config`, `maglev_lb_config` or `least_request_lb_config` may be given
+//!   with `load_balancing_policy`: Envoy ignores them then;
+//! - `minimum_ring_size` and `maximum_ring_size` must be at least 1 (Envoy would build an
+//!   empty ring, which picks nothing), and Peak EWMA's `penalty_value` finite and at
+//!   least 0.
 //!
 //! Where zerohop does less than Envoy, knowingly: `codec_type: AUTO` accepts HTTP/1.1
 //! only (Envoy would also detect HTTP/2 with prior knowledge); `auto_host_rewrite` has
-//! no effect, as in Envoy for STATIC clusters; `hash_policy` is checked and kept, but no
-//! load balancer uses it yet.
+//! no effect, as in Envoy for STATIC clusters; RING_HASH takes `XX_HASH` only (not
+//! `MURMUR_HASH_2`); LEAST_REQUEST with unequal weights compares weighted random picks
+//! (Envoy switches to a weighted schedule scaled by `active_request_bias`); Peak EWMA
+//! keeps one latency estimate per worker, updated at each sample (Envoy merges the
+//! workers' samples every `aggregation_interval`).
 //!
 //! YAML anchors and aliases work; merge keys (`<<`) do not, as in Envoy, where `<<`
 //! becomes an unknown field.
@@ -192,6 +233,7 @@
 
 mod build;
 mod duration;
+mod filters;
 mod raw;
 
 use std::fmt;
@@ -201,8 +243,11 @@ use std::time::Duration;
 use serde_yaml_ng::Value;
 
 pub use build::top_level_key_line;
-pub(crate) use build::{anchored, rust_substitution};
+pub(crate) use build::{anchored, is_prime, rust_substitution};
 pub use duration::{format_duration, parse_duration, DurationError, MAX_DURATION_SECONDS};
+pub use filters::{
+    FaultFilter, FractionalPercent, HeaderMutationFilter, HeaderMutationOp, LocalRateLimitFilter,
+};
 pub use raw::{
     HTTP_CONNECTION_MANAGER_TYPE_URL, ROUTER_FILTER_NAME, ROUTER_TYPE_URL, TCP_PROXY_TYPE_URL,
 };
@@ -338,6 +383,15 @@ pub enum HttpFilter {
     /// `envoy.filters.http.router`: the terminal filter that forwards a request along its
     /// route; always the last.
     Router(RouterFilter),
+    /// `envoy.filters.http.local_ratelimit`: a token bucket; 429 when empty.
+    LocalRateLimit(LocalRateLimitFilter),
+    /// `envoy.filters.http.fault`: injected delays and aborts.
+    Fault(FaultFilter),
+    /// `envoy.filters.http.header_mutation`: header changes both ways.
+    HeaderMutation(HeaderMutationFilter),
+    /// Envoy's contrib `envoy.filters.http.peak_ewma` (empty config): marks that the
+    /// peak EWMA load balancer gets latency samples (zerohop takes them always).
+    PeakEwma(RouterFilter),
 }
 
 impl HttpFilter {
@@ -345,6 +399,10 @@ impl HttpFilter {
     pub fn name(&self) -> &str {
         match self {
             HttpFilter::Router(router) => &router.name,
+            HttpFilter::LocalRateLimit(f) => &f.name,
+            HttpFilter::Fault(f) => &f.name,
+            HttpFilter::HeaderMutation(f) => &f.name,
+            HttpFilter::PeakEwma(f) => &f.name,
         }
     }
 }
@@ -787,32 +845,139 @@ pub struct Cluster {
     /// `connect_timeout`: how long a connection to an endpoint may take;
     /// [`DEFAULT_CONNECT_TIMEOUT`] when left out.
     pub connect_timeout: Duration,
-    /// `lb_policy`.
+    /// `lb_policy` with its `*_lb_config`, or the first of `load_balancing_policy.policies`.
     pub lb_policy: LbPolicy,
     /// Every `load_assignment.endpoints[].lb_endpoints[]`, in order; never empty.
     pub endpoints: Vec<Endpoint>,
 }
 
-/// `envoy.config.cluster.v3.Cluster.LbPolicy`, the values zerohop supports.
+/// Envoy's default `least_request_lb_config.choice_count`.
+pub const DEFAULT_CHOICE_COUNT: u32 = 2;
+/// Envoy's default `ring_hash_lb_config.minimum_ring_size`.
+pub const DEFAULT_MINIMUM_RING_SIZE: u64 = 1024;
+/// The largest ring Envoy builds (8M entries), and its default `maximum_ring_size`.
+pub const MAX_RING_SIZE: u64 = 8_388_608;
+/// Envoy's default `maglev_lb_config.table_size`.
+pub const DEFAULT_MAGLEV_TABLE_SIZE: u64 = 65_537;
+/// The largest Maglev `table_size` Envoy takes.
+pub const MAX_MAGLEV_TABLE_SIZE: u64 = 5_000_011;
+/// Envoy's (and Finagle's) default Peak EWMA `decay_time`.
+pub const DEFAULT_PEAK_EWMA_DECAY_TIME: Duration = Duration::from_secs(10);
+/// Envoy's default Peak EWMA `default_rtt`.
+pub const DEFAULT_PEAK_EWMA_RTT: Duration = Duration::from_millis(10);
+/// Envoy's default Peak EWMA `penalty_value`.
+pub const DEFAULT_PEAK_EWMA_PENALTY: f64 = 1_000_000.0;
+
+/// How a cluster picks an endpoint: `envoy.config.cluster.v3.Cluster.LbPolicy` with its
+/// settings, whether written as `lb_policy` (and `*_lb_config`) or as the
+/// `load_balancing_policy` extension that stands for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum LbPolicy {
     /// `ROUND_ROBIN`, Envoy's default: weighted round robin over the endpoints.
     #[default]
     RoundRobin,
-    /// `LEAST_REQUEST`: for TCP, fewest active connections among two random picks.
-    LeastRequest,
+    /// `LEAST_REQUEST`: the least loaded of `choice_count` weighted random picks (open
+    /// connections for TCP, requests in flight for HTTP).
+    LeastRequest {
+        /// `least_request_lb_config.choice_count`: at least 2, default
+        /// [`DEFAULT_CHOICE_COUNT`].
+        choice_count: u32,
+    },
     /// `RANDOM`: a random endpoint, weighted.
     Random,
+    /// `RING_HASH`: consistent hashing of the route's `hash_policy` on a Ketama ring.
+    RingHash(RingHashConfig),
+    /// `MAGLEV`: consistent hashing of the route's `hash_policy` in a Maglev table.
+    Maglev {
+        /// `maglev_lb_config.table_size`: a prime up to [`MAX_MAGLEV_TABLE_SIZE`],
+        /// default [`DEFAULT_MAGLEV_TABLE_SIZE`].
+        table_size: u64,
+    },
+    /// `envoy.load_balancing_policies.peak_ewma` (an Envoy contrib extension, given in
+    /// `load_balancing_policy`): the cheaper of two random endpoints, the cost being the
+    /// peak EWMA of its latency × (requests in flight + 1).
+    PeakEwma(PeakEwmaConfig),
 }
 
 impl LbPolicy {
-    /// Return the name Envoy's config uses.
+    /// Return the name Envoy's config uses: the `lb_policy` value, or for Peak EWMA
+    /// (which has none) the extension's name.
     pub fn as_str(self) -> &'static str {
         match self {
             LbPolicy::RoundRobin => "ROUND_ROBIN",
-            LbPolicy::LeastRequest => "LEAST_REQUEST",
+            LbPolicy::LeastRequest { .. } => "LEAST_REQUEST",
             LbPolicy::Random => "RANDOM",
+            LbPolicy::RingHash(_) => "RING_HASH",
+            LbPolicy::Maglev { .. } => "MAGLEV",
+            LbPolicy::PeakEwma(_) => "envoy.load_balancing_policies.peak_ewma",
         }
+    }
+}
+
+/// `ring_hash_lb_config` (or the `ring_hash` extension's fields). The hash function is
+/// always xxHash (`XX_HASH`, Envoy's default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RingHashConfig {
+    /// `minimum_ring_size`: 1 to [`MAX_RING_SIZE`], default
+    /// [`DEFAULT_MINIMUM_RING_SIZE`].
+    pub minimum_ring_size: u64,
+    /// `maximum_ring_size`: `minimum_ring_size` to [`MAX_RING_SIZE`], default
+    /// [`MAX_RING_SIZE`].
+    pub maximum_ring_size: u64,
+}
+
+impl Default for RingHashConfig {
+    fn default() -> RingHashConfig {
+        RingHashConfig {
+            minimum_ring_size: DEFAULT_MINIMUM_RING_SIZE,
+            maximum_ring_size: MAX_RING_SIZE,
+        }
+    }
+}
+
+/// `envoy.extensions.load_balancing_policies.peak_ewma.v3alpha.PeakEwma`, the fields
+/// that change how zerohop picks (`aggregation_interval` and `max_samples_per_host`
+/// size Envoy's cross-thread sample buffers, which zerohop has not).
+#[derive(Debug, Clone, Copy)]
+pub struct PeakEwmaConfig {
+    /// `decay_time`: the EWMA's time constant; default [`DEFAULT_PEAK_EWMA_DECAY_TIME`].
+    pub decay_time: Duration,
+    /// `default_rtt`: the latency of an idle endpoint not measured yet; default
+    /// [`DEFAULT_PEAK_EWMA_RTT`].
+    pub default_rtt: Duration,
+    /// `penalty_value`: the cost of an endpoint not measured yet that has requests in
+    /// flight (it may be hanging); finite and at least 0, default
+    /// [`DEFAULT_PEAK_EWMA_PENALTY`].
+    pub penalty_value: f64,
+}
+
+impl Default for PeakEwmaConfig {
+    fn default() -> PeakEwmaConfig {
+        PeakEwmaConfig {
+            decay_time: DEFAULT_PEAK_EWMA_DECAY_TIME,
+            default_rtt: DEFAULT_PEAK_EWMA_RTT,
+            penalty_value: DEFAULT_PEAK_EWMA_PENALTY,
+        }
+    }
+}
+
+// `penalty_value` is finite (the config rejects NaN and infinities), so comparing its
+// bits is an equivalence.
+impl PartialEq for PeakEwmaConfig {
+    fn eq(&self, other: &PeakEwmaConfig) -> bool {
+        self.decay_time == other.decay_time
+            && self.default_rtt == other.default_rtt
+            && self.penalty_value.to_bits() == other.penalty_value.to_bits()
+    }
+}
+
+impl Eq for PeakEwmaConfig {}
+
+impl std::hash::Hash for PeakEwmaConfig {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.decay_time.hash(state);
+        self.default_rtt.hash(state);
+        self.penalty_value.to_bits().hash(state);
     }
 }
 
@@ -1094,6 +1259,38 @@ pub enum Problem {
          rejects; scale them down"
     )]
     WeightSumTooLarge,
+    #[error(
+        "`{field}` configures lb_policy {policy}, but this cluster's lb_policy is {actual}; \
+         set `lb_policy: {policy}`, or remove `{field}`"
+    )]
+    LbConfigWithoutPolicy {
+        /// `ring_hash_lb_config`, `maglev_lb_config` or `least_request_lb_config`.
+        field: &'static str,
+        /// The policy the field configures.
+        policy: &'static str,
+        /// The cluster's `lb_policy`.
+        actual: String,
+    },
+    #[error(
+        "`{field}` has no effect when `load_balancing_policy` is set (Envoy then ignores it): \
+         the policy and its settings come from `load_balancing_policy`; remove `{field}`"
+    )]
+    LbPolicyOverridden { field: &'static str },
+    #[error(
+        "table_size {value} is not a prime number, which Maglev needs (Envoy rejects it too); \
+         use a prime such as 65537 (the default), 131071, 1048573 or 5000011"
+    )]
+    NotPrime { value: u64 },
+    #[error(
+        "minimum_ring_size {minimum} is above maximum_ring_size {maximum}, which Envoy \
+         rejects; lower the minimum or raise the maximum"
+    )]
+    RingSizes { minimum: u64, maximum: u64 },
+    #[error(
+        "penalty_value {value} is not a finite number of at least 0; leave it out for the \
+         default 1000000"
+    )]
+    BadPenalty { value: String },
     #[error("`{field}` is not supported yet; {hint}")]
     NotSupported { field: &'static str, hint: String },
     #[error("one of {fields} is required; {hint}")]

@@ -324,8 +324,16 @@ pub(crate) struct RawCluster {
     pub connect_timeout: Option<ProtoDuration>,
     #[serde(default, alias = "lbPolicy")]
     pub lb_policy: Option<LbPolicyName>,
+    #[serde(default, alias = "ringHashLbConfig")]
+    pub ring_hash_lb_config: Option<RawRingHashLbConfig>,
     #[serde(default, alias = "loadAssignment")]
     pub load_assignment: Option<RawLoadAssignment>,
+    #[serde(default, alias = "leastRequestLbConfig")]
+    pub least_request_lb_config: Option<RawLeastRequestLbConfig>,
+    #[serde(default, alias = "loadBalancingPolicy")]
+    pub load_balancing_policy: Option<RawLoadBalancingPolicy>,
+    #[serde(default, alias = "maglevLbConfig")]
+    pub maglev_lb_config: Option<RawMaglevLbConfig>,
 }
 
 /// `envoy.config.cluster.v3.Cluster.DiscoveryType`, of which zerohop supports STATIC.
@@ -354,7 +362,24 @@ impl<'de> Deserialize<'de> for DiscoveryType {
 pub(crate) enum LbPolicyName {
     RoundRobin,
     LeastRequest,
+    RingHash,
     Random,
+    Maglev,
+    /// Envoy then reads `load_balancing_policy`.
+    LoadBalancingPolicyConfig,
+}
+
+impl LbPolicyName {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            LbPolicyName::RoundRobin => "ROUND_ROBIN",
+            LbPolicyName::LeastRequest => "LEAST_REQUEST",
+            LbPolicyName::RingHash => "RING_HASH",
+            LbPolicyName::Random => "RANDOM",
+            LbPolicyName::Maglev => "MAGLEV",
+            LbPolicyName::LoadBalancingPolicyConfig => "LOAD_BALANCING_POLICY_CONFIG",
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for LbPolicyName {
@@ -374,11 +399,384 @@ impl<'de> Deserialize<'de> for LbPolicyName {
         match name {
             "ROUND_ROBIN" => Ok(LbPolicyName::RoundRobin),
             "LEAST_REQUEST" => Ok(LbPolicyName::LeastRequest),
+            "RING_HASH" => Ok(LbPolicyName::RingHash),
             "RANDOM" => Ok(LbPolicyName::Random),
+            "MAGLEV" => Ok(LbPolicyName::Maglev),
+            "LOAD_BALANCING_POLICY_CONFIG" => Ok(LbPolicyName::LoadBalancingPolicyConfig),
             other => Err(de::Error::custom(format!(
-                "load balancing policy {other} is not supported yet; use ROUND_ROBIN (the \
-                 default), LEAST_REQUEST or RANDOM"
+                "load balancing policy {other} is not supported: it is for cluster types that \
+                 bring their own load balancer, and zerohop has only STATIC clusters; use \
+                 ROUND_ROBIN (the default), LEAST_REQUEST, RANDOM, RING_HASH or MAGLEV"
             ))),
+        }
+    }
+}
+
+/// `Cluster.RingHashLbConfig`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping (Envoy\'s RingHashLbConfig)"
+)]
+pub(crate) struct RawRingHashLbConfig {
+    #[serde(default, alias = "minimumRingSize")]
+    pub minimum_ring_size: Option<Unsigned>,
+    /// Always XX_HASH: the deserializer rejects MURMUR_HASH_2.
+    #[serde(default, alias = "hashFunction")]
+    #[allow(dead_code)]
+    pub hash_function: Option<LegacyHashFunction>,
+    #[serde(default, alias = "maximumRingSize")]
+    pub maximum_ring_size: Option<Unsigned>,
+}
+
+/// `Cluster.RingHashLbConfig.HashFunction`, of which zerohop supports XX_HASH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LegacyHashFunction;
+
+impl<'de> Deserialize<'de> for LegacyHashFunction {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = deserializer.deserialize_any(EnumName {
+            what: "hash function",
+            names: &["XX_HASH", "MURMUR_HASH_2"],
+        })?;
+        xx_hash_only(name).map(|()| LegacyHashFunction)
+    }
+}
+
+/// `extensions.load_balancing_policies.ring_hash.v3.RingHash.HashFunction`, of which
+/// zerohop supports DEFAULT_HASH and XX_HASH (both xxHash).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RingHashFunction;
+
+impl<'de> Deserialize<'de> for RingHashFunction {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = deserializer.deserialize_any(EnumName {
+            what: "hash function",
+            names: &["DEFAULT_HASH", "XX_HASH", "MURMUR_HASH_2"],
+        })?;
+        xx_hash_only(name).map(|()| RingHashFunction)
+    }
+}
+
+fn xx_hash_only<E: de::Error>(name: &str) -> Result<(), E> {
+    if name == "MURMUR_HASH_2" {
+        return Err(E::custom(
+            "hash function MURMUR_HASH_2 is not supported: zerohop places hosts on the ring \
+             with xxHash (XX_HASH, Envoy's default); remove `hash_function`",
+        ));
+    }
+    Ok(())
+}
+
+/// `Cluster.MaglevLbConfig`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping (Envoy\'s MaglevLbConfig)")]
+pub(crate) struct RawMaglevLbConfig {
+    #[serde(default, alias = "tableSize")]
+    pub table_size: Option<Unsigned>,
+}
+
+/// `Cluster.LeastRequestLbConfig`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping (Envoy\'s LeastRequestLbConfig)"
+)]
+pub(crate) struct RawLeastRequestLbConfig {
+    #[serde(default, alias = "choiceCount")]
+    pub choice_count: Option<Unsigned>,
+}
+
+/// `envoy.config.cluster.v3.LoadBalancingPolicy`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping (Envoy\'s LoadBalancingPolicy)"
+)]
+pub(crate) struct RawLoadBalancingPolicy {
+    #[serde(default)]
+    pub policies: Option<Vec<RawLbPolicy>>,
+}
+
+/// `LoadBalancingPolicy.Policy`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping (Envoy\'s LoadBalancingPolicy.Policy)"
+)]
+pub(crate) struct RawLbPolicy {
+    #[serde(default, alias = "typedExtensionConfig")]
+    pub typed_extension_config: Option<RawLbExtensionConfig>,
+}
+
+/// `envoy.config.core.v3.TypedExtensionConfig` of a load balancing policy.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping (Envoy\'s TypedExtensionConfig)"
+)]
+pub(crate) struct RawLbExtensionConfig {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, alias = "typedConfig")]
+    pub typed_config: Option<RawLbTypedConfig>,
+}
+
+/// The type URL of the `envoy.load_balancing_policies.round_robin` extension.
+pub const ROUND_ROBIN_LB_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin";
+/// The type URL of the `envoy.load_balancing_policies.least_request` extension.
+pub const LEAST_REQUEST_LB_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest";
+/// The type URL of the `envoy.load_balancing_policies.random` extension.
+pub const RANDOM_LB_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.load_balancing_policies.random.v3.Random";
+/// The type URL of the `envoy.load_balancing_policies.ring_hash` extension.
+pub const RING_HASH_LB_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.load_balancing_policies.ring_hash.v3.RingHash";
+/// The type URL of the `envoy.load_balancing_policies.maglev` extension.
+pub const MAGLEV_LB_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.load_balancing_policies.maglev.v3.Maglev";
+/// The type URL of Envoy's contrib `envoy.load_balancing_policies.peak_ewma` extension.
+pub const PEAK_EWMA_LB_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.load_balancing_policies.peak_ewma.v3alpha.PeakEwma";
+
+/// The load balancing policy extensions zerohop knows, and any other (by type URL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LbExtensionType {
+    RoundRobin,
+    LeastRequest,
+    Random,
+    RingHash,
+    Maglev,
+    PeakEwma,
+    /// Not one zerohop knows. Envoy takes the first policy it knows, so this is an error
+    /// only as the first entry of `policies`; later ones are never used.
+    Other(String),
+}
+
+/// Return the extension a `typed_config` type URL selects.
+pub(crate) fn lb_extension_type(url: &str) -> LbExtensionType {
+    match url {
+        ROUND_ROBIN_LB_TYPE_URL => LbExtensionType::RoundRobin,
+        LEAST_REQUEST_LB_TYPE_URL => LbExtensionType::LeastRequest,
+        RANDOM_LB_TYPE_URL => LbExtensionType::Random,
+        RING_HASH_LB_TYPE_URL => LbExtensionType::RingHash,
+        MAGLEV_LB_TYPE_URL => LbExtensionType::Maglev,
+        PEAK_EWMA_LB_TYPE_URL => LbExtensionType::PeakEwma,
+        other => LbExtensionType::Other(other.to_owned()),
+    }
+}
+
+/// Say why zerohop cannot use the load balancing policy extension `url`.
+pub(crate) fn unsupported_lb_extension(url: &str) -> String {
+    let known = [
+        ROUND_ROBIN_LB_TYPE_URL,
+        LEAST_REQUEST_LB_TYPE_URL,
+        RANDOM_LB_TYPE_URL,
+        RING_HASH_LB_TYPE_URL,
+        MAGLEV_LB_TYPE_URL,
+        PEAK_EWMA_LB_TYPE_URL,
+    ];
+    let name = url.rsplit('/').next().unwrap_or(url);
+    let reason = if let Some(known) = known
+        .iter()
+        .find(|known| known.strip_prefix("type.googleapis.com/") == Some(name))
+    {
+        format!("a type URL starts with `type.googleapis.com/`; write {known}")
+    } else if name.starts_with("envoy.extensions.load_balancing_policies.") {
+        "this load balancing policy is not supported yet".to_owned()
+    } else {
+        "this is not a load balancing policy zerohop knows".to_owned()
+    };
+    format!(
+        "unsupported load balancing policy type `{url}`: {reason}. Envoy uses the first \
+         policy of the list that it knows, so zerohop needs that one to be one of its own: \
+         round_robin, least_request, random, ring_hash, maglev or peak_ewma (type URLs \
+         type.googleapis.com/envoy.extensions.load_balancing_policies.<name>.v3.<Name>, \
+         peak_ewma's .v3alpha.PeakEwma)"
+    )
+}
+
+/// A load balancing policy's `typed_config`, dispatched on its `@type` as
+/// [`RawTypedConfig`] is.
+#[derive(Debug)]
+pub(crate) enum RawLbTypedConfig {
+    RoundRobin(RawRoundRobinLb),
+    LeastRequest(RawLeastRequestLb),
+    Random(RawRandomLb),
+    RingHash(RawRingHashLb),
+    Maglev(RawMaglevLb),
+    PeakEwma(RawPeakEwmaLb),
+    /// An extension zerohop does not know: its fields are skipped.
+    Other(String),
+    Deferred(Mapping),
+}
+
+impl RawLbTypedConfig {
+    /// Read the fields of a `typed_config` whose `@type` selected `kind`.
+    pub(crate) fn read_from<'de, D: Deserializer<'de>>(
+        kind: LbExtensionType,
+        deserializer: D,
+    ) -> Result<Self, D::Error> {
+        Ok(match kind {
+            LbExtensionType::RoundRobin => {
+                RawLbTypedConfig::RoundRobin(RawRoundRobinLb::deserialize(deserializer)?)
+            }
+            LbExtensionType::LeastRequest => {
+                RawLbTypedConfig::LeastRequest(RawLeastRequestLb::deserialize(deserializer)?)
+            }
+            LbExtensionType::Random => {
+                RawLbTypedConfig::Random(RawRandomLb::deserialize(deserializer)?)
+            }
+            LbExtensionType::RingHash => {
+                RawLbTypedConfig::RingHash(RawRingHashLb::deserialize(deserializer)?)
+            }
+            LbExtensionType::Maglev => {
+                RawLbTypedConfig::Maglev(RawMaglevLb::deserialize(deserializer)?)
+            }
+            LbExtensionType::PeakEwma => {
+                RawLbTypedConfig::PeakEwma(RawPeakEwmaLb::deserialize(deserializer)?)
+            }
+            LbExtensionType::Other(url) => {
+                IgnoredAny::deserialize(deserializer)?;
+                RawLbTypedConfig::Other(url)
+            }
+        })
+    }
+}
+
+impl TypedConfig for RawLbTypedConfig {
+    type Kind = LbExtensionType;
+    const EXPECTING: &'static str =
+        "a mapping with an `@type` key, such as `\"@type\": type.googleapis.com/envoy.extensions.load_balancing_policies.ring_hash.v3.RingHash`";
+
+    fn kind(url: &str) -> Result<LbExtensionType, String> {
+        Ok(lb_extension_type(url))
+    }
+
+    fn read<'de, A: MapAccess<'de>>(kind: LbExtensionType, map: A) -> Result<Self, A::Error> {
+        RawLbTypedConfig::read_from(kind, MapAccessDeserializer::new(map))
+    }
+
+    fn deferred(mapping: Mapping) -> Self {
+        RawLbTypedConfig::Deferred(mapping)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawLbTypedConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(TypedConfigVisitor::<RawLbTypedConfig>(PhantomData))
+    }
+}
+
+/// `extensions.load_balancing_policies.round_robin.v3.RoundRobin`: none of its fields
+/// (`slow_start_config`, `locality_lb_config`) is supported.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping (Envoy\'s RoundRobin)")]
+pub(crate) struct RawRoundRobinLb {}
+
+/// `extensions.load_balancing_policies.least_request.v3.LeastRequest`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping (Envoy\'s LeastRequest)")]
+pub(crate) struct RawLeastRequestLb {
+    #[serde(default, alias = "choiceCount")]
+    pub choice_count: Option<Unsigned>,
+}
+
+/// `extensions.load_balancing_policies.random.v3.Random`: its one field
+/// (`locality_lb_config`) is not supported.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping (Envoy\'s Random)")]
+pub(crate) struct RawRandomLb {}
+
+/// `extensions.load_balancing_policies.ring_hash.v3.RingHash`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping (Envoy\'s RingHash)")]
+pub(crate) struct RawRingHashLb {
+    /// Always xxHash: the deserializer rejects MURMUR_HASH_2.
+    #[serde(default, alias = "hashFunction")]
+    #[allow(dead_code)]
+    pub hash_function: Option<RingHashFunction>,
+    #[serde(default, alias = "minimumRingSize")]
+    pub minimum_ring_size: Option<Unsigned>,
+    #[serde(default, alias = "maximumRingSize")]
+    pub maximum_ring_size: Option<Unsigned>,
+}
+
+/// `extensions.load_balancing_policies.maglev.v3.Maglev`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping (Envoy\'s Maglev)")]
+pub(crate) struct RawMaglevLb {
+    #[serde(default, alias = "tableSize")]
+    pub table_size: Option<Unsigned>,
+}
+
+/// `extensions.load_balancing_policies.peak_ewma.v3alpha.PeakEwma` (Envoy contrib).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping (Envoy\'s PeakEwma)")]
+pub(crate) struct RawPeakEwmaLb {
+    #[serde(default, alias = "decayTime")]
+    pub decay_time: Option<ProtoDuration>,
+    /// How often Envoy merges the workers' samples; zerohop's workers each keep their
+    /// own estimate, updated at every sample, so it has no effect.
+    #[serde(default, alias = "aggregationInterval")]
+    #[allow(dead_code)]
+    pub aggregation_interval: Option<ProtoDuration>,
+    /// The size of Envoy's per-worker sample buffer; zerohop has none, so no effect.
+    #[serde(default, alias = "maxSamplesPerHost")]
+    #[allow(dead_code)]
+    pub max_samples_per_host: Option<Unsigned>,
+    #[serde(default, alias = "defaultRtt")]
+    pub default_rtt: Option<ProtoDuration>,
+    #[serde(default, alias = "penaltyValue")]
+    pub penalty_value: Option<Double>,
+}
+
+/// A proto3 JSON `double`: a number, or a string holding one (`"1e6"`, `"NaN"`,
+/// `"Infinity"`, `"-Infinity"`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Double(pub f64);
+
+impl<'de> Deserialize<'de> for Double {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(DoubleVisitor)
+    }
+}
+
+struct DoubleVisitor;
+
+impl Visitor<'_> for DoubleVisitor {
+    type Value = Double;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a number")
+    }
+
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Double, E> {
+        Ok(Double(value))
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Double, E> {
+        Ok(Double(value as f64))
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Double, E> {
+        Ok(Double(value as f64))
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Double, E> {
+        match value {
+            "NaN" => Ok(Double(f64::NAN)),
+            "Infinity" => Ok(Double(f64::INFINITY)),
+            "-Infinity" => Ok(Double(f64::NEG_INFINITY)),
+            _ => value
+                .parse()
+                .ok()
+                .filter(|_| !value.is_empty() && !value.contains(char::is_whitespace))
+                .filter(|_| value.bytes().any(|b| b.is_ascii_digit()))
+                .map(Double)
+                .ok_or_else(|| E::invalid_value(de::Unexpected::Str(value), &self)),
         }
     }
 }
@@ -595,6 +993,10 @@ pub(crate) struct RawHttpFilter {
 #[derive(Debug)]
 pub(crate) enum RawHttpTypedConfig {
     Router(RawRouter),
+    LocalRateLimit(RawLocalRateLimit),
+    Fault(RawFault),
+    HeaderMutation(RawHeaderMutation),
+    PeakEwma(RawRouter),
     Deferred(Mapping),
 }
 
@@ -603,15 +1005,41 @@ pub(crate) enum RawHttpTypedConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum HttpFilterType {
     Router,
+    LocalRateLimit,
+    Fault,
+    HeaderMutation,
+    PeakEwma,
 }
+
+/// The type URL of the local rate limit HTTP filter's config.
+pub const LOCAL_RATELIMIT_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
+/// The type URL of the fault HTTP filter's config.
+pub const FAULT_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
+/// The type URL of the header mutation HTTP filter's config.
+pub const HEADER_MUTATION_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation";
+/// The type URL of Envoy's contrib peak EWMA HTTP filter (the latency samples of the
+/// peak EWMA load balancer; its config is empty).
+pub const PEAK_EWMA_FILTER_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.peak_ewma.v3alpha.PeakEwmaConfig";
 
 /// Return the HTTP filter a `typed_config` type URL selects, or a message saying why none
 /// is.
 pub(crate) fn http_filter_type(url: &str) -> Result<HttpFilterType, String> {
-    if url == ROUTER_TYPE_URL {
-        return Ok(HttpFilterType::Router);
+    match url {
+        ROUTER_TYPE_URL => return Ok(HttpFilterType::Router),
+        LOCAL_RATELIMIT_TYPE_URL => return Ok(HttpFilterType::LocalRateLimit),
+        FAULT_TYPE_URL => return Ok(HttpFilterType::Fault),
+        HEADER_MUTATION_TYPE_URL => return Ok(HttpFilterType::HeaderMutation),
+        PEAK_EWMA_FILTER_TYPE_URL => return Ok(HttpFilterType::PeakEwma),
+        _ => {}
     }
-    let supported = format!("zerohop supports only {ROUTER_TYPE_URL} so far");
+    let supported = format!(
+        "zerohop supports {ROUTER_TYPE_URL}, {LOCAL_RATELIMIT_TYPE_URL}, {FAULT_TYPE_URL}, \
+         {HEADER_MUTATION_TYPE_URL} and {PEAK_EWMA_FILTER_TYPE_URL} so far"
+    );
     let name = url.rsplit('/').next().unwrap_or(url);
     let reason = if Some(name) == ROUTER_TYPE_URL.strip_prefix("type.googleapis.com/") {
         format!("a type URL starts with `type.googleapis.com/`; write {ROUTER_TYPE_URL}")
@@ -645,9 +1073,19 @@ impl TypedConfig for RawHttpTypedConfig {
     }
 
     fn read<'de, A: MapAccess<'de>>(kind: HttpFilterType, map: A) -> Result<Self, A::Error> {
+        let map = MapAccessDeserializer::new(map);
         match kind {
-            HttpFilterType::Router => RawRouter::deserialize(MapAccessDeserializer::new(map))
-                .map(RawHttpTypedConfig::Router),
+            HttpFilterType::Router => RawRouter::deserialize(map).map(RawHttpTypedConfig::Router),
+            HttpFilterType::LocalRateLimit => {
+                RawLocalRateLimit::deserialize(map).map(RawHttpTypedConfig::LocalRateLimit)
+            }
+            HttpFilterType::Fault => RawFault::deserialize(map).map(RawHttpTypedConfig::Fault),
+            HttpFilterType::HeaderMutation => {
+                RawHeaderMutation::deserialize(map).map(RawHttpTypedConfig::HeaderMutation)
+            }
+            HttpFilterType::PeakEwma => {
+                RawRouter::deserialize(map).map(RawHttpTypedConfig::PeakEwma)
+            }
         }
     }
 
@@ -667,6 +1105,166 @@ impl<'de> Deserialize<'de> for RawHttpTypedConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a mapping (Envoy\'s Router)")]
 pub(crate) struct RawRouter {}
+
+/// `envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit`, without `@type`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping (Envoy\'s LocalRateLimit)")]
+pub(crate) struct RawLocalRateLimit {
+    #[serde(default, alias = "statPrefix")]
+    pub stat_prefix: Option<String>,
+    #[serde(default, alias = "tokenBucket")]
+    pub token_bucket: Option<RawTokenBucket>,
+    #[serde(default, alias = "filterEnabled")]
+    pub filter_enabled: Option<RawRuntimeFractionalPercent>,
+    #[serde(default, alias = "filterEnforced")]
+    pub filter_enforced: Option<RawRuntimeFractionalPercent>,
+    #[serde(default)]
+    pub status: Option<RawHttpStatus>,
+    #[serde(default, alias = "responseHeadersToAdd")]
+    pub response_headers_to_add: Option<Vec<RawHeaderValueOption>>,
+}
+
+/// `envoy.type.v3.TokenBucket`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping (Envoy\'s TokenBucket)")]
+pub(crate) struct RawTokenBucket {
+    #[serde(default, alias = "maxTokens")]
+    pub max_tokens: Option<Unsigned>,
+    #[serde(default, alias = "tokensPerFill")]
+    pub tokens_per_fill: Option<Unsigned>,
+    #[serde(default, alias = "fillInterval")]
+    pub fill_interval: Option<ProtoDuration>,
+}
+
+/// `envoy.config.core.v3.RuntimeFractionalPercent` (zerohop has no runtime: the
+/// `runtime_key` is accepted and the `default_value` used).
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping (Envoy\'s RuntimeFractionalPercent)"
+)]
+pub(crate) struct RawRuntimeFractionalPercent {
+    #[serde(default, alias = "defaultValue")]
+    pub default_value: Option<RawFractionalPercent>,
+    /// Accepted for Envoy configs; zerohop has no runtime to look it up in.
+    #[allow(dead_code)]
+    #[serde(default, alias = "runtimeKey")]
+    pub runtime_key: Option<String>,
+}
+
+/// `envoy.type.v3.FractionalPercent`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping (Envoy\'s FractionalPercent)"
+)]
+pub(crate) struct RawFractionalPercent {
+    #[serde(default)]
+    pub numerator: Option<Unsigned>,
+    #[serde(default)]
+    pub denominator: Option<DenominatorName>,
+}
+
+/// `FractionalPercent.DenominatorType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DenominatorName {
+    Hundred,
+    TenThousand,
+    Million,
+}
+
+impl DenominatorName {
+    pub(crate) fn value(self) -> u32 {
+        match self {
+            DenominatorName::Hundred => 100,
+            DenominatorName::TenThousand => 10_000,
+            DenominatorName::Million => 1_000_000,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DenominatorName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = deserializer.deserialize_any(EnumName {
+            what: "fraction denominator",
+            names: &["HUNDRED", "TEN_THOUSAND", "MILLION"],
+        })?;
+        Ok(match name {
+            "TEN_THOUSAND" => DenominatorName::TenThousand,
+            "MILLION" => DenominatorName::Million,
+            _ => DenominatorName::Hundred,
+        })
+    }
+}
+
+/// `envoy.type.v3.HttpStatus`: the code as a number.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping (Envoy\'s HttpStatus)")]
+pub(crate) struct RawHttpStatus {
+    #[serde(default)]
+    pub code: Option<Unsigned>,
+}
+
+/// `envoy.extensions.filters.http.fault.v3.HTTPFault`, without `@type`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping (Envoy\'s HTTPFault)")]
+pub(crate) struct RawFault {
+    #[serde(default)]
+    pub delay: Option<RawFaultDelay>,
+    #[serde(default)]
+    pub abort: Option<RawFaultAbort>,
+}
+
+/// `envoy.extensions.filters.common.fault.v3.FaultDelay`: a fixed delay.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping (Envoy\'s FaultDelay)")]
+pub(crate) struct RawFaultDelay {
+    #[serde(default, alias = "fixedDelay")]
+    pub fixed_delay: Option<ProtoDuration>,
+    #[serde(default)]
+    pub percentage: Option<RawFractionalPercent>,
+}
+
+/// `envoy.extensions.filters.http.fault.v3.FaultAbort`: an HTTP status.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping (Envoy\'s FaultAbort)")]
+pub(crate) struct RawFaultAbort {
+    #[serde(default, alias = "httpStatus")]
+    pub http_status: Option<Unsigned>,
+    #[serde(default)]
+    pub percentage: Option<RawFractionalPercent>,
+}
+
+/// `envoy.extensions.filters.http.header_mutation.v3.HeaderMutation`, without `@type`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping (Envoy\'s HeaderMutation)")]
+pub(crate) struct RawHeaderMutation {
+    #[serde(default)]
+    pub mutations: Option<RawMutations>,
+}
+
+/// `HeaderMutation.mutations`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping (Envoy\'s Mutations)")]
+pub(crate) struct RawMutations {
+    #[serde(default, alias = "requestMutations")]
+    pub request_mutations: Option<Vec<RawMutationOp>>,
+    #[serde(default, alias = "responseMutations")]
+    pub response_mutations: Option<Vec<RawMutationOp>>,
+}
+
+/// `envoy.config.common.mutation_rules.v3.HeaderMutation`: `remove` or `append`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping (Envoy\'s HeaderMutation rule)"
+)]
+pub(crate) struct RawMutationOp {
+    #[serde(default)]
+    pub remove: Option<String>,
+    #[serde(default)]
+    pub append: Option<RawHeaderValueOption>,
+}
 
 /// `envoy.config.route.v3.RouteConfiguration`.
 #[derive(Debug, Default, Deserialize)]

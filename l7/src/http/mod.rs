@@ -4,9 +4,12 @@
 //!   with Envoy's answers to bad input;
 //! - [`route`]: `route_config` compiled for matching (virtual hosts, routes,
 //!   actions);
+//! - [`filter`]: the HTTP filters before the router (local rate limit,
+//!   fault, header mutation);
 //! - [`proxy`]: the proxy itself, one [`proxy::HttpProxy`] per worker.
 
 pub mod codec;
+pub mod filter;
 pub mod proxy;
 pub mod route;
 

@@ -24,15 +24,20 @@
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
 use std::sync::Arc;
+use std::time::Instant;
 
 use zerohop_dataplane::Counter;
 use zerohop_tcpstack::rng::Rng;
 use zerohop_tcpstack::{App, Close, ConnId, Listen, Stack};
 
 use super::codec::{self, BodyFraming, ChunkedScanner, Method, RequestHead, ResponseHead, Version};
+use super::filter::{self, FilterPlan, FilterStats, Verdict};
 use super::route::{self, RouteTable};
 use crate::cluster::Balancer;
-use crate::config::{Action, ClusterSpecifier, EnvoyConfig, HttpConnectionManager, NetworkFilter};
+use crate::config::{
+    Action, ClusterSpecifier, EnvoyConfig, HashPolicy, HashSource, HttpConnectionManager, LbPolicy,
+    NetworkFilter,
+};
 
 /// Bytes read from a connection at a time.
 const READ_CHUNK: usize = 16 * 1024;
@@ -60,6 +65,8 @@ pub struct HcmStats {
     pub no_route: Counter,
     pub rq_direct_response: Counter,
     pub rq_redirect: Counter,
+    /// The listener's HTTP filters' counters, in filter order.
+    pub filters: Vec<FilterStats>,
 }
 
 /// Counters of one cluster's HTTP traffic on one worker.
@@ -134,6 +141,11 @@ impl HttpStats {
             ] {
                 v.push((format!("{p}.{k}"), x));
             }
+            for f in &l.filters {
+                for (name, c) in &f.counters {
+                    v.push((name.clone(), c.get()));
+                }
+            }
         }
         for (i, (name, c)) in self.clusters.iter().enumerate() {
             if !self.used.get(i).copied().unwrap_or(true) {
@@ -173,6 +185,7 @@ fn class(status: u16) -> usize {
 struct HcmPlan {
     address: SocketAddrV4,
     routes: RouteTable,
+    filters: FilterPlan,
     max_head: usize,
     headers_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
@@ -271,6 +284,7 @@ fn hcm_plan(address: SocketAddrV4, h: &HttpConnectionManager) -> Result<HcmPlan,
     Ok(HcmPlan {
         address,
         routes: RouteTable::new(&h.route_config)?,
+        filters: FilterPlan::new(&h.http_filters, &h.stat_prefix),
         max_head: h.max_request_headers_kb as usize * 1024,
         headers_timeout_ms: h.request_headers_timeout.and_then(ms),
         idle_timeout_ms: h.idle_timeout.and_then(ms),
@@ -314,6 +328,8 @@ enum Phase {
     Exchange,
     /// Closing after what is queued.
     Closing,
+    /// A filter holds the request (a fault delay) until the deadline.
+    Held,
 }
 
 /// One downstream connection.
@@ -342,6 +358,8 @@ struct Down {
     idle_since_ms: u64,
     /// The current head's first byte arrived at, ms.
     head_started_ms: Option<u64>,
+    /// A request held by a filter, and the filter to go on with.
+    held: Option<(RequestHead, usize)>,
 }
 
 /// One upstream connection.
@@ -368,6 +386,8 @@ struct Up {
     /// The route's timeout runs (from when the request was sent whole, as
     /// Envoy's starts at the end of the downstream request).
     timeout_armed: bool,
+    /// When the request's first bytes went out (PEAK_EWMA's latency sample).
+    sent_at: Option<Instant>,
 }
 
 /// Which kind of connection a tag names.
@@ -438,6 +458,10 @@ pub struct HttpProxy {
     rng: Rng,
     scratch: Vec<u8>,
     scratch2: Vec<u8>,
+    /// Per cluster: PEAK_EWMA, which takes latency samples.
+    latency_clusters: Vec<bool>,
+    /// The clock of latency samples.
+    epoch: Instant,
 }
 
 impl HttpProxy {
@@ -447,7 +471,16 @@ impl HttpProxy {
             listeners: plan
                 .prefixes
                 .iter()
-                .map(|p| (p.clone(), HcmStats::default()))
+                .zip(&plan.listeners)
+                .map(|(p, l)| {
+                    (
+                        p.clone(),
+                        HcmStats {
+                            filters: l.filters.stats(),
+                            ..HcmStats::default()
+                        },
+                    )
+                })
                 .collect(),
             clusters: plan
                 .clusters
@@ -474,6 +507,11 @@ impl HttpProxy {
                 .collect(),
             used: plan.used.clone(),
         };
+        let latency_clusters = plan
+            .clusters
+            .iter()
+            .map(|b| matches!(b.policy(), LbPolicy::PeakEwma(_)))
+            .collect();
         HttpProxy {
             plan,
             first_id,
@@ -484,6 +522,8 @@ impl HttpProxy {
             rng: Rng(seed),
             scratch: vec![0; READ_CHUNK],
             scratch2: Vec::with_capacity(READ_CHUNK),
+            latency_clusters,
+            epoch: Instant::now(),
         }
     }
 
@@ -549,6 +589,7 @@ impl HttpProxy {
                     tcp.close(d.conn);
                     false
                 }
+                Phase::Held => false,
             };
             if !progressed {
                 return;
@@ -696,6 +737,119 @@ impl HttpProxy {
         d.phase = Phase::Exchange;
         d.response_started = false;
         tcp.set_deadline(d.conn, None);
+        self.run_filters(tcp, di, head, 0);
+    }
+
+    /// Run the listener's HTTP filters from `from` on a request, then route
+    /// it (unless a filter answered or holds it).
+    fn run_filters(&mut self, tcp: &mut Stack, di: u32, mut head: RequestHead, from: usize) {
+        let Some(d) = self.downs.get_mut(di) else {
+            return;
+        };
+        let li = d.listener as usize;
+        let plan = &self.plan.listeners[li];
+        if !plan.filters.is_empty() {
+            let ctx = route::FormatContext {
+                downstream_remote_address: Some(d.remote.into()),
+                downstream_local_address: Some(plan.address.into()),
+                protocol: if d.http10 { "HTTP/1.0" } else { "HTTP/1.1" },
+                method: d.method.as_str(),
+                ..Default::default()
+            };
+            let hs = &self.stats.listeners[li].1;
+            let (verdict, next) =
+                plan.filters
+                    .on_request(from, &mut head, &ctx, &hs.filters, &mut self.rng);
+            match verdict {
+                Verdict::Continue => {}
+                Verdict::Reply {
+                    status,
+                    body,
+                    headers,
+                } => {
+                    self.reply_with_headers(tcp, di, status, body.as_bytes(), &headers);
+                    return;
+                }
+                Verdict::Delay(delay) => {
+                    d.held = Some((head, next));
+                    d.phase = Phase::Held;
+                    let at = tcp.now_ms() + delay.as_millis() as u64;
+                    tcp.set_deadline(d.conn, Some(at));
+                    return;
+                }
+            }
+        }
+        self.route_request(tcp, di, head);
+    }
+
+    /// A held request's delay passed: abort it or go on with its filters.
+    fn release_held(&mut self, tcp: &mut Stack, di: u32) {
+        let Some(d) = self.downs.get_mut(di) else {
+            return;
+        };
+        let Some((head, next)) = d.held.take() else {
+            return;
+        };
+        d.phase = Phase::Exchange;
+        match filter::abort_after_delay(next) {
+            Some(status) => {
+                self.reply_with_headers(tcp, di, status, b"fault filter abort", &[]);
+            }
+            None => self.run_filters(tcp, di, head, next),
+        }
+        self.drive(tcp, di);
+    }
+
+    /// Answer locally with `extra` headers.
+    fn reply_with_headers(
+        &mut self,
+        tcp: &mut Stack,
+        di: u32,
+        status: u16,
+        body: &[u8],
+        extra: &[(String, Vec<u8>)],
+    ) {
+        if extra.is_empty() {
+            return self.local_reply(tcp, di, status, body, false);
+        }
+        let Some(d) = self.downs.get_mut(di) else {
+            return;
+        };
+        let close = !d.keep_alive || !d.req.done();
+        let mut headers = super::Headers::with_capacity(4 + extra.len());
+        headers.append("content-type", "text/plain");
+        headers.append("content-length", body.len().to_string());
+        for (k, v) in extra {
+            headers.append(k, v.clone());
+        }
+        if close {
+            headers.append("connection", "close");
+        }
+        let head = ResponseHead {
+            version: Version::Http11,
+            status,
+            reason: String::new(),
+            headers,
+        };
+        let version = if d.http10 {
+            Version::Http10
+        } else {
+            Version::Http11
+        };
+        codec::write_response_head(&head, version, &mut d.out);
+        if !d.method.is_head() {
+            d.out.extend_from_slice(body);
+        }
+        self.local_reply_done(tcp, di, status);
+    }
+
+    /// Route a request that passed the filters: answer it or forward it.
+    fn route_request(&mut self, tcp: &mut Stack, di: u32, head: RequestHead) {
+        let Some(d) = self.downs.get_mut(di) else {
+            return;
+        };
+        let li = d.listener as usize;
+        let hs = &self.stats.listeners[li].1;
         let remote = d.remote;
         let plan = &self.plan.listeners[li];
         let authority = head.headers.get_str("host").unwrap_or_default().to_owned();
@@ -837,7 +991,22 @@ impl HttpProxy {
         let cs = &self.stats.clusters[ci].1;
         let active = &cs.endpoint_rq_active;
         let done = &cs.endpoint_rq_done;
-        let ei = self.plan.clusters[ci].pick(&mut self.rng, |i| {
+        let balancer = &mut self.plan.clusters[ci];
+        let hash = if balancer.needs_hash() {
+            let remote = self.downs.get(di).map(|d| d.remote);
+            let li = self.downs.get(di).map_or(0, |d| d.listener as usize);
+            self.plan.listeners[li]
+                .routes
+                .get(fwd.route)
+                .and_then(|sel| match &sel.route.action {
+                    Action::Route(a) => request_hash(&a.hash_policy, &head, remote),
+                    _ => None,
+                })
+        } else {
+            None
+        };
+        let balancer = &mut self.plan.clusters[ci];
+        let ei = balancer.pick_hashed(&mut self.rng, hash, |i| {
             active[i].get().saturating_sub(done[i].get())
         });
         cs.upstream_rq_total.add(1);
@@ -870,6 +1039,7 @@ impl HttpProxy {
                 u.reusable = false;
                 u.requests += 1;
                 u.timeout_armed = false;
+                u.sent_at = None;
                 tcp.set_deadline(u.conn, None);
                 ui
             }
@@ -903,6 +1073,7 @@ impl HttpProxy {
                     idle: false,
                     timeout_ms: None,
                     timeout_armed: false,
+                    sent_at: None,
                 });
                 tcp.set_user(conn, tag(Side::Up(ui)));
                 tcp.set_deadline(conn, Some(now + self.plan.clusters[ci].connect_timeout_ms));
@@ -936,6 +1107,9 @@ impl HttpProxy {
                 let n = tcp.send(u.conn, &u.out);
                 u.out.drain(..n);
                 progressed |= n > 0;
+                if n > 0 && u.sent_at.is_none() && self.latency_clusters[u.cluster as usize] {
+                    u.sent_at = Some(Instant::now());
+                }
             }
         }
         if self.ups.get(ui).is_some_and(|u| u.out.is_empty()) {
@@ -1095,6 +1269,13 @@ impl HttpProxy {
             return;
         };
         u.head_done = true;
+        if let Some(sent) = u.sent_at.take() {
+            let rtt = sent.elapsed().as_micros() as u64;
+            let now = self.epoch.elapsed().as_micros() as u64;
+            if let Some(b) = self.plan.clusters.get_mut(u.cluster as usize) {
+                b.observe_latency(u.endpoint as usize, rtt, now);
+            }
+        }
         let framing = codec::response_framing(&head, &d.method);
         let tunnel = matches!(framing, BodyFraming::Tunnel);
         u.reusable = codec::keep_alive(head.version, &head.headers)
@@ -1125,16 +1306,22 @@ impl HttpProxy {
         } else if d.http10 {
             head.headers.append("connection", "keep-alive");
         }
-        if let Some(r) = d.route {
+        let plan = &self.plan.listeners[d.listener as usize];
+        if d.route.is_some() || !plan.filters.is_empty() {
             let ctx = route::FormatContext {
                 downstream_remote_address: Some(d.remote.into()),
+                downstream_local_address: Some(plan.address.into()),
                 protocol: if d.http10 { "HTTP/1.0" } else { "HTTP/1.1" },
                 method: d.method.as_str(),
                 ..Default::default()
             };
-            self.plan.listeners[d.listener as usize]
-                .routes
-                .apply_response_mutations(r, &mut head.headers, &ctx);
+            // The router's (route) mutations first, then the filters' encoders in
+            // reverse order, as Envoy runs them.
+            if let Some(r) = d.route {
+                plan.routes
+                    .apply_response_mutations(r, &mut head.headers, &ctx);
+            }
+            plan.filters.on_response(&mut head, &ctx);
         }
         let version = if d.http10 {
             Version::Http10
@@ -1334,6 +1521,58 @@ fn move_body(
     }
 }
 
+/// The hash of a request for RING_HASH and MAGLEV, from the route's
+/// `hash_policy` as Envoy computes it: each policy that finds its input
+/// folds its hash in (`rotl(h, 1) ^ x`); a `terminal` one that produced a
+/// hash ends the list. A cookie that is absent gives nothing (zerohop does
+/// not generate cookies yet).
+fn request_hash(
+    policies: &[HashPolicy],
+    head: &RequestHead,
+    remote: Option<SocketAddrV4>,
+) -> Option<u64> {
+    let mut hash: Option<u64> = None;
+    for p in policies {
+        let x = match &p.source {
+            HashSource::Header(name) => {
+                let mut values: Vec<&[u8]> = head.headers.get_all(name).collect();
+                if values.is_empty() {
+                    None
+                } else {
+                    values.sort_unstable();
+                    Some(crate::cluster::hash_key(&values.concat()))
+                }
+            }
+            HashSource::Cookie { name, .. } => head.headers.get_all("cookie").find_map(|c| {
+                c.split(|b| *b == b';').find_map(|pair| {
+                    let pair = pair.trim_ascii();
+                    let (k, v) = pair.split_at(pair.iter().position(|b| *b == b'=')?);
+                    (k == name.as_bytes()).then(|| crate::cluster::hash_key(&v[1..]))
+                })
+            }),
+            HashSource::SourceIp(true) => {
+                remote.map(|r| crate::cluster::hash_key(r.ip().to_string().as_bytes()))
+            }
+            HashSource::SourceIp(false) => None,
+            HashSource::QueryParameter(name) => {
+                head.target.split_once('?').and_then(|(_, query)| {
+                    query.split('&').find_map(|kv| {
+                        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                        (k == name).then(|| crate::cluster::hash_key(v.as_bytes()))
+                    })
+                })
+            }
+        };
+        if let Some(x) = x {
+            hash = Some(crate::cluster::combine_hash(hash, x));
+            if p.terminal {
+                break;
+            }
+        }
+    }
+    hash
+}
+
 /// Split an absolute-form request target into (authority, origin form).
 fn absolute_form(target: &str) -> Option<(String, String)> {
     let rest = target
@@ -1399,6 +1638,7 @@ impl App for HttpProxy {
             route: None,
             idle_since_ms: 0,
             head_started_ms: None,
+            held: None,
         });
         tcp.set_user(conn, tag(Side::Down(di)));
         self.arm_head_deadline(tcp, di);
@@ -1438,6 +1678,9 @@ impl App for HttpProxy {
                 let Some(d) = self.downs.get(di) else {
                     return;
                 };
+                if d.phase == Phase::Held {
+                    return self.release_held(tcp, di);
+                }
                 if d.phase != Phase::Head {
                     return;
                 }

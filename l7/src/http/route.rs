@@ -904,6 +904,25 @@ enum Source {
     Request,
 }
 
+/// Apply one list of header removals and additions to `headers`, as one
+/// level of a route's mutations: for request headers (`request`: `%REQ()%`
+/// reads the headers being changed) or response headers (`%REQ()%` reads
+/// `ctx.request_headers`). Used by the header_mutation filter.
+pub fn apply_mutations(
+    headers: &mut Headers,
+    remove: &[String],
+    add: &[HeaderValueOption],
+    ctx: &FormatContext<'_>,
+    request: bool,
+) {
+    let source = if request {
+        Source::Changed
+    } else {
+        Source::Request
+    };
+    mutate(headers, remove, add, ctx, source);
+}
+
 /// One level of Envoy's `HeaderParser::evaluateHeaders`: remove, then work out every
 /// value against the headers as they are, then overwrite, then append.
 fn mutate(
