@@ -101,18 +101,9 @@ body=$(in_ns "$NS_U" curl -sS -m 3 "http://$UPSTREAM:$UPSTREAM_PORT/" 2>&1) || t
 
 # --- the proxies ---------------------------------------------------------------------
 
-cat >"$TMP/zerohop.yaml" <<EOF
-dataplane:
-  cores: [$CORE]
-  hugepages: auto
-  eal_args: ["--no-pci"]
-  ports:
-    - name: down
-      device: "net_af_packet0,iface=$IF_PC"
-      address: $PROXY_DOWN/24
-    - name: up
-      device: "net_af_packet1,iface=$IF_PU"
-      address: $PROXY_UP/24
+{
+  zh_dataplane_yaml
+  cat <<EOF
 static_resources:
   listeners:
   - name: http
@@ -145,6 +136,7 @@ static_resources:
       - lb_endpoints:
         - endpoint: { address: { socket_address: { address: $UPSTREAM, port_value: $UPSTREAM_PORT } } }
 EOF
+} >"$TMP/zerohop.yaml"
 
 cat >"$TMP/haproxy.cfg" <<EOF
 global

@@ -88,18 +88,9 @@ ZH_STATS_RE='stat (tcp|cluster)\.|mbufs_in_use'
 start_zerohop() { # UPSTREAM_PORT LOG_NAME
   local port=$1 cfg=$TMP/zerohop.yaml
   ZH_LOG=$OUT_DIR/l4-zerohop-$2.log
-  cat >"$cfg" <<EOF
-dataplane:
-  cores: [$CORE]
-  hugepages: auto
-  eal_args: ["--no-pci"]
-  ports:
-    - name: down
-      device: "net_af_packet0,iface=$IF_PC"
-      address: $PROXY_DOWN/24
-    - name: up
-      device: "net_af_packet1,iface=$IF_PU"
-      address: $PROXY_UP/24
+  {
+    zh_dataplane_yaml
+    cat <<EOF
 static_resources:
   listeners:
   - name: l4
@@ -123,6 +114,7 @@ static_resources:
       - lb_endpoints:
         - endpoint: { address: { socket_address: { address: $UPSTREAM, port_value: $port } } }
 EOF
+  } >"$cfg"
   bench_start_zerohop "$cfg"
 }
 

@@ -305,3 +305,21 @@ with open(sys.argv[1], "w") as f:
     json.dump(machine, f)
 PY
 }
+
+# The `dataplane:` section of zerohop's config on the proxy namespace's two veth ends
+# (net_af_packet), one worker on $CORE; the caller appends `static_resources`.
+zh_dataplane_yaml() {
+  cat <<EOF
+dataplane:
+  cores: [$CORE]
+  hugepages: auto
+  eal_args: ["--no-pci"]
+  ports:
+    - name: down
+      device: "net_af_packet0,iface=$IF_PC"
+      address: $PROXY_DOWN/24
+    - name: up
+      device: "net_af_packet1,iface=$IF_PU"
+      address: $PROXY_UP/24
+EOF
+}

@@ -144,7 +144,7 @@ fn envoy_config() -> String {
 /// `filtered` on 8081 (header_mutation, then local_ratelimit: 5 tokens a minute) and
 /// `faulty` on 8082 (fault: every request delayed 50 ms, half aborted with 503).
 fn filtered_listeners() -> String {
-    let listener = |name: &str, port: u16, filters: &str| {
+    let listener = |name: &str, port: u16, filters: &str, hcm_extra: &str| {
         format!(
             r#"  - name: {name}
     address:
@@ -155,13 +155,13 @@ fn filtered_listeners() -> String {
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: {name}
-          route_config:
+{hcm_extra}          route_config:
             virtual_hosts:
             - name: all
               domains: ["*"]
               routes:
               - match: {{ prefix: "/" }}
-                route: {{ cluster: a }}
+                route: {{ cluster: a, timeout: 0s }}
           http_filters:
 {filters}          - name: envoy.filters.http.router
             typed_config:
@@ -195,6 +195,7 @@ fn filtered_listeners() -> String {
               response_headers_to_add:
               - header: { key: x-local-rate-limit, value: "true" }
 "#,
+        "",
     );
     let faulty = listener(
         "faulty",
@@ -209,12 +210,21 @@ fn filtered_listeners() -> String {
                 http_status: 503
                 percentage: { numerator: 50, denominator: HUNDRED }
 "#,
+        "",
     );
-    format!("{filtered}{faulty}")
+    let timeouts = listener(
+        "timeouts",
+        TIMEOUTS_PORT,
+        "",
+        "          request_timeout: 2s\n          stream_idle_timeout: 1s\n",
+    );
+    format!("{filtered}{faulty}{timeouts}")
 }
 
 const FILTERED_PORT: u16 = 8081;
 const FAULTY_PORT: u16 = 8082;
+/// `timeouts`: request_timeout 2 s, stream_idle_timeout 1 s, route timeout off.
+const TIMEOUTS_PORT: u16 = 8083;
 
 /// The whole config: the `dataplane` of [`ProxyTopology`] plus [`envoy_config`].
 fn config(topo: &ProxyTopology) -> String {
@@ -566,6 +576,25 @@ fn bad_requests_are_refused() {
     // request_headers_timeout, and it stays open (the idle timeout is 1 h).
     let out = s.raw(&[], &["--timeout", "4"]);
     assert!(out.contains("closed=0") && out.contains("bytes=0"), "{out}");
+    // request_timeout: a body that never finishes arriving gets 408 after 2 s (it
+    // trickles in, a byte every 0.4 s, so the stream is never idle);
+    // stream_idle_timeout: an upstream silent for over 1 s, 408 too.
+    let port = TIMEOUTS_PORT.to_string();
+    let slow_body = "POST /upload HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 10\\r\\n\\r\\na";
+    let out = s.raw(
+        &[slow_body, "b", "c", "d", "e", "f", "g"],
+        &["--port", &port, "--pause", "0.4", "--timeout", "6"],
+    );
+    assert!(
+        out.contains("status 408") && out.contains("request timeout"),
+        "{out}"
+    );
+    let silent = "GET /x?sleep=3000 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n";
+    let out = s.raw(&[silent], &["--port", &port, "--timeout", "6"]);
+    assert!(
+        out.contains("status 408") && out.contains("stream timeout"),
+        "{out}"
+    );
     // The route's timeout (0.5 s) passes before the upstream answers: 504.
     let code = s.curl(
         "/slow/x?sleep=2000",
@@ -583,6 +612,7 @@ fn bad_requests_are_refused() {
         "{log}"
     );
     assert_stat_eq(&log, "http.ingress.downstream_rq_timeout", 1);
+    assert_stat_eq(&log, "http.timeouts.downstream_rq_timeout", 2);
     assert_stat_eq(&log, "cluster.a.upstream_rq_timeout", 1);
     assert_stat_eq(&log, "cluster.dead.upstream_cx_connect_fail", 1);
 }

@@ -575,27 +575,7 @@ impl Builder<'_> {
     fn tcp_proxy(&self, raw: RawTcpProxy, path: &str) -> Result<TcpProxy, EnvoyConfigError> {
         let stat_prefix_hint = "Envoy requires it: the filter's counters are named \
                                 tcp.<stat_prefix>.*; e.g. `stat_prefix: destination`";
-        let stat_prefix = match raw.stat_prefix {
-            None => {
-                return Err(self.invalid(
-                    path.to_owned(),
-                    Problem::Missing {
-                        field: "stat_prefix",
-                        hint: stat_prefix_hint.to_owned(),
-                    },
-                ))
-            }
-            Some(prefix) if prefix.is_empty() => {
-                return Err(self.invalid(
-                    format!("{path}.stat_prefix"),
-                    Problem::Empty {
-                        field: "stat_prefix",
-                        hint: stat_prefix_hint.to_owned(),
-                    },
-                ))
-            }
-            Some(prefix) => prefix,
-        };
+        let stat_prefix = self.required(raw.stat_prefix, path, "stat_prefix", stat_prefix_hint)?;
         if raw.weighted_clusters.is_some() {
             return Err(self.invalid(
                 format!("{path}.weighted_clusters"),
@@ -1215,16 +1195,33 @@ fn cluster_references<'c>(route_config: &'c RouteConfig, base: &str) -> Vec<Clus
     references
 }
 
+/// A required value that can be present but empty.
+trait Emptiable {
+    fn is_empty_value(&self) -> bool;
+}
+
+impl Emptiable for String {
+    fn is_empty_value(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+impl<T> Emptiable for Vec<T> {
+    fn is_empty_value(&self) -> bool {
+        self.is_empty()
+    }
+}
+
 /// The HTTP connection manager and its route configuration.
 impl Builder<'_> {
-    /// Check a required string at `{parent}.{field}`: present and not empty.
-    fn required(
+    /// Check a required string or list at `{parent}.{field}`: present and not empty.
+    fn required<T: Emptiable>(
         &self,
-        value: Option<String>,
+        value: Option<T>,
         parent: &str,
         field: &'static str,
         hint: &str,
-    ) -> Result<String, EnvoyConfigError> {
+    ) -> Result<T, EnvoyConfigError> {
         match value {
             None => Err(self.invalid(
                 parent.to_owned(),
@@ -1233,7 +1230,7 @@ impl Builder<'_> {
                     hint: hint.to_owned(),
                 },
             )),
-            Some(value) if value.is_empty() => Err(self.invalid(
+            Some(value) if value.is_empty_value() => Err(self.invalid(
                 format!("{parent}.{field}"),
                 Problem::Empty {
                     field,
@@ -1841,27 +1838,7 @@ impl Builder<'_> {
         )?;
         let domains_hint = "list the hosts it serves, e.g. `domains: [\"example.com\", \
                             \"*.example.com\"]`, or `[\"*\"]` for every host";
-        let domains = match raw.domains {
-            None => {
-                return Err(self.invalid(
-                    path.to_owned(),
-                    Problem::Missing {
-                        field: "domains",
-                        hint: domains_hint.to_owned(),
-                    },
-                ))
-            }
-            Some(domains) if domains.is_empty() => {
-                return Err(self.invalid(
-                    format!("{path}.domains"),
-                    Problem::Empty {
-                        field: "domains",
-                        hint: domains_hint.to_owned(),
-                    },
-                ))
-            }
-            Some(domains) => domains,
-        };
+        let domains = self.required(raw.domains, path, "domains", domains_hint)?;
         let mut lowercased = Vec::with_capacity(domains.len());
         for (d, domain) in domains.into_iter().enumerate() {
             let domain_path = format!("{path}.domains[{d}]");

@@ -188,6 +188,10 @@ struct HcmPlan {
     filters: FilterPlan,
     max_head: usize,
     headers_timeout_ms: Option<u64>,
+    /// `stream_idle_timeout`: a request with no bytes moving for this long.
+    stream_idle_ms: Option<u64>,
+    /// `request_timeout`: the whole request must arrive within this.
+    request_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
     use_remote_address: bool,
     generate_request_id: bool,
@@ -287,6 +291,8 @@ fn hcm_plan(address: SocketAddrV4, h: &HttpConnectionManager) -> Result<HcmPlan,
         filters: FilterPlan::new(&h.http_filters, &h.stat_prefix),
         max_head: h.max_request_headers_kb as usize * 1024,
         headers_timeout_ms: h.request_headers_timeout.and_then(ms),
+        stream_idle_ms: h.stream_idle_timeout.and_then(ms),
+        request_timeout_ms: h.request_timeout.and_then(ms),
         idle_timeout_ms: h.idle_timeout.and_then(ms),
         use_remote_address: h.use_remote_address,
         generate_request_id: h.generate_request_id,
@@ -360,6 +366,10 @@ struct Down {
     head_started_ms: Option<u64>,
     /// A request held by a filter, and the filter to go on with.
     held: Option<(RequestHead, usize)>,
+    /// The current request's head began, ms (`request_timeout` runs from here).
+    stream_started_ms: u64,
+    /// Bytes of the current exchange last moved, ms (`stream_idle_timeout`).
+    last_activity_ms: u64,
 }
 
 /// One upstream connection.
@@ -736,7 +746,10 @@ impl HttpProxy {
         d.req = Body::of(codec::request_framing(&head));
         d.phase = Phase::Exchange;
         d.response_started = false;
-        tcp.set_deadline(d.conn, None);
+        let now = tcp.now_ms();
+        d.stream_started_ms = d.head_started_ms.unwrap_or(now);
+        d.last_activity_ms = now;
+        self.rearm_stream_deadline(tcp, di);
         self.run_filters(tcp, di, head, 0);
     }
 
@@ -782,6 +795,74 @@ impl HttpProxy {
         self.route_request(tcp, di, head);
     }
 
+    /// The deadline of a request in progress: `stream_idle_timeout` after the
+    /// last bytes moved, and `request_timeout` from its first byte while the
+    /// request is still arriving. Activity does not move it (that would cost
+    /// a timer operation per segment); when it fires early it is set again.
+    fn rearm_stream_deadline(&mut self, tcp: &mut Stack, di: u32) {
+        let Some(d) = self.downs.get(di) else {
+            return;
+        };
+        let l = &self.plan.listeners[d.listener as usize];
+        let idle = l.stream_idle_ms.map(|i| d.last_activity_ms + i);
+        let whole = l
+            .request_timeout_ms
+            .filter(|_| !d.req.done())
+            .map(|t| d.stream_started_ms + t);
+        let at = match (idle, whole) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        tcp.set_deadline(d.conn, at);
+    }
+
+    /// A request's deadline passed: 408 (or a reset once the response has
+    /// begun), else set it again.
+    fn stream_deadline(&mut self, tcp: &mut Stack, di: u32) {
+        let Some(d) = self.downs.get(di) else {
+            return;
+        };
+        let l = &self.plan.listeners[d.listener as usize];
+        let now = tcp.now_ms();
+        let idle = l
+            .stream_idle_ms
+            .is_some_and(|i| now >= d.last_activity_ms + i);
+        let whole = !d.req.done()
+            && l.request_timeout_ms
+                .is_some_and(|t| now >= d.stream_started_ms + t);
+        if !idle && !whole {
+            return self.rearm_stream_deadline(tcp, di);
+        }
+        self.stats.listeners[d.listener as usize]
+            .1
+            .downstream_rq_timeout
+            .add(1);
+        let started = d.response_started;
+        if let Some(ui) = d.up {
+            if let Some(u) = self.ups.get(ui) {
+                let (ci, ei) = (u.cluster as usize, u.endpoint as usize);
+                self.stats.clusters[ci].1.endpoint_rq_done[ei].add(1);
+            }
+            self.drop_upstream(tcp, ui, true);
+        }
+        if let Some(d) = self.downs.get_mut(di) {
+            d.up = None;
+            d.route = None;
+            d.held = None;
+        }
+        if started {
+            self.abort_down(tcp, di);
+        } else {
+            let why: &[u8] = if whole {
+                b"request timeout"
+            } else {
+                b"stream timeout"
+            };
+            self.local_reply(tcp, di, 408, why, true);
+            self.drive(tcp, di);
+        }
+    }
+
     /// A held request's delay passed: abort it or go on with its filters.
     fn release_held(&mut self, tcp: &mut Stack, di: u32) {
         let Some(d) = self.downs.get_mut(di) else {
@@ -795,7 +876,16 @@ impl HttpProxy {
             Some(status) => {
                 self.reply_with_headers(tcp, di, status, b"fault filter abort", &[]);
             }
-            None => self.run_filters(tcp, di, head, next),
+            None => {
+                self.run_filters(tcp, di, head, next);
+                if self
+                    .downs
+                    .get(di)
+                    .is_some_and(|d| d.phase == Phase::Exchange)
+                {
+                    self.rearm_stream_deadline(tcp, di);
+                }
+            }
         }
         self.drive(tcp, di);
     }
@@ -1163,6 +1253,9 @@ impl HttpProxy {
         };
         let mut progressed = moved > 0;
         if let Some(d) = self.downs.get_mut(di) {
+            if moved > 0 {
+                d.last_activity_ms = tcp.now_ms();
+            }
             self.stats.listeners[d.listener as usize]
                 .1
                 .downstream_cx_rx_bytes_total
@@ -1247,6 +1340,9 @@ impl HttpProxy {
                     .1
                     .downstream_cx_tx_bytes_total
                     .add(n as u64);
+                if n > 0 {
+                    d.last_activity_ms = tcp.now_ms();
+                }
                 progressed |= n > 0;
             }
             Err(()) => {
@@ -1331,6 +1427,7 @@ impl HttpProxy {
         codec::write_response_head(&head, version, &mut d.out);
         d.resp = Body::of(framing);
         d.response_started = true;
+        d.last_activity_ms = tcp.now_ms();
         let _ = tcp;
     }
 
@@ -1639,6 +1736,8 @@ impl App for HttpProxy {
             idle_since_ms: 0,
             head_started_ms: None,
             held: None,
+            stream_started_ms: 0,
+            last_activity_ms: 0,
         });
         tcp.set_user(conn, tag(Side::Down(di)));
         self.arm_head_deadline(tcp, di);
@@ -1678,11 +1777,11 @@ impl App for HttpProxy {
                 let Some(d) = self.downs.get(di) else {
                     return;
                 };
-                if d.phase == Phase::Held {
-                    return self.release_held(tcp, di);
-                }
-                if d.phase != Phase::Head {
-                    return;
+                match d.phase {
+                    Phase::Held => return self.release_held(tcp, di),
+                    Phase::Exchange => return self.stream_deadline(tcp, di),
+                    Phase::Closing => return,
+                    Phase::Head => {}
                 }
                 let hs = &self.stats.listeners[d.listener as usize].1;
                 let l = &self.plan.listeners[d.listener as usize];
