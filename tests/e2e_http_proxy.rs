@@ -38,7 +38,15 @@ fn envoy_config() -> String {
     };
     let mut clusters = String::new();
     for (name, port) in NAMES {
-        clusters.push_str(&cluster(name, port, "ROUND_ROBIN"));
+        let mut text = cluster(name, port, "ROUND_ROBIN");
+        if name == "c" {
+            // Each pooled connection to c serves two requests, then closes.
+            text = text.replace(
+                "    connect_timeout: 1s\n",
+                "    connect_timeout: 1s\n    max_requests_per_connection: 2\n",
+            );
+        }
+        clusters.push_str(&text);
     }
     // All three behind one cluster, and one endpoint nobody listens on.
     clusters.push_str(&format!(
@@ -466,6 +474,10 @@ fn routes_rewrites_and_local_answers() {
     assert_stat_eq(&log, "http.ingress.rq_direct_response", 2);
     assert_stat_eq(&log, "http.ingress.rq_redirect", 1);
     assert_stat_eq(&log, "cluster.a.upstream_rq_2xx", 5);
+    // Three requests to c one after another: a pooled connection took two
+    // (max_requests_per_connection), a second one the third.
+    assert_stat_eq(&log, "cluster.c.upstream_rq_2xx", 3);
+    assert_stat_eq(&log, "cluster.c.upstream_cx_total", 2);
 }
 
 /// Keep-alive: 1,000 requests on one curl connection, split 80/20 by weight within

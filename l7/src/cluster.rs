@@ -606,6 +606,7 @@ mod tests {
             name: "c".to_owned(),
             connect_timeout: Duration::from_secs(1),
             lb_policy,
+            max_requests_per_connection: None,
             endpoints: weights
                 .iter()
                 .enumerate()

@@ -130,6 +130,7 @@ fn envoy_tcp_proxy_example_loads_unchanged() {
             name: "service_backend".to_owned(),
             connect_timeout: Duration::from_millis(250),
             lb_policy: LbPolicy::RoundRobin,
+            max_requests_per_connection: None,
             endpoints: vec![
                 Endpoint {
                     address: addr("10.0.0.2:8080"),
@@ -969,7 +970,7 @@ fn unknown_fields_carry_their_line() {
          `connect_timeout`, `lbPolicy`, `lb_policy`, `ringHashLbConfig`, \
          `ring_hash_lb_config`, `loadAssignment`, `load_assignment`, `leastRequestLbConfig`, \
          `least_request_lb_config`, `loadBalancingPolicy`, `load_balancing_policy`, \
-         `maglevLbConfig`, `maglev_lb_config` at line 33 column 5 (zerohop supports only part of Envoy's v3 API so far, and \
+         `maglevLbConfig`, `maglev_lb_config`, `maxRequestsPerConnection`, `max_requests_per_connection` at line 33 column 5 (zerohop supports only part of Envoy's v3 API so far, and \
          rejects a field it does not support rather than ignore it: check the spelling, or \
          remove the field)"
     );

@@ -658,11 +658,27 @@ impl Builder<'_> {
                 &path,
             )?;
             let endpoints = self.endpoints(cluster.load_assignment, &path)?;
+            let max_requests_per_connection = match cluster.max_requests_per_connection {
+                None | Some(Unsigned(0)) => None,
+                Some(Unsigned(n)) if n <= u64::from(u32::MAX) => Some(n as u32),
+                Some(Unsigned(n)) => {
+                    return Err(self.invalid(
+                        format!("{path}.max_requests_per_connection"),
+                        Problem::OutOfRange {
+                            value: n,
+                            min: 0,
+                            max: u64::from(u32::MAX),
+                            hint: "",
+                        },
+                    ))
+                }
+            };
             clusters.push(Cluster {
                 name,
                 connect_timeout,
                 lb_policy,
                 endpoints,
+                max_requests_per_connection,
             });
         }
         Ok(clusters)

@@ -849,6 +849,9 @@ pub struct Cluster {
     pub lb_policy: LbPolicy,
     /// Every `load_assignment.endpoints[].lb_endpoints[]`, in order; never empty.
     pub endpoints: Vec<Endpoint>,
+    /// `max_requests_per_connection`: an upstream HTTP connection serves at most this
+    /// many requests; `None` (absent or 0): no limit.
+    pub max_requests_per_connection: Option<u32>,
 }
 
 /// Envoy's default `least_request_lb_config.choice_count`.

@@ -334,6 +334,9 @@ pub(crate) struct RawCluster {
     pub load_balancing_policy: Option<RawLoadBalancingPolicy>,
     #[serde(default, alias = "maglevLbConfig")]
     pub maglev_lb_config: Option<RawMaglevLbConfig>,
+    /// Deprecated in Envoy v3 in favour of the HTTP protocol options, still honoured.
+    #[serde(default, alias = "maxRequestsPerConnection")]
+    pub max_requests_per_connection: Option<Unsigned>,
 }
 
 /// `envoy.config.cluster.v3.Cluster.DiscoveryType`, of which zerohop supports STATIC.

@@ -202,6 +202,8 @@ pub struct HttpPlan {
     listeners: Vec<HcmPlan>,
     /// Per cluster: some route sends to it.
     used: Vec<bool>,
+    /// Per cluster: `max_requests_per_connection`.
+    max_requests: Vec<Option<u32>>,
     prefixes: Vec<String>,
     clusters: Vec<Balancer>,
     cluster_names: Vec<String>,
@@ -237,6 +239,11 @@ impl HttpPlan {
         Ok(HttpPlan {
             listeners,
             used,
+            max_requests: config
+                .clusters
+                .iter()
+                .map(|c| c.max_requests_per_connection)
+                .collect(),
             prefixes,
             clusters: config.clusters.iter().map(Balancer::new).collect(),
             cluster_names: config.clusters.iter().map(|c| c.name.clone()).collect(),
@@ -470,6 +477,8 @@ pub struct HttpProxy {
     scratch2: Vec<u8>,
     /// Per cluster: PEAK_EWMA, which takes latency samples.
     latency_clusters: Vec<bool>,
+    /// Per cluster: `max_requests_per_connection`.
+    max_requests: Vec<Option<u32>>,
     /// The clock of latency samples.
     epoch: Instant,
 }
@@ -517,6 +526,7 @@ impl HttpProxy {
                 .collect(),
             used: plan.used.clone(),
         };
+        let max_requests = plan.max_requests.clone();
         let latency_clusters = plan
             .clusters
             .iter()
@@ -533,6 +543,7 @@ impl HttpProxy {
             scratch: vec![0; READ_CHUNK],
             scratch2: Vec::with_capacity(READ_CHUNK),
             latency_clusters,
+            max_requests,
             epoch: Instant::now(),
         }
     }
@@ -1441,7 +1452,11 @@ impl HttpProxy {
         }
         let request_done = d.req.done();
         let keep = d.keep_alive && request_done;
-        let reuse = u.reusable && request_done && u.buf.is_empty();
+        let limit = self.max_requests[u.cluster as usize];
+        let reuse = u.reusable
+            && request_done
+            && u.buf.is_empty()
+            && limit.map_or(true, |max| u.requests < max);
         let (ci, ei) = (u.cluster as usize, u.endpoint as usize);
         self.stats.clusters[ci].1.endpoint_rq_done[ei].add(1);
         if let Some(d) = self.downs.get_mut(di) {
