@@ -397,7 +397,7 @@ fn every_shipped_config_validates() {
         checked += 1;
     }
     assert!(
-        checked >= 5,
+        checked >= 8,
         "only {checked} configs found in {}",
         dir.display()
     );
