@@ -520,6 +520,20 @@ fn keep_alive_weights_round_robin_and_pipelining() {
     }
     assert!(homes.len() >= 2, "12 users all hashed to {homes:?}");
 
+    // Upgrade: after the upstream's 101 the connection is a byte tunnel both ways.
+    let upgrade =
+        "GET /ws HTTP/1.1\\r\\nHost: x\\r\\nConnection: Upgrade\\r\\nUpgrade: echo\\r\\n\\r\\n";
+    let out = s.raw(
+        &[upgrade, "ping-through-the-tunnel", "|second-piece"],
+        &["--pause", "0.3", "--timeout", "3"],
+    );
+    assert!(
+        out.contains("status 101")
+            && out.contains("upgrade: echo")
+            && out.contains("ping-through-the-tunnel|second-piece"),
+        "{out}"
+    );
+
     let pipelined = s.raw(
         &["GET /p1 HTTP/1.1\\r\\nHost: x\\r\\n\\r\\nGET /healthz HTTP/1.1\\r\\nHost: x\\r\\n\\r\\nGET /p3 HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n"],
         &["--timeout", "5"],
