@@ -583,27 +583,7 @@ impl Builder<'_> {
             ));
         }
         let cluster_hint = "set it to the name of a cluster in static_resources.clusters";
-        let cluster = match raw.cluster {
-            None => {
-                return Err(self.invalid(
-                    path.to_owned(),
-                    Problem::Missing {
-                        field: "cluster",
-                        hint: cluster_hint.to_owned(),
-                    },
-                ))
-            }
-            Some(cluster) if cluster.is_empty() => {
-                return Err(self.invalid(
-                    format!("{path}.cluster"),
-                    Problem::Empty {
-                        field: "cluster",
-                        hint: cluster_hint.to_owned(),
-                    },
-                ))
-            }
-            Some(cluster) => cluster,
-        };
+        let cluster = self.required(raw.cluster, path, "cluster", cluster_hint)?;
         let idle_timeout = match raw.idle_timeout {
             None => Some(DEFAULT_IDLE_TIMEOUT),
             Some(timeout) if timeout.0 == Duration::ZERO => None,
@@ -2413,27 +2393,7 @@ impl Builder<'_> {
     ) -> Result<Vec<ClusterWeight>, EnvoyConfigError> {
         let hint = "list the clusters and their weights, e.g. `clusters: [{ name: v1, weight: \
                     90 }, { name: v2, weight: 10 }]`";
-        let clusters = match raw.clusters {
-            None => {
-                return Err(self.invalid(
-                    path.to_owned(),
-                    Problem::Missing {
-                        field: "clusters",
-                        hint: hint.to_owned(),
-                    },
-                ))
-            }
-            Some(clusters) if clusters.is_empty() => {
-                return Err(self.invalid(
-                    format!("{path}.clusters"),
-                    Problem::Empty {
-                        field: "clusters",
-                        hint: hint.to_owned(),
-                    },
-                ))
-            }
-            Some(clusters) => clusters,
-        };
+        let clusters = self.required(raw.clusters, path, "clusters", hint)?;
         let mut weights = Vec::with_capacity(clusters.len());
         let mut sum: u64 = 0;
         for (c, cluster) in clusters.into_iter().enumerate() {

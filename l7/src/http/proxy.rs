@@ -1058,7 +1058,8 @@ impl HttpProxy {
         } else {
             "HTTP/1.1"
         };
-        let original_path = head.target.clone();
+        // The target is read (as received) while the headers change: disjoint
+        // fields, no copy.
         plan.routes.apply_request_mutations(
             fwd.route,
             &mut head.headers,
@@ -1067,7 +1068,7 @@ impl HttpProxy {
                 downstream_local_address: Some(plan.address.into()),
                 protocol,
                 method: head.method.as_str(),
-                path: &original_path,
+                path: &head.target,
                 start_time: Some(std::time::SystemTime::now()),
                 ..Default::default()
             },
