@@ -397,7 +397,7 @@ fn every_shipped_config_validates() {
         checked += 1;
     }
     assert!(
-        checked >= 8,
+        checked >= 9,
         "only {checked} configs found in {}",
         dir.display()
     );

@@ -607,6 +607,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             lb_policy,
             max_requests_per_connection: None,
+            upstream_idle_timeout: None,
             endpoints: weights
                 .iter()
                 .enumerate()

@@ -9,7 +9,7 @@ use zerohop_l7::config::{
     AddressRole, Cluster, Endpoint, EnvoyConfig, EnvoyConfigError, LbPolicy, NetworkFilter,
     PeakEwmaConfig, Problem, RingHashConfig, TcpProxy, DEFAULT_CHOICE_COUNT,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAGLEV_TABLE_SIZE,
-    DEFAULT_MINIMUM_RING_SIZE, DEFAULT_PEAK_EWMA_RTT, MAX_RING_SIZE,
+    DEFAULT_MINIMUM_RING_SIZE, DEFAULT_PEAK_EWMA_RTT, DEFAULT_UPSTREAM_IDLE_TIMEOUT, MAX_RING_SIZE,
 };
 
 /// Envoy's TCP proxy example, as Envoy runs it.
@@ -131,6 +131,7 @@ fn envoy_tcp_proxy_example_loads_unchanged() {
             connect_timeout: Duration::from_millis(250),
             lb_policy: LbPolicy::RoundRobin,
             max_requests_per_connection: None,
+            upstream_idle_timeout: Some(DEFAULT_UPSTREAM_IDLE_TIMEOUT),
             endpoints: vec![
                 Endpoint {
                     address: addr("10.0.0.2:8080"),
@@ -471,6 +472,310 @@ fn lb_config_errors() {
         &format!("{CLUSTER}.maglev_lb_config"),
         &["`maglev_lb_config` cannot be set together with `ring_hash_lb_config`"],
     );
+}
+
+const HTTP_OPTIONS_KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+const HTTP_OPTIONS_TYPE: &str =
+    "\"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+const HTTP1: &str = "explicit_http_config: { http_protocol_options: {} }";
+
+/// MINIMAL's cluster with HttpProtocolOptions whose fields after `@type` are `fields`
+/// (the inside of a flow mapping).
+fn with_http_options(fields: &str) -> String {
+    with_cluster_fields(&format!(
+        "typed_extension_protocol_options:\n  {HTTP_OPTIONS_KEY}: {{ {HTTP_OPTIONS_TYPE}, {fields} }}"
+    ))
+}
+
+/// The YAML path of the cluster's HttpProtocolOptions.
+fn http_options_path(rest: &str) -> String {
+    format!("{CLUSTER}.typed_extension_protocol_options.{HTTP_OPTIONS_KEY}{rest}")
+}
+
+fn upstream_options(text: &str) -> (Option<Duration>, Option<u32>) {
+    let cluster = &load_both(text).unwrap().clusters[0];
+    (
+        cluster.upstream_idle_timeout,
+        cluster.max_requests_per_connection,
+    )
+}
+
+#[test]
+fn http_protocol_options_load() {
+    // Envoy's defaults: an hour, no limit; with or without the options.
+    assert_eq!(DEFAULT_UPSTREAM_IDLE_TIMEOUT, Duration::from_secs(3600));
+    for text in [
+        MINIMAL.to_owned(),
+        with_cluster_fields("typed_extension_protocol_options: {}"),
+        with_http_options(HTTP1),
+        with_http_options(&format!("common_http_protocol_options: {{}}, {HTTP1}")),
+    ] {
+        assert_eq!(
+            upstream_options(&text),
+            (Some(DEFAULT_UPSTREAM_IDLE_TIMEOUT), None),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        upstream_options(&with_http_options(&format!(
+            "common_http_protocol_options: {{ idle_timeout: 30s, max_requests_per_connection: 100 }}, {HTTP1}"
+        ))),
+        (Some(Duration::from_secs(30)), Some(100))
+    );
+    // 0s turns the idle timeout off; 0 requests is no limit.
+    assert_eq!(
+        upstream_options(&with_http_options(&format!(
+            "common_http_protocol_options: {{ idle_timeout: 0s, max_requests_per_connection: 0 }}, {HTTP1}"
+        ))),
+        (None, None)
+    );
+    assert_eq!(
+        upstream_options(&with_http_options(&format!(
+            "common_http_protocol_options: {{ max_requests_per_connection: 4294967295 }}, {HTTP1}"
+        ))),
+        (Some(DEFAULT_UPSTREAM_IDLE_TIMEOUT), Some(u32::MAX))
+    );
+    // The cluster's own (deprecated) field alone still counts.
+    assert_eq!(
+        upstream_options(&with_cluster_fields(&format!(
+            "max_requests_per_connection: 3\ntyped_extension_protocol_options:\n  {HTTP_OPTIONS_KEY}: {{ {HTTP_OPTIONS_TYPE}, common_http_protocol_options: {{ idle_timeout: 5s }}, {HTTP1} }}"
+        ))),
+        (Some(Duration::from_secs(5)), Some(3))
+    );
+    // lowerCamelCase, and `@type` after the fields, as Envoy allows.
+    let camel = with_cluster_fields(&format!(
+        "typedExtensionProtocolOptions:\n  {HTTP_OPTIONS_KEY}:\n    commonHttpProtocolOptions: {{ idleTimeout: 1.5s, maxRequestsPerConnection: \"7\" }}\n    explicitHttpConfig: {{ httpProtocolOptions: {{}} }}\n    {HTTP_OPTIONS_TYPE}"
+    ));
+    assert_eq!(
+        upstream_options(&camel),
+        (Some(Duration::from_millis(1500)), Some(7))
+    );
+    // The TCP proxy does not use them, but they load on any cluster.
+    assert_eq!(
+        load_both(&with_http_options(HTTP1)).unwrap().listeners,
+        load_both(MINIMAL).unwrap().listeners
+    );
+}
+
+#[test]
+fn http_protocol_options_errors() {
+    let options = CLUSTER.to_owned() + ".typed_extension_protocol_options";
+    // Any other key, named.
+    for key in [
+        "envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions",
+        "envoy.extensions.upstreams.http.v2.HttpProtocolOptions",
+        "envoy.filters.network.http_connection_manager",
+    ] {
+        error_at(
+            &with_cluster_fields(&format!(
+                "typed_extension_protocol_options:\n  {key}: {{ \"@type\": type.googleapis.com/{key} }}"
+            )),
+            &format!("{options}.{key}"),
+            &[
+                &format!("unsupported protocol options `{key}`"),
+                &format!("zerohop supports only `{HTTP_OPTIONS_KEY}`"),
+            ],
+        );
+    }
+    error_at(
+        &with_cluster_fields("typed_extension_protocol_options: []"),
+        &options,
+        &["invalid type: sequence, expected a mapping from an extension name to its options"],
+    );
+    // The @type must be HttpProtocolOptions', and is required.
+    for (url, hint) in [
+        (
+            "type.googleapis.com/envoy.extensions.upstreams.tcp.v3.TcpProtocolOptions",
+            "must be of that type",
+        ),
+        (
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "a type URL starts with `type.googleapis.com/`",
+        ),
+    ] {
+        for fields in [
+            format!("\"@type\": {url}, {HTTP1}"),
+            format!("{HTTP1}, \"@type\": {url}"),
+        ] {
+            error_at(
+                &with_cluster_fields(&format!(
+                    "typed_extension_protocol_options:\n  {HTTP_OPTIONS_KEY}: {{ {fields} }}"
+                )),
+                &http_options_path(".@type"),
+                &[&format!("unsupported protocol options type `{url}`"), hint],
+            );
+        }
+    }
+    let problem = problem_at(
+        &with_cluster_fields(&format!(
+            "typed_extension_protocol_options:\n  {HTTP_OPTIONS_KEY}: {{ {HTTP1} }}"
+        )),
+        &http_options_path(""),
+    );
+    assert!(
+        matches!(problem, Problem::Missing { field: "@type", .. }),
+        "{problem:?}"
+    );
+    // Common options other than the two, and other HttpProtocolOptions fields, are not
+    // supported (an unknown field, as everywhere).
+    for field in [
+        "max_connection_duration: 60s",
+        "max_headers_count: 100",
+        "headers_with_underscores_action: REJECT_REQUEST",
+        "max_stream_duration: 10s",
+    ] {
+        let name = field.split(':').next().unwrap();
+        error_at(
+            &with_http_options(&format!(
+                "common_http_protocol_options: {{ idle_timeout: 5s, {field} }}, {HTTP1}"
+            )),
+            &http_options_path(&format!(".common_http_protocol_options.{name}")),
+            &[
+                &format!("unknown field `{name}`, expected one of `idleTimeout`, `idle_timeout`, `maxRequestsPerConnection`, `max_requests_per_connection`"),
+                "rejects a field it does not support",
+            ],
+        );
+    }
+    for field in [
+        "upstream_http_protocol_options: { auto_sni: true }",
+        "http_filters: []",
+        "header_validation_config: {}",
+    ] {
+        let name = field.split(':').next().unwrap();
+        error_at(
+            &with_http_options(&format!("{HTTP1}, {field}")),
+            &http_options_path(&format!(".{name}")),
+            &[&format!("unknown field `{name}`")],
+        );
+    }
+    // HTTP/1.1 only upstream.
+    for (fields, at, field) in [
+        (
+            "explicit_http_config: { http2_protocol_options: {} }",
+            ".explicit_http_config.http2_protocol_options",
+            "http2_protocol_options",
+        ),
+        (
+            "explicit_http_config: { http3_protocol_options: {} }",
+            ".explicit_http_config.http3_protocol_options",
+            "http3_protocol_options",
+        ),
+        (
+            "explicit_http_config: { http_protocol_options: {}, http2_protocol_options: { max_concurrent_streams: 100 } }",
+            ".explicit_http_config.http2_protocol_options",
+            "http2_protocol_options",
+        ),
+        (
+            "use_downstream_protocol_config: { http_protocol_options: {} }",
+            ".use_downstream_protocol_config",
+            "use_downstream_protocol_config",
+        ),
+        (
+            "auto_config: { http_protocol_options: {}, http2_protocol_options: {} }",
+            ".auto_config",
+            "auto_config",
+        ),
+    ] {
+        let text = with_http_options(fields);
+        let path = http_options_path(at);
+        assert!(
+            matches!(problem_at(&text, &path), Problem::NotSupported { field: f, .. } if f == field)
+        );
+        error_at(
+            &text,
+            &path,
+            &[
+                &format!("`{field}` is not supported yet"),
+                "zerohop speaks HTTP/1.1 to upstreams",
+                "http_protocol_options: {}",
+            ],
+        );
+    }
+    // Envoy's oneofs: one protocol config is required, and only one.
+    error_at(
+        &with_http_options(&format!("{HTTP1}, auto_config: {{}}")),
+        &http_options_path(".auto_config"),
+        &["`auto_config` cannot be set together with `explicit_http_config`"],
+    );
+    error_at(
+        &with_http_options("common_http_protocol_options: { idle_timeout: 5s }"),
+        &http_options_path(""),
+        &[
+            "one of `explicit_http_config`, `use_downstream_protocol_config` and `auto_config` \
+             is required; Envoy requires one",
+            "explicit_http_config: { http_protocol_options: {} }",
+        ],
+    );
+    error_at(
+        &with_http_options("explicit_http_config: {}"),
+        &http_options_path(".explicit_http_config"),
+        &[
+            "one of `http_protocol_options`, `http2_protocol_options` and \
+             `http3_protocol_options` is required",
+            "zerohop speaks HTTP/1.1 to upstreams",
+        ],
+    );
+    // No Http1ProtocolOptions field is supported.
+    for field in ["accept_http_10", "enable_trailers", "header_key_format"] {
+        error_at(
+            &with_http_options(&format!(
+                "explicit_http_config: {{ http_protocol_options: {{ {field}: {{}} }} }}"
+            )),
+            &http_options_path(&format!(
+                ".explicit_http_config.http_protocol_options.{field}"
+            )),
+            &[
+                &format!("unknown field `{field}`, there are no fields"),
+                "rejects a field it does not support",
+            ],
+        );
+    }
+    // Values.
+    let common = |fields: &str| {
+        with_http_options(&format!(
+            "common_http_protocol_options: {{ {fields} }}, {HTTP1}"
+        ))
+    };
+    let max_path = http_options_path(".common_http_protocol_options.max_requests_per_connection");
+    assert_eq!(
+        problem_at(
+            &common("max_requests_per_connection: 4294967296"),
+            &max_path
+        ),
+        Problem::OutOfRange {
+            value: 1 << 32,
+            min: 0,
+            max: u64::from(u32::MAX),
+            hint: "",
+        }
+    );
+    error_at(
+        &common("idle_timeout: 1h"),
+        &http_options_path(".common_http_protocol_options.idle_timeout"),
+        &["invalid duration \"1h\": Envoy durations are in seconds; write \"3600s\""],
+    );
+    // Not with the cluster's own max_requests_per_connection, as in Envoy (even 0).
+    for cluster_value in [0, 5] {
+        let text = edit(
+            &common("max_requests_per_connection: 10"),
+            "  - name: c\n",
+            &format!("  - name: c\n    max_requests_per_connection: {cluster_value}\n"),
+        );
+        assert_eq!(
+            problem_at(&text, &max_path),
+            Problem::MaxRequestsPerConnectionTwice
+        );
+        error_at(
+            &text,
+            &max_path,
+            &[
+                "the cluster sets the deprecated `max_requests_per_connection` too",
+                "Only one of max_requests_per_connection from Cluster or HttpProtocolOptions \
+                 can be specified",
+                "remove the cluster's",
+            ],
+        );
+    }
 }
 
 /// A `load_balancing_policy` with one policy: `typed_config` is a flow mapping's inside.
@@ -970,7 +1275,10 @@ fn unknown_fields_carry_their_line() {
          `connect_timeout`, `lbPolicy`, `lb_policy`, `ringHashLbConfig`, \
          `ring_hash_lb_config`, `loadAssignment`, `load_assignment`, `leastRequestLbConfig`, \
          `least_request_lb_config`, `loadBalancingPolicy`, `load_balancing_policy`, \
-         `maglevLbConfig`, `maglev_lb_config`, `maxRequestsPerConnection`, `max_requests_per_connection` at line 33 column 5 (zerohop supports only part of Envoy's v3 API so far, and \
+         `maglevLbConfig`, `maglev_lb_config`, `maxRequestsPerConnection`, \
+         `max_requests_per_connection`, `typedExtensionProtocolOptions`, \
+         `typed_extension_protocol_options` at line 33 column 5 (zerohop supports only part \
+         of Envoy's v3 API so far, and \
          rejects a field it does not support rather than ignore it: check the spelling, or \
          remove the field)"
     );

@@ -6,11 +6,12 @@
 //! reported. Within one message, fields are checked in the order of Envoy's proto.
 
 use super::raw::{
-    DenominatorName, RawFault, RawFractionalPercent, RawHeaderMutation, RawLocalRateLimit,
-    RawMutationOp, RawRuntimeFractionalPercent,
+    DenominatorName, RawBuffer, RawFault, RawFractionalPercent, RawHeaderMutation,
+    RawLocalRateLimit, RawMutationOp, RawRuntimeFractionalPercent,
 };
 use super::{
-    FaultFilter, FractionalPercent, HeaderMutationFilter, HeaderMutationOp, LocalRateLimitFilter,
+    BufferFilter, FaultFilter, FractionalPercent, HeaderMutationFilter, HeaderMutationOp,
+    LocalRateLimitFilter,
 };
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
@@ -53,6 +54,14 @@ use super::{
     DEFAULT_MINIMUM_RING_SIZE, DEFAULT_PEAK_EWMA_DECAY_TIME, DEFAULT_PEAK_EWMA_PENALTY,
     DEFAULT_PEAK_EWMA_RTT, MAX_MAGLEV_TABLE_SIZE, MAX_RING_SIZE,
 };
+
+// A cluster's upstream HTTP protocol options.
+use super::raw::{
+    protocol_options_type, RawExplicitHttpConfig, RawHttp1ProtocolOptions,
+    RawHttpUpstreamProtocolOptions, RawProtocolOptionsTypedConfig,
+    RawTypedExtensionProtocolOptions, HTTP_PROTOCOL_OPTIONS_KEY, HTTP_PROTOCOL_OPTIONS_TYPE_URL,
+};
+use super::DEFAULT_UPSTREAM_IDLE_TIMEOUT;
 
 /// Accepted spellings of the top-level keys ([`super::SECTIONS`]): proto3 JSON also takes
 /// lowerCamelCase.
@@ -227,6 +236,15 @@ fn join(base: &str, relative: &str) -> String {
     } else {
         format!("{base}.{relative}")
     }
+}
+
+/// What a cluster's HTTP upstream protocol options set.
+struct UpstreamHttpOptions {
+    /// `common_http_protocol_options.idle_timeout`, its default applied.
+    idle_timeout: Option<Duration>,
+    /// `common_http_protocol_options.max_requests_per_connection`, where given (`None`
+    /// inside for 0: no limit).
+    max_requests_per_connection: Option<Option<u32>>,
 }
 
 /// A cluster's load balancing fields, as written.
@@ -638,30 +656,189 @@ impl Builder<'_> {
                 &path,
             )?;
             let endpoints = self.endpoints(cluster.load_assignment, &path)?;
-            let max_requests_per_connection = match cluster.max_requests_per_connection {
-                None | Some(Unsigned(0)) => None,
-                Some(Unsigned(n)) if n <= u64::from(u32::MAX) => Some(n as u32),
-                Some(Unsigned(n)) => {
-                    return Err(self.invalid(
-                        format!("{path}.max_requests_per_connection"),
-                        Problem::OutOfRange {
-                            value: n,
-                            min: 0,
-                            max: u64::from(u32::MAX),
-                            hint: "",
-                        },
-                    ))
+            let mut max_requests_per_connection = self.max_requests_per_connection(
+                cluster.max_requests_per_connection,
+                &format!("{path}.max_requests_per_connection"),
+            )?;
+            let mut upstream_idle_timeout = Some(DEFAULT_UPSTREAM_IDLE_TIMEOUT);
+            if let Some(options) = cluster.typed_extension_protocol_options {
+                let at = format!("{path}.typed_extension_protocol_options");
+                if let Some(http) = self.protocol_options(options, &at)? {
+                    let at =
+                        format!("{at}.{HTTP_PROTOCOL_OPTIONS_KEY}.common_http_protocol_options");
+                    upstream_idle_timeout = http.idle_timeout;
+                    if let Some(max) = http.max_requests_per_connection {
+                        if cluster.max_requests_per_connection.is_some() {
+                            return Err(self.invalid(
+                                format!("{at}.max_requests_per_connection"),
+                                Problem::MaxRequestsPerConnectionTwice,
+                            ));
+                        }
+                        max_requests_per_connection = max;
+                    }
                 }
-            };
+            }
             clusters.push(Cluster {
                 name,
                 connect_timeout,
                 lb_policy,
                 endpoints,
                 max_requests_per_connection,
+                upstream_idle_timeout,
             });
         }
         Ok(clusters)
+    }
+
+    /// Check a `max_requests_per_connection` (at `path`): 0 or absent is no limit.
+    fn max_requests_per_connection(
+        &self,
+        raw: Option<Unsigned>,
+        path: &str,
+    ) -> Result<Option<u32>, EnvoyConfigError> {
+        match raw {
+            None | Some(Unsigned(0)) => Ok(None),
+            Some(Unsigned(n)) if n <= u64::from(u32::MAX) => Ok(Some(n as u32)),
+            Some(Unsigned(n)) => Err(self.invalid(
+                path.to_owned(),
+                Problem::OutOfRange {
+                    value: n,
+                    min: 0,
+                    max: u64::from(u32::MAX),
+                    hint: "",
+                },
+            )),
+        }
+    }
+
+    /// Check a cluster's `typed_extension_protocol_options` (at `path`); return its HTTP
+    /// protocol options, where given.
+    fn protocol_options(
+        &self,
+        raw: RawTypedExtensionProtocolOptions,
+        path: &str,
+    ) -> Result<Option<UpstreamHttpOptions>, EnvoyConfigError> {
+        let Some(typed_config) = raw.http else {
+            return Ok(None);
+        };
+        let path = format!("{path}.{HTTP_PROTOCOL_OPTIONS_KEY}");
+        let example = format!(
+            "e.g. `{HTTP_PROTOCOL_OPTIONS_KEY}: {{ \"@type\": {HTTP_PROTOCOL_OPTIONS_TYPE_URL}, \
+             explicit_http_config: {{ http_protocol_options: {{}} }} }}`"
+        );
+        let raw = match typed_config {
+            RawProtocolOptionsTypedConfig::Http(raw) => raw,
+            RawProtocolOptionsTypedConfig::Deferred(mut mapping) => {
+                let Some(url) = mapping.remove(TYPE_KEY) else {
+                    return Err(self.invalid(
+                        path,
+                        Problem::Missing {
+                            field: "@type",
+                            hint: format!("Envoy requires it; {example}"),
+                        },
+                    ));
+                };
+                let url_path = format!("{path}.{TYPE_KEY}");
+                let url: String = self.deserialize(&url, &url_path)?;
+                if let Err(message) = protocol_options_type(&url) {
+                    return Err(self.schema(url_path, message));
+                }
+                self.deserialize(&Value::Mapping(mapping), &path)?
+            }
+        };
+        self.upstream_http_protocol_options(raw, &path).map(Some)
+    }
+
+    /// Check `envoy.extensions.upstreams.http.v3.HttpProtocolOptions` (at `path`).
+    fn upstream_http_protocol_options(
+        &self,
+        raw: RawHttpUpstreamProtocolOptions,
+        path: &str,
+    ) -> Result<UpstreamHttpOptions, EnvoyConfigError> {
+        let common = raw.common_http_protocol_options.unwrap_or_default();
+        let idle_timeout = Self::timeout(common.idle_timeout, Some(DEFAULT_UPSTREAM_IDLE_TIMEOUT));
+        let max_requests_per_connection = match common.max_requests_per_connection {
+            None => None,
+            max => Some(self.max_requests_per_connection(
+                max,
+                &format!("{path}.common_http_protocol_options.max_requests_per_connection"),
+            )?),
+        };
+        let http1_only = "zerohop speaks HTTP/1.1 to upstreams: write `explicit_http_config: { \
+                          http_protocol_options: {} }`";
+        let protocol = self.one_of(
+            path,
+            "`explicit_http_config`, `use_downstream_protocol_config` and `auto_config`",
+            &[
+                ("explicit_http_config", raw.explicit_http_config.is_some()),
+                (
+                    "use_downstream_protocol_config",
+                    raw.use_downstream_protocol_config.is_some(),
+                ),
+                ("auto_config", raw.auto_config.is_some()),
+            ],
+        )?;
+        match protocol {
+            Some("explicit_http_config") => {}
+            Some(field) => {
+                return Err(self.invalid(
+                    format!("{path}.{field}"),
+                    Problem::NotSupported {
+                        field,
+                        hint: http1_only.to_owned(),
+                    },
+                ))
+            }
+            None => {
+                return Err(self.invalid(
+                    path.to_owned(),
+                    Problem::NoneOf {
+                        fields: "`explicit_http_config`, `use_downstream_protocol_config` and \
+                                 `auto_config`",
+                        hint: format!("Envoy requires one; {http1_only}"),
+                    },
+                ))
+            }
+        }
+        let explicit = raw.explicit_http_config.unwrap_or_default();
+        let explicit_path = format!("{path}.explicit_http_config");
+        let RawExplicitHttpConfig {
+            http_protocol_options,
+            http2_protocol_options,
+            http3_protocol_options,
+        } = explicit;
+        for (field, set) in [
+            ("http2_protocol_options", http2_protocol_options.is_some()),
+            ("http3_protocol_options", http3_protocol_options.is_some()),
+        ] {
+            if set {
+                return Err(self.invalid(
+                    format!("{explicit_path}.{field}"),
+                    Problem::NotSupported {
+                        field,
+                        hint: "zerohop speaks HTTP/1.1 to upstreams: write \
+                               `http_protocol_options: {}`"
+                            .to_owned(),
+                    },
+                ));
+            }
+        }
+        let Some(RawHttp1ProtocolOptions {}) = http_protocol_options else {
+            return Err(self.invalid(
+                explicit_path,
+                Problem::NoneOf {
+                    fields: "`http_protocol_options`, `http2_protocol_options` and \
+                             `http3_protocol_options`",
+                    hint: "Envoy requires one; zerohop speaks HTTP/1.1 to upstreams: write \
+                           `http_protocol_options: {}`"
+                        .to_owned(),
+                },
+            ));
+        };
+        Ok(UpstreamHttpOptions {
+            idle_timeout,
+            max_requests_per_connection,
+        })
     }
 
     /// Check a cluster's load balancing fields: `lb_policy` with the one `*_lb_config`
@@ -1440,6 +1617,9 @@ impl Builder<'_> {
                         Ok(HttpFilterType::PeakEwma) => {
                             RawHttpTypedConfig::PeakEwma(self.deserialize(&rest, at)?)
                         }
+                        Ok(HttpFilterType::Buffer) => {
+                            RawHttpTypedConfig::Buffer(self.deserialize(&rest, at)?)
+                        }
                         Err(message) => return Err(self.schema(url_path, message)),
                     }
                 }
@@ -1475,6 +1655,9 @@ impl Builder<'_> {
                 }
                 RawHttpTypedConfig::PeakEwma(RawRouter {}) => {
                     filters.push(HttpFilter::PeakEwma(RouterFilter { name }));
+                }
+                RawHttpTypedConfig::Buffer(raw) => {
+                    filters.push(self.buffer(name, raw, &typed_config_path)?);
                 }
                 RawHttpTypedConfig::Deferred(_) => {}
             }
@@ -1707,6 +1890,43 @@ impl Builder<'_> {
             }
         };
         Ok(HttpFilter::Fault(FaultFilter { name, delay, abort }))
+    }
+
+    fn buffer(
+        &self,
+        name: String,
+        raw: RawBuffer,
+        path: &str,
+    ) -> Result<HttpFilter, EnvoyConfigError> {
+        let Some(Unsigned(max_request_bytes)) = raw.max_request_bytes else {
+            return Err(self.invalid(
+                path.to_owned(),
+                Problem::Missing {
+                    field: "max_request_bytes",
+                    hint: "Envoy requires it: the largest request body the filter buffers \
+                           (a larger one is answered 413), e.g. `max_request_bytes: 1048576`"
+                        .to_owned(),
+                },
+            ));
+        };
+        let Some(max_request_bytes) = u32::try_from(max_request_bytes)
+            .ok()
+            .filter(|&bytes| bytes > 0)
+        else {
+            return Err(self.invalid(
+                format!("{path}.max_request_bytes"),
+                Problem::OutOfRange {
+                    value: max_request_bytes,
+                    min: 1,
+                    max: u64::from(u32::MAX),
+                    hint: " bytes (Envoy requires more than 0)",
+                },
+            ));
+        };
+        Ok(HttpFilter::Buffer(BufferFilter {
+            name,
+            max_request_bytes,
+        }))
     }
 
     fn header_mutation(
@@ -3979,6 +4199,180 @@ static_resources:
             &filters("[{ name: r, is_optional: true }]"),
             &format!("{at}[0].is_optional"),
             &["unknown field `is_optional`"],
+        );
+    }
+
+    #[test]
+    fn buffer_and_upstream_options_example_loads() {
+        let example = include_str!("../../../configs/http-buffer-upstream-options.yaml");
+        let tree: Value = serde_yaml_ng::from_str(example).unwrap();
+        let from_tree = EnvoyConfig::from_value(tree.get("static_resources"), None, ORIGIN)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let envoy_part = &example[example.find("\nstatic_resources:").unwrap()..];
+        let config = load(envoy_part).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config, from_tree);
+        assert_eq!(
+            hcm(&config).http_filters,
+            [
+                HttpFilter::Buffer(BufferFilter {
+                    name: "envoy.filters.http.buffer".to_owned(),
+                    max_request_bytes: 1 << 20,
+                }),
+                HttpFilter::Router(RouterFilter {
+                    name: "envoy.filters.http.router".to_owned()
+                }),
+            ]
+        );
+        let cluster = &config.clusters[0];
+        assert_eq!(cluster.upstream_idle_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(cluster.max_requests_per_connection, Some(1000));
+    }
+
+    #[test]
+    fn buffer_filter() {
+        let filters = |list: &str| {
+            edit(
+                BASE,
+                "          http_filters:\n          - name: envoy.filters.http.router\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n",
+                &format!("          http_filters: {list}\n"),
+            )
+        };
+        const ROUTER: &str = "{ name: envoy.filters.http.router }";
+        const BUFFER: &str =
+            "\"@type\": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer";
+        let buffer = |fields: &str| {
+            filters(&format!(
+                "[{{ name: envoy.filters.http.buffer, typed_config: {{ {BUFFER}{fields} }} }}, {ROUTER}]"
+            ))
+        };
+        let loaded = |text: &str| {
+            let config = load_both(text).unwrap();
+            let list = &hcm(&config).http_filters;
+            assert_eq!(list.len(), 2);
+            assert!(matches!(list[1], HttpFilter::Router(_)), "{list:?}");
+            list[0].clone()
+        };
+        assert_eq!(
+            loaded(&buffer(", max_request_bytes: 1048576")),
+            HttpFilter::Buffer(BufferFilter {
+                name: "envoy.filters.http.buffer".to_owned(),
+                max_request_bytes: 1_048_576,
+            })
+        );
+        // The largest UInt32Value; lowerCamelCase and a string of digits, as Envoy takes.
+        for (fields, bytes) in [
+            (", max_request_bytes: 4294967295", u32::MAX),
+            (", maxRequestBytes: \"1\"", 1),
+        ] {
+            match loaded(&buffer(fields)) {
+                HttpFilter::Buffer(b) => assert_eq!(b.max_request_bytes, bytes, "{fields}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        // `@type` after the fields, and any name.
+        let late = filters(&format!(
+            "[{{ name: buf, typed_config: {{ max_request_bytes: 64, {BUFFER} }} }}, {ROUTER}]"
+        ));
+        assert_eq!(
+            loaded(&late),
+            HttpFilter::Buffer(BufferFilter {
+                name: "buf".to_owned(),
+                max_request_bytes: 64,
+            })
+        );
+
+        let at = path(".http_filters[0].typed_config");
+        let problem = problem_at(&buffer(""), &at);
+        assert!(
+            matches!(
+                problem,
+                Problem::Missing {
+                    field: "max_request_bytes",
+                    ..
+                }
+            ),
+            "{problem:?}"
+        );
+        error_at(
+            &buffer(""),
+            &at,
+            &[
+                "`max_request_bytes` is missing; Envoy requires it",
+                "answered 413",
+            ],
+        );
+        for bytes in [0u64, 1 << 32] {
+            let text = buffer(&format!(", max_request_bytes: {bytes}"));
+            let field = format!("{at}.max_request_bytes");
+            assert_eq!(
+                problem_at(&text, &field),
+                Problem::OutOfRange {
+                    value: bytes,
+                    min: 1,
+                    max: u64::from(u32::MAX),
+                    hint: " bytes (Envoy requires more than 0)",
+                }
+            );
+            error_at(
+                &text,
+                &field,
+                &[&format!(
+                    "{bytes} is out of range; use 1 to 4294967295 bytes (Envoy requires more \
+                     than 0)"
+                )],
+            );
+        }
+        error_at(
+            &buffer(", max_request_bytes: -1"),
+            &format!("{at}.max_request_bytes"),
+            &["invalid value", "a whole number"],
+        );
+        // Unknown fields, with `@type` first or not (Envoy v2's `max_request_time` is gone).
+        error_at(
+            &buffer(", max_request_bytes: 10, max_request_time: 5s"),
+            &format!("{at}.max_request_time"),
+            &[
+                "unknown field `max_request_time`, expected `maxRequestBytes` or \
+                 `max_request_bytes`",
+                "rejects a field it does not support",
+            ],
+        );
+        error_at(
+            &filters(&format!(
+                "[{{ name: b, typed_config: {{ max_request_bytes: 10, disabled: true, {BUFFER} }} }}, {ROUTER}]"
+            )),
+            &path(".http_filters[0].typed_config.disabled"),
+            &["unknown field `disabled`"],
+        );
+        // Like every filter but the router, it comes before the router.
+        error_at(
+            &filters(&format!(
+                "[{ROUTER}, {{ name: b, typed_config: {{ {BUFFER}, max_request_bytes: 10 }} }}]"
+            )),
+            &path(".http_filters[1]"),
+            &[&format!(
+                "the router ({}) is a terminal HTTP filter",
+                path(".http_filters[0]")
+            )],
+        );
+        // It needs its typed_config: only the router is found by name.
+        error_at(
+            &filters(&format!(
+                "[{{ name: envoy.filters.http.buffer }}, {ROUTER}]"
+            )),
+            &path(".http_filters[0].name"),
+            &["HTTP filter `envoy.filters.http.buffer` needs a typed_config"],
+        );
+        // A v2 or misspelt type URL is not this filter.
+        error_at(
+            &filters(&format!(
+                "[{{ name: b, typed_config: {{ \"@type\": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute, max_request_bytes: 10 }} }}, {ROUTER}]"
+            )),
+            &path(".http_filters[0].typed_config.@type"),
+            &[
+                "this HTTP filter is not supported yet",
+                "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+            ],
         );
     }
 

@@ -79,3 +79,14 @@ pub struct HeaderMutationFilter {
     /// `mutations.response_mutations`, in order.
     pub response_mutations: Vec<HeaderMutationOp>,
 }
+
+/// `envoy.extensions.filters.http.buffer.v3.Buffer`: the whole request body is
+/// read before the request goes on (to the router); a body beyond
+/// `max_request_bytes` is answered with 413.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BufferFilter {
+    /// The filter's `name`.
+    pub name: String,
+    /// `max_request_bytes` (required, above 0).
+    pub max_request_bytes: u32,
+}

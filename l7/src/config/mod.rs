@@ -106,6 +106,10 @@
 //!           xff_num_trusted_hops: 0        # default 0
 //!           generate_request_id: true      # default true
 //!           http_filters:                  # required: the router, last
+//!           - name: envoy.filters.http.buffer          # optional; before the router
+//!             typed_config:
+//!               "@type": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer
+//!               max_request_bytes: 1048576 # required, 1 to 4294967295; a larger body: 413
 //!           - name: envoy.filters.http.router          # required
 //!             typed_config:                # optional for the router (found by name)
 //!               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
@@ -170,6 +174,29 @@
 //!                   body: { inline_string: ok }        # optional
 //! ```
 //!
+//! Before the router, `http_filters` may also hold `envoy.filters.http.local_ratelimit`,
+//! `envoy.filters.http.fault`, `envoy.filters.http.header_mutation` and Envoy's contrib
+//! `envoy.filters.http.peak_ewma` (`docs/envoy-compat.md` lists their fields).
+//!
+//! A cluster that HTTP routes send to may set its upstream connections' options in
+//! Envoy's HTTP protocol options extension, the one key of
+//! `typed_extension_protocol_options` zerohop knows:
+//!
+//! ```yaml
+//!   clusters:
+//!   - name: service_backend
+//!     typed_extension_protocol_options:    # optional
+//!       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+//!         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+//!         common_http_protocol_options:    # optional
+//!           idle_timeout: 3600s            # default 3600s; "0s" turns it off
+//!           max_requests_per_connection: 1000   # default (and 0): no limit; not
+//!                                          # together with the cluster's own (deprecated)
+//!                                          # `max_requests_per_connection`
+//!         explicit_http_config:            # required, as in Envoy: HTTP/1.1 only
+//!           http_protocol_options: {}      # required, and empty
+//! ```
+//!
 //! A header value may hold Envoy's format variables `%DOWNSTREAM_REMOTE_ADDRESS%`,
 //! `%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%`, `%DOWNSTREAM_LOCAL_ADDRESS%`,
 //! `%DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT%`, `%UPSTREAM_REMOTE_ADDRESS%`, `%PROTOCOL%`,
@@ -216,7 +243,10 @@
 //!   least 0.
 //!
 //! Where zerohop does less than Envoy, knowingly: `codec_type: AUTO` accepts HTTP/1.1
-//! only (Envoy would also detect HTTP/2 with prior knowledge); `auto_host_rewrite` has
+//! only (Envoy would also detect HTTP/2 with prior knowledge); upstream connections are
+//! HTTP/1.1 only (`http2_protocol_options`, `http3_protocol_options`,
+//! `use_downstream_protocol_config` and `auto_config` are errors, and so is any field of
+//! `http_protocol_options`); `auto_host_rewrite` has
 //! no effect, as in Envoy for STATIC clusters; RING_HASH takes `XX_HASH` only (not
 //! `MURMUR_HASH_2`); LEAST_REQUEST with unequal weights compares weighted random picks
 //! (Envoy switches to a weighted schedule scaled by `active_request_bias`); Peak EWMA
@@ -246,7 +276,8 @@ pub use build::top_level_key_line;
 pub(crate) use build::{anchored, is_prime, rust_substitution};
 pub use duration::{format_duration, parse_duration, DurationError, MAX_DURATION_SECONDS};
 pub use filters::{
-    FaultFilter, FractionalPercent, HeaderMutationFilter, HeaderMutationOp, LocalRateLimitFilter,
+    BufferFilter, FaultFilter, FractionalPercent, HeaderMutationFilter, HeaderMutationOp,
+    LocalRateLimitFilter,
 };
 pub use raw::{
     HTTP_CONNECTION_MANAGER_TYPE_URL, ROUTER_FILTER_NAME, ROUTER_TYPE_URL, TCP_PROXY_TYPE_URL,
@@ -259,6 +290,10 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Envoy's default `common_http_protocol_options.idle_timeout` for an
 /// `http_connection_manager`.
 pub const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Envoy's default `common_http_protocol_options.idle_timeout` of a cluster's
+/// `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`: how long a pooled upstream
+/// connection may stay without a request.
+pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Envoy's default `stream_idle_timeout` for an `http_connection_manager`.
 pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Envoy's default `timeout` of a route's `route` action.
@@ -375,8 +410,8 @@ pub enum CodecType {
 /// An entry of `http_filters`, selected by its `typed_config`'s `@type` (or, for the
 /// router, by its `name` when it has no `typed_config`).
 ///
-/// Only the router so far; each HTTP filter zerohop learns (local_ratelimit, fault,
-/// header_mutation, ...) becomes a variant holding its own config struct and `name`.
+/// Each HTTP filter zerohop knows is a variant holding its own config struct and
+/// `name`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HttpFilter {
@@ -392,6 +427,9 @@ pub enum HttpFilter {
     /// Envoy's contrib `envoy.filters.http.peak_ewma` (empty config): marks that the
     /// peak EWMA load balancer gets latency samples (zerohop takes them always).
     PeakEwma(RouterFilter),
+    /// `envoy.filters.http.buffer`: the request body is read whole before the request
+    /// goes on.
+    Buffer(BufferFilter),
 }
 
 impl HttpFilter {
@@ -403,6 +441,7 @@ impl HttpFilter {
             HttpFilter::Fault(f) => &f.name,
             HttpFilter::HeaderMutation(f) => &f.name,
             HttpFilter::PeakEwma(f) => &f.name,
+            HttpFilter::Buffer(f) => &f.name,
         }
     }
 }
@@ -849,9 +888,17 @@ pub struct Cluster {
     pub lb_policy: LbPolicy,
     /// Every `load_assignment.endpoints[].lb_endpoints[]`, in order; never empty.
     pub endpoints: Vec<Endpoint>,
-    /// `max_requests_per_connection`: an upstream HTTP connection serves at most this
-    /// many requests; `None` (absent or 0): no limit.
+    /// `max_requests_per_connection`, or (not both) the
+    /// `common_http_protocol_options.max_requests_per_connection` of its
+    /// `typed_extension_protocol_options`' HttpProtocolOptions: an upstream HTTP
+    /// connection serves at most this many requests; `None` (absent or 0): no limit.
     pub max_requests_per_connection: Option<u32>,
+    /// `common_http_protocol_options.idle_timeout` of its
+    /// `typed_extension_protocol_options`' HttpProtocolOptions: a pooled upstream HTTP
+    /// connection without a request for this long is closed;
+    /// [`DEFAULT_UPSTREAM_IDLE_TIMEOUT`] when left out (or with no protocol options),
+    /// `None` when the config sets `0s`.
+    pub upstream_idle_timeout: Option<Duration>,
 }
 
 /// Envoy's default `least_request_lb_config.choice_count`.
@@ -1373,6 +1420,12 @@ pub enum Problem {
          them down"
     )]
     ClusterWeightsTooLarge,
+    #[error(
+        "the cluster sets the deprecated `max_requests_per_connection` too, and Envoy \
+         rejects both (\"Only one of max_requests_per_connection from Cluster or \
+         HttpProtocolOptions can be specified\"); remove the cluster's"
+    )]
+    MaxRequestsPerConnectionTwice,
 }
 
 fn address_hint(role: AddressRole) -> &'static str {

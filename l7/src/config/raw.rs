@@ -337,7 +337,208 @@ pub(crate) struct RawCluster {
     /// Deprecated in Envoy v3 in favour of the HTTP protocol options, still honoured.
     #[serde(default, alias = "maxRequestsPerConnection")]
     pub max_requests_per_connection: Option<Unsigned>,
+    #[serde(default, alias = "typedExtensionProtocolOptions")]
+    pub typed_extension_protocol_options: Option<RawTypedExtensionProtocolOptions>,
 }
+
+/// The key of the HTTP upstream protocol options in a cluster's
+/// `typed_extension_protocol_options` (the extension's name, as Envoy's docs write it).
+pub const HTTP_PROTOCOL_OPTIONS_KEY: &str =
+    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// The type URL of the HTTP upstream protocol options.
+pub const HTTP_PROTOCOL_OPTIONS_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// `Cluster.typed_extension_protocol_options`: a map from an extension's name to its
+/// options (a `google.protobuf.Any`). zerohop knows one key,
+/// [`HTTP_PROTOCOL_OPTIONS_KEY`]; any other is an error at that key.
+#[derive(Debug, Default)]
+pub(crate) struct RawTypedExtensionProtocolOptions {
+    /// The value under [`HTTP_PROTOCOL_OPTIONS_KEY`].
+    pub http: Option<RawProtocolOptionsTypedConfig>,
+}
+
+impl<'de> Deserialize<'de> for RawTypedExtensionProtocolOptions {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(ProtocolOptionsVisitor)
+    }
+}
+
+struct ProtocolOptionsVisitor;
+
+impl<'de> Visitor<'de> for ProtocolOptionsVisitor {
+    type Value = RawTypedExtensionProtocolOptions;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a mapping from an extension name to its options, such as `{HTTP_PROTOCOL_OPTIONS_KEY}: {{ \"@type\": {HTTP_PROTOCOL_OPTIONS_TYPE_URL}, ... }}`"
+        )
+    }
+
+    fn visit_map<A: MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> Result<RawTypedExtensionProtocolOptions, A::Error> {
+        let mut options = RawTypedExtensionProtocolOptions::default();
+        while let Some(key) = map.next_key::<String>()? {
+            if key != HTTP_PROTOCOL_OPTIONS_KEY {
+                // Raised inside the value, so that the path names the key.
+                return map.next_value_seed(UnsupportedProtocolOptions(key));
+            }
+            if options.http.is_some() {
+                return Err(de::Error::custom(format!("duplicate key `{key}`")));
+            }
+            options.http = Some(map.next_value()?);
+        }
+        Ok(options)
+    }
+}
+
+/// Skips the value under a `typed_extension_protocol_options` key zerohop does not know,
+/// and says why it is not supported.
+struct UnsupportedProtocolOptions(String);
+
+impl<'de> DeserializeSeed<'de> for UnsupportedProtocolOptions {
+    type Value = RawTypedExtensionProtocolOptions;
+
+    fn deserialize<D: Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<RawTypedExtensionProtocolOptions, D::Error> {
+        IgnoredAny::deserialize(deserializer)?;
+        let key = self.0;
+        let reason = if key.ends_with(".TcpProtocolOptions") {
+            "TCP protocol options are for a tcp_proxy's upstream connections, which zerohop \
+             does not pool"
+        } else if key.starts_with("envoy.extensions.upstreams.http.") {
+            "zerohop reads only the v3 HTTP upstream protocol options"
+        } else {
+            "these are not protocol options zerohop knows"
+        };
+        Err(de::Error::custom(format!(
+            "unsupported protocol options `{key}`: {reason}; zerohop supports only \
+             `{HTTP_PROTOCOL_OPTIONS_KEY}` (with \"@type\": {HTTP_PROTOCOL_OPTIONS_TYPE_URL}) \
+             so far"
+        )))
+    }
+}
+
+/// The HTTP upstream protocol options, dispatched on their `@type` as [`RawTypedConfig`]
+/// is.
+#[derive(Debug)]
+pub(crate) enum RawProtocolOptionsTypedConfig {
+    Http(RawHttpUpstreamProtocolOptions),
+    Deferred(Mapping),
+}
+
+/// Check the `@type` of the HTTP upstream protocol options; return a message saying why
+/// it will not do.
+pub(crate) fn protocol_options_type(url: &str) -> Result<(), String> {
+    if url == HTTP_PROTOCOL_OPTIONS_TYPE_URL {
+        return Ok(());
+    }
+    let reason = if Some(url) == HTTP_PROTOCOL_OPTIONS_TYPE_URL.strip_prefix("type.googleapis.com/")
+    {
+        "a type URL starts with `type.googleapis.com/`".to_owned()
+    } else {
+        format!("the options under `{HTTP_PROTOCOL_OPTIONS_KEY}` must be of that type")
+    };
+    Err(format!(
+        "unsupported protocol options type `{url}`: {reason}; write \"@type\": \
+         {HTTP_PROTOCOL_OPTIONS_TYPE_URL}"
+    ))
+}
+
+impl TypedConfig for RawProtocolOptionsTypedConfig {
+    type Kind = ();
+    const EXPECTING: &'static str =
+        "a mapping with an `@type` key: `\"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions`";
+
+    fn kind(url: &str) -> Result<(), String> {
+        protocol_options_type(url)
+    }
+
+    fn read<'de, A: MapAccess<'de>>(_kind: (), map: A) -> Result<Self, A::Error> {
+        RawHttpUpstreamProtocolOptions::deserialize(MapAccessDeserializer::new(map))
+            .map(RawProtocolOptionsTypedConfig::Http)
+    }
+
+    fn deferred(mapping: Mapping) -> Self {
+        RawProtocolOptionsTypedConfig::Deferred(mapping)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawProtocolOptionsTypedConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(TypedConfigVisitor::<RawProtocolOptionsTypedConfig>(
+            PhantomData,
+        ))
+    }
+}
+
+/// `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`, without its `@type`.
+/// `upstream_http_protocol_options` (TLS's SNI), `http_filters` (upstream filters) and
+/// `header_validation_config` are not supported: unknown fields.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping (Envoy\'s upstreams HttpProtocolOptions)"
+)]
+pub(crate) struct RawHttpUpstreamProtocolOptions {
+    #[serde(default, alias = "commonHttpProtocolOptions")]
+    pub common_http_protocol_options: Option<RawUpstreamCommonHttpProtocolOptions>,
+    #[serde(default, alias = "explicitHttpConfig")]
+    pub explicit_http_config: Option<RawExplicitHttpConfig>,
+    /// Not supported; present so that its error can say why.
+    #[serde(default, alias = "useDownstreamProtocolConfig")]
+    pub use_downstream_protocol_config: Option<IgnoredAny>,
+    /// Not supported; present so that its error can say why.
+    #[serde(default, alias = "autoConfig")]
+    pub auto_config: Option<IgnoredAny>,
+}
+
+/// `envoy.config.core.v3.HttpProtocolOptions` of an upstream (a cluster's
+/// `common_http_protocol_options`), limited to `idle_timeout` and
+/// `max_requests_per_connection`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping (Envoy\'s HttpProtocolOptions)"
+)]
+pub(crate) struct RawUpstreamCommonHttpProtocolOptions {
+    #[serde(default, alias = "idleTimeout")]
+    pub idle_timeout: Option<ProtoDuration>,
+    #[serde(default, alias = "maxRequestsPerConnection")]
+    pub max_requests_per_connection: Option<Unsigned>,
+}
+
+/// `HttpProtocolOptions.ExplicitHttpConfig`: HTTP/1.1 only.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping (Envoy\'s ExplicitHttpConfig)"
+)]
+pub(crate) struct RawExplicitHttpConfig {
+    #[serde(default, alias = "httpProtocolOptions")]
+    pub http_protocol_options: Option<RawHttp1ProtocolOptions>,
+    /// Not supported; present so that its error can say why.
+    #[serde(default, alias = "http2ProtocolOptions")]
+    pub http2_protocol_options: Option<IgnoredAny>,
+    /// Not supported; present so that its error can say why.
+    #[serde(default, alias = "http3ProtocolOptions")]
+    pub http3_protocol_options: Option<IgnoredAny>,
+}
+
+/// `envoy.config.core.v3.Http1ProtocolOptions` of an upstream: none of its fields is
+/// supported yet, so it is accepted empty only.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping (Envoy\'s Http1ProtocolOptions)"
+)]
+pub(crate) struct RawHttp1ProtocolOptions {}
 
 /// `envoy.config.cluster.v3.Cluster.DiscoveryType`, of which zerohop supports STATIC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1000,6 +1201,7 @@ pub(crate) enum RawHttpTypedConfig {
     Fault(RawFault),
     HeaderMutation(RawHeaderMutation),
     PeakEwma(RawRouter),
+    Buffer(RawBuffer),
     Deferred(Mapping),
 }
 
@@ -1012,6 +1214,7 @@ pub(crate) enum HttpFilterType {
     Fault,
     HeaderMutation,
     PeakEwma,
+    Buffer,
 }
 
 /// The type URL of the local rate limit HTTP filter's config.
@@ -1027,6 +1230,9 @@ pub const HEADER_MUTATION_TYPE_URL: &str =
 /// peak EWMA load balancer; its config is empty).
 pub const PEAK_EWMA_FILTER_TYPE_URL: &str =
     "type.googleapis.com/envoy.extensions.filters.http.peak_ewma.v3alpha.PeakEwmaConfig";
+/// The type URL of the buffer HTTP filter's config.
+pub const BUFFER_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer";
 
 /// Return the HTTP filter a `typed_config` type URL selects, or a message saying why none
 /// is.
@@ -1037,11 +1243,12 @@ pub(crate) fn http_filter_type(url: &str) -> Result<HttpFilterType, String> {
         FAULT_TYPE_URL => return Ok(HttpFilterType::Fault),
         HEADER_MUTATION_TYPE_URL => return Ok(HttpFilterType::HeaderMutation),
         PEAK_EWMA_FILTER_TYPE_URL => return Ok(HttpFilterType::PeakEwma),
+        BUFFER_TYPE_URL => return Ok(HttpFilterType::Buffer),
         _ => {}
     }
     let supported = format!(
         "zerohop supports {ROUTER_TYPE_URL}, {LOCAL_RATELIMIT_TYPE_URL}, {FAULT_TYPE_URL}, \
-         {HEADER_MUTATION_TYPE_URL} and {PEAK_EWMA_FILTER_TYPE_URL} so far"
+         {HEADER_MUTATION_TYPE_URL}, {BUFFER_TYPE_URL} and {PEAK_EWMA_FILTER_TYPE_URL} so far"
     );
     let name = url.rsplit('/').next().unwrap_or(url);
     let reason = if Some(name) == ROUTER_TYPE_URL.strip_prefix("type.googleapis.com/") {
@@ -1089,6 +1296,7 @@ impl TypedConfig for RawHttpTypedConfig {
             HttpFilterType::PeakEwma => {
                 RawRouter::deserialize(map).map(RawHttpTypedConfig::PeakEwma)
             }
+            HttpFilterType::Buffer => RawBuffer::deserialize(map).map(RawHttpTypedConfig::Buffer),
         }
     }
 
@@ -1236,6 +1444,14 @@ pub(crate) struct RawFaultAbort {
     pub http_status: Option<Unsigned>,
     #[serde(default)]
     pub percentage: Option<RawFractionalPercent>,
+}
+
+/// `envoy.extensions.filters.http.buffer.v3.Buffer`, without `@type`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping (Envoy\'s Buffer)")]
+pub(crate) struct RawBuffer {
+    #[serde(default, alias = "maxRequestBytes")]
+    pub max_request_bytes: Option<Unsigned>,
 }
 
 /// `envoy.extensions.filters.http.header_mutation.v3.HeaderMutation`, without `@type`.

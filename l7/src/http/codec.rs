@@ -824,6 +824,48 @@ pub fn keep_alive(version: Version, headers: &Headers) -> bool {
     }
 }
 
+/// The value of cookie `name` in the request's `cookie` headers, without
+/// the double quotes a quoted value has (as Envoy reads it).
+pub fn cookie_value<'h>(headers: &'h Headers, name: &str) -> Option<&'h [u8]> {
+    headers.get_all("cookie").find_map(|c| {
+        c.split(|b| *b == b';').find_map(|pair| {
+            let pair = trim_ows(pair);
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            let (k, v) = (&pair[..eq], &pair[eq + 1..]);
+            if k != name.as_bytes() {
+                return None;
+            }
+            Some(
+                v.strip_prefix(b"\"")
+                    .and_then(|v| v.strip_suffix(b"\""))
+                    .unwrap_or(v),
+            )
+        })
+    })
+}
+
+/// The trailer fields [`ChunkedScanner::scan_parts`] collected (`name:
+/// value` lines, each ending in CRLF, already checked by the scanner).
+pub fn parse_trailers(raw: &[u8]) -> Headers {
+    let mut out = Headers::default();
+    for line in raw.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        let name = String::from_utf8_lossy(&line[..colon]).to_ascii_lowercase();
+        out.append(&name, trim_ows(&line[colon + 1..]).to_vec());
+    }
+    out
+}
+
+/// Append `trailers` as a chunked body's trailer section, ending the body
+/// (the last chunk must have been written before).
+pub fn write_trailers(trailers: &Headers, out: &mut Vec<u8>) {
+    push_headers(trailers, out);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Return whether the client waits for `100 Continue` before sending the
 /// body (HTTP/1.1 only: RFC 9110 10.1.1 says to ignore it from HTTP/1.0).
 pub fn expects_continue(head: &RequestHead) -> bool {
@@ -1179,7 +1221,22 @@ impl ChunkedScanner {
     pub fn scan_payload(
         &mut self,
         input: &[u8],
+        payload: impl FnMut(&[u8]),
+    ) -> Result<Scan, ChunkError> {
+        self.scan_parts(input, payload, |_| {})
+    }
+
+    /// As [`ChunkedScanner::scan_payload`], and also hand each byte of the
+    /// trailer section (the field lines, without the final empty line) to
+    /// `trailer`; [`parse_trailers`] reads what it collected.
+    ///
+    /// # Errors
+    /// As [`ChunkedScanner::scan`].
+    pub fn scan_parts(
+        &mut self,
+        input: &[u8],
         mut payload: impl FnMut(&[u8]),
+        mut trailer: impl FnMut(u8),
     ) -> Result<Scan, ChunkError> {
         let mut pos = 0;
         loop {
@@ -1209,9 +1266,16 @@ impl ChunkedScanner {
                 _ => {
                     let Some(&b) = input.get(pos) else { break };
                     pos += 1;
+                    let in_trailer = matches!(
+                        self.state,
+                        ChunkState::TrailerName | ChunkState::TrailerValue | ChunkState::TrailerLf
+                    ) || (self.state == ChunkState::TrailerStart && b != b'\r');
                     if let Err(err) = self.step(b) {
                         self.state = ChunkState::Failed(err);
                         return Err(err);
+                    }
+                    if in_trailer {
+                        trailer(b);
                     }
                 }
             }
@@ -2267,5 +2331,53 @@ mod tests {
         trailers.resize(MAX_TRAILER_BYTES + 10, b'a');
         assert_eq!(chunk_err(&trailers), TrailersTooLarge);
         assert_eq!(InvalidSize.details(), "http1.invalid_chunk_size");
+    }
+
+    #[test]
+    fn trailers_are_collected_byte_by_byte_and_parsed() {
+        // Split everywhere: the trailer bytes come out the same.
+        for cut in 1..BODY_LEN {
+            let mut scanner = ChunkedScanner::new();
+            let (mut payload, mut trailer) = (Vec::new(), Vec::new());
+            let mut consumed = 0;
+            for part in [&CHUNKED[..cut], &CHUNKED[cut..]] {
+                let scan = scanner
+                    .scan_parts(part, |p| payload.extend_from_slice(p), |b| trailer.push(b))
+                    .unwrap();
+                consumed += scan.consumed;
+                if scan.done {
+                    break;
+                }
+            }
+            assert_eq!(consumed, BODY_LEN, "cut {cut}");
+            assert_eq!(payload, PAYLOAD, "cut {cut}");
+            assert_eq!(trailer, b"X-Sum: 1\r\nY: \r\n", "cut {cut}");
+        }
+        let t = parse_trailers(b"X-Sum: 1\r\nY: \r\n");
+        assert_eq!(t.get("x-sum"), Some(&b"1"[..]));
+        assert_eq!(t.get("y"), Some(&b""[..]));
+        let mut out = Vec::new();
+        write_trailers(&t, &mut out);
+        assert_eq!(parse_trailers(&out).get("x-sum"), Some(&b"1"[..]));
+        assert!(out.ends_with(b"\r\n\r\n"), "{out:?}");
+        // No trailers: nothing collected.
+        let mut trailer = Vec::new();
+        let scan = ChunkedScanner::new()
+            .scan_parts(b"0\r\n\r\n", |_| {}, |b| trailer.push(b))
+            .unwrap();
+        assert!(scan.done && trailer.is_empty());
+        assert!(parse_trailers(b"").iter().next().is_none());
+    }
+
+    #[test]
+    fn cookie_values_are_found_and_unquoted() {
+        let mut h = Headers::default();
+        h.append("cookie", "a=1; s=\"abc\"");
+        h.append("cookie", "t=x=y");
+        assert_eq!(cookie_value(&h, "a"), Some(&b"1"[..]));
+        assert_eq!(cookie_value(&h, "s"), Some(&b"abc"[..]));
+        assert_eq!(cookie_value(&h, "t"), Some(&b"x=y"[..]));
+        assert_eq!(cookie_value(&h, "S"), None);
+        assert_eq!(cookie_value(&h, "b"), None);
     }
 }

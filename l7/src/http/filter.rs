@@ -1,23 +1,34 @@
 //! HTTP filters: Envoy's `http_filters` chain in the shape zerohop runs it.
 //!
-//! Envoy's filter API decodes headers, data and trailers on the way in and
-//! encodes them on the way out, each callback able to continue, stop or
-//! answer locally. zerohop streams bodies between TCP buffers without
-//! copying them through the proxy, so its filters see message *heads* only:
+//! As in Envoy, filters decode a request on the way in (headers, data,
+//! trailers, in `http_filters` order) and encode the response on the way
+//! out (in reverse order), and each callback may go on, stop, or answer
+//! locally:
 //!
-//! - [`Filter::on_request`] runs for each request head, in `http_filters`
-//!   order, before the router picks a route; it may go on, answer locally
-//!   ([`Verdict::Reply`]), or hold the request for a while
-//!   ([`Verdict::Delay`], after which the chain goes on with the next
-//!   filter);
-//! - [`Filter::on_response`] runs for each response head from upstream, in
-//!   reverse order (as Envoy's encoders).
+//! - [`FilterPlan::decode_headers`] runs for each request head before the
+//!   router picks a route. A filter may go on ([`Verdict::Continue`]),
+//!   answer locally ([`Verdict::Reply`]), hold the request for a while
+//!   ([`Verdict::Delay`]), or stop until the whole body has arrived
+//!   ([`Verdict::Buffer`], Envoy's `StopIteration` followed by
+//!   `StopIterationAndBuffer`).
+//! - [`FilterPlan::decode_data`] and [`FilterPlan::decode_trailers`] run on
+//!   a body a filter asked to buffer, once it is whole, on that filter and
+//!   the ones after it; each may go on or answer locally (and change the
+//!   body or the trailers: the proxy frames the request again).
+//! - [`FilterPlan::encode_headers`] runs on every response head: from
+//!   upstream, and on local replies (for a reply a filter made, only the
+//!   filters before it run, as in Envoy).
 //!
-//! The router is the terminal filter and is the proxy itself. A filter
-//! that needs body data (buffering, transcoding) has no place here yet.
-//! Filters are built once per listener from the config ([`FilterPlan`]) and
-//! run per request without allocating, except for what they add to a
-//! message.
+//! Bodies nobody buffers are not handed to filters: they are spliced
+//! between TCP buffers (see [`super::proxy`]), which is what makes the
+//! proxy cheap. So there is no streaming `decode_data` per segment and no
+//! `encode_data`/`encode_trailers` yet; a filter that must see a response
+//! body has no place here yet.
+//!
+//! The router is the terminal filter and is the proxy itself. Filters are
+//! built once per listener from the config ([`FilterPlan`]) and shared by
+//! the workers; they run per request without allocating, except for what
+//! they add to a message.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,7 +37,7 @@ use std::time::{Duration, Instant};
 use zerohop_dataplane::Counter;
 use zerohop_tcpstack::rng::Rng;
 
-use super::codec::{RequestHead, ResponseHead};
+use super::codec::{BodyFraming, RequestHead, ResponseHead};
 use super::route::{apply_mutations, FormatContext};
 use crate::config::{
     FaultFilter, FractionalPercent, HeaderMutationFilter, HeaderMutationOp, HttpFilter,
@@ -45,8 +56,14 @@ pub enum Verdict {
         /// Headers to add to the answer.
         headers: Vec<(String, Vec<u8>)>,
     },
-    /// Hold the request this long, then go on with the next filter.
-    Delay(Duration),
+    /// Hold the request `delay`, then answer `abort` if set, else go on with
+    /// the next filter.
+    Delay { delay: Duration, abort: Option<u16> },
+    /// Stop until the request body has arrived whole (at most `limit`
+    /// bytes: beyond, the proxy answers 413), then run
+    /// [`FilterPlan::decode_data`] and [`FilterPlan::decode_trailers`] from
+    /// this filter on, then go on with the next filter's headers.
+    Buffer { limit: u32 },
 }
 
 /// Whether a fraction of requests is hit: `numerator` per `denominator`.
@@ -158,6 +175,9 @@ enum Kind {
         abort: Option<(u16, FractionalPercent)>,
     },
     HeaderMutation(HeaderMutationFilter),
+    Buffer {
+        max_request_bytes: u32,
+    },
 }
 
 /// The filters of one listener, built once from its `http_filters` (the
@@ -183,6 +203,12 @@ impl FilterPlan {
         for f in filters {
             let built = match f {
                 HttpFilter::Router(_) | HttpFilter::PeakEwma(_) => continue,
+                HttpFilter::Buffer(c) => (
+                    Kind::Buffer {
+                        max_request_bytes: c.max_request_bytes,
+                    },
+                    Vec::new(),
+                ),
                 HttpFilter::LocalRateLimit(c) => local_rate_limit(c),
                 HttpFilter::Fault(c) => fault(c, hcm_prefix),
                 HttpFilter::HeaderMutation(c) => (Kind::HeaderMutation(c.clone()), Vec::new()),
@@ -205,9 +231,23 @@ impl FilterPlan {
             .collect()
     }
 
-    /// Run the filters from `from` on `head`; return the verdict and the
-    /// index of the next filter to run (after a delay).
-    pub fn on_request(
+    /// Whether some filter changes response heads (so local replies must
+    /// be built as heads, not written straight out).
+    pub fn has_encoders(&self) -> bool {
+        self.filters
+            .iter()
+            .any(|f| matches!(&f.0, Kind::HeaderMutation(m) if !m.response_mutations.is_empty()))
+    }
+
+    /// Number of filters.
+    pub fn len(&self) -> usize {
+        self.filters.len()
+    }
+
+    /// Run the filters' `decodeHeaders` from `from` on `head`; return the
+    /// verdict and the index of the next filter to run (after a delay or
+    /// once the body is buffered).
+    pub fn decode_headers(
         &self,
         from: usize,
         head: &mut RequestHead,
@@ -260,10 +300,7 @@ impl FilterPlan {
                         st.add(FAULT_ABORTS);
                     }
                     match (delayed, aborted) {
-                        (Some(d), Some(status)) => {
-                            return (Verdict::Delay(d), DELAY_THEN_ABORT + usize::from(status))
-                        }
-                        (Some(d), None) => return (Verdict::Delay(d), i + 1),
+                        (Some(delay), abort) => return (Verdict::Delay { delay, abort }, i + 1),
                         (None, Some(status)) => {
                             return (
                                 Verdict::Reply {
@@ -280,14 +317,51 @@ impl FilterPlan {
                 Kind::HeaderMutation(m) => {
                     apply_ops(&mut head.headers, &m.request_mutations, ctx, true);
                 }
+                Kind::Buffer { max_request_bytes } => {
+                    if crate::http::codec::request_framing(head) != BodyFraming::None {
+                        return (
+                            Verdict::Buffer {
+                                limit: *max_request_bytes,
+                            },
+                            i,
+                        );
+                    }
+                }
             }
         }
         (Verdict::Continue, self.filters.len())
     }
 
-    /// Run the filters' response side on `head`, in reverse order.
-    pub fn on_response(&self, head: &mut ResponseHead, ctx: &FormatContext<'_>) {
-        for f in self.filters.iter().rev() {
+    /// Run the filters' `decodeData` from `from` on a whole request body
+    /// (`end_stream` true: Envoy's last call); return the verdict
+    /// ([`Verdict::Continue`] or [`Verdict::Reply`]) and the index of the
+    /// filter that gave it.
+    // A `Vec`, not a slice: a filter may change the body's length (the
+    // proxy frames it again).
+    #[allow(clippy::ptr_arg)]
+    pub fn decode_data(&self, from: usize, data: &mut Vec<u8>) -> (Verdict, usize) {
+        for (i, f) in self.filters.iter().enumerate().skip(from) {
+            if let Kind::Buffer { max_request_bytes } = &f.0 {
+                if data.len() as u64 > u64::from(*max_request_bytes) {
+                    return (too_large(), i);
+                }
+            }
+        }
+        (Verdict::Continue, self.filters.len())
+    }
+
+    /// Run the filters' `decodeTrailers` from `from` on a buffered request's
+    /// trailers; as [`FilterPlan::decode_data`]. No filter zerohop ships
+    /// changes trailers; they reach the upstream as they came.
+    pub fn decode_trailers(&self, from: usize, trailers: &mut super::Headers) -> (Verdict, usize) {
+        let _ = trailers;
+        (Verdict::Continue, self.filters.len().max(from))
+    }
+
+    /// Run the `encodeHeaders` of the first `upto` filters on a response
+    /// head, in reverse order.
+    pub fn encode_headers(&self, upto: usize, head: &mut ResponseHead, ctx: &FormatContext<'_>) {
+        for f in self.filters.iter().take(upto).rev() {
             if let Kind::HeaderMutation(m) = &f.0 {
                 apply_ops(&mut head.headers, &m.response_mutations, ctx, false);
             }
@@ -295,14 +369,13 @@ impl FilterPlan {
     }
 }
 
-/// `on_request`'s next index after a delay that ends in an abort: this plus
-/// the status.
-pub const DELAY_THEN_ABORT: usize = 1 << 20;
-
-/// The abort status a next index carries, if it does.
-pub fn abort_after_delay(next: usize) -> Option<u16> {
-    next.checked_sub(DELAY_THEN_ABORT)
-        .and_then(|s| u16::try_from(s).ok())
+/// The buffer filter's answer to a body beyond its limit (Envoy's).
+pub fn too_large() -> Verdict {
+    Verdict::Reply {
+        status: 413,
+        body: "Payload Too Large",
+        headers: Vec::new(),
+    }
 }
 
 fn apply_ops(
@@ -395,5 +468,90 @@ mod tests {
             denominator: 100,
         };
         assert!(!(0..1000).any(|_| sample(&none, &mut rng)));
+    }
+
+    #[test]
+    fn the_buffer_filter_stops_bodies_and_encoders_run_up_to_a_filter() {
+        use crate::config::{BufferFilter, HeaderMutationOp};
+        use crate::http::codec::{Method, Version};
+        let mutation = |name: &str, header: &str| {
+            HttpFilter::HeaderMutation(HeaderMutationFilter {
+                name: name.into(),
+                request_mutations: Vec::new(),
+                response_mutations: vec![HeaderMutationOp::Remove(header.into())],
+            })
+        };
+        let plan = FilterPlan::new(
+            &[
+                mutation("m1", "x-a"),
+                HttpFilter::Buffer(BufferFilter {
+                    name: "b".into(),
+                    max_request_bytes: 10,
+                }),
+                mutation("m2", "x-b"),
+            ],
+            "p",
+        );
+        assert_eq!(plan.len(), 3);
+        assert!(plan.has_encoders());
+        let stats = plan.stats();
+        let mut rng = Rng(1);
+        let ctx = FormatContext::default();
+        let head = |framing: Option<(&str, &str)>| {
+            let mut headers = super::super::Headers::default();
+            if let Some((k, v)) = framing {
+                headers.append(k, v);
+            }
+            RequestHead {
+                method: Method::Post,
+                target: "/".into(),
+                version: Version::Http11,
+                headers,
+            }
+        };
+        // A body: stop at the buffer filter; none: straight through.
+        let (v, at) = plan.decode_headers(
+            0,
+            &mut head(Some(("content-length", "5"))),
+            &ctx,
+            &stats,
+            &mut rng,
+        );
+        assert_eq!((v, at), (Verdict::Buffer { limit: 10 }, 1));
+        let (v, _) = plan.decode_headers(
+            0,
+            &mut head(Some(("transfer-encoding", "chunked"))),
+            &ctx,
+            &stats,
+            &mut rng,
+        );
+        assert_eq!(v, Verdict::Buffer { limit: 10 });
+        let (v, at) = plan.decode_headers(0, &mut head(None), &ctx, &stats, &mut rng);
+        assert_eq!((v, at), (Verdict::Continue, 3));
+        // The whole body: within the limit goes on, beyond it is a 413.
+        assert_eq!(plan.decode_data(1, &mut vec![0; 10]).0, Verdict::Continue);
+        let (v, at) = plan.decode_data(1, &mut vec![0; 11]);
+        assert_eq!((v, at), (too_large(), 1));
+        let mut trailers = super::super::Headers::default();
+        assert_eq!(plan.decode_trailers(1, &mut trailers).0, Verdict::Continue);
+        // Encoders: the first `upto`, so a reply of the buffer filter is seen
+        // by m1 only.
+        let response = || {
+            let mut headers = super::super::Headers::default();
+            headers.append("x-a", "1");
+            headers.append("x-b", "1");
+            ResponseHead {
+                version: Version::Http11,
+                status: 413,
+                reason: String::new(),
+                headers,
+            }
+        };
+        let mut r = response();
+        plan.encode_headers(1, &mut r, &ctx);
+        assert!(!r.headers.contains("x-a") && r.headers.contains("x-b"));
+        let mut r = response();
+        plan.encode_headers(3, &mut r, &ctx);
+        assert!(!r.headers.contains("x-a") && !r.headers.contains("x-b"));
     }
 }

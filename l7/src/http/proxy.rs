@@ -22,7 +22,7 @@
 //! (`http.<stat_prefix>.*`, `cluster.<name>.upstream_rq_*`).
 
 use std::collections::HashMap;
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -43,8 +43,6 @@ use crate::config::{
 const READ_CHUNK: usize = 16 * 1024;
 /// Largest upstream response head.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-/// An idle pooled upstream connection is closed after this.
-const UPSTREAM_IDLE_MS: u64 = 60_000;
 /// Connection word tag of the HTTP proxy (`tcp_proxy` tags stay below it).
 pub const TAG: u64 = 1 << 62;
 
@@ -58,6 +56,8 @@ pub struct HcmStats {
     pub downstream_rq_xx: [Counter; 5],
     pub downstream_cx_protocol_error: Counter,
     pub downstream_rq_timeout: Counter,
+    /// 413s: a body beyond what a filter buffers.
+    pub downstream_rq_too_large: Counter,
     pub downstream_cx_idle_timeout: Counter,
     pub downstream_rq_rx_reset: Counter,
     pub downstream_cx_rx_bytes_total: Counter,
@@ -122,6 +122,7 @@ impl HttpStats {
                     l.downstream_cx_protocol_error.get(),
                 ),
                 ("downstream_rq_timeout", l.downstream_rq_timeout.get()),
+                ("downstream_rq_too_large", l.downstream_rq_too_large.get()),
                 (
                     "downstream_cx_idle_timeout",
                     l.downstream_cx_idle_timeout.get(),
@@ -194,6 +195,7 @@ struct HcmPlan {
     request_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
     use_remote_address: bool,
+    xff_num_trusted_hops: u32,
     generate_request_id: bool,
 }
 
@@ -204,6 +206,9 @@ pub struct HttpPlan {
     used: Vec<bool>,
     /// Per cluster: `max_requests_per_connection`.
     max_requests: Vec<Option<u32>>,
+    /// Per cluster: how long a pooled connection may idle, ms (`None`: no
+    /// limit).
+    upstream_idle_ms: Vec<Option<u64>>,
     prefixes: Vec<String>,
     clusters: Vec<Balancer>,
     cluster_names: Vec<String>,
@@ -243,6 +248,11 @@ impl HttpPlan {
                 .clusters
                 .iter()
                 .map(|c| c.max_requests_per_connection)
+                .collect(),
+            upstream_idle_ms: config
+                .clusters
+                .iter()
+                .map(|c| c.upstream_idle_timeout.and_then(ms))
                 .collect(),
             prefixes,
             clusters: config.clusters.iter().map(Balancer::new).collect(),
@@ -302,6 +312,7 @@ fn hcm_plan(address: SocketAddrV4, h: &HttpConnectionManager) -> Result<HcmPlan,
         request_timeout_ms: h.request_timeout.and_then(ms),
         idle_timeout_ms: h.idle_timeout.and_then(ms),
         use_remote_address: h.use_remote_address,
+        xff_num_trusted_hops: h.xff_num_trusted_hops,
         generate_request_id: h.generate_request_id,
     })
 }
@@ -343,6 +354,46 @@ enum Phase {
     Closing,
     /// A filter holds the request (a fault delay) until the deadline.
     Held,
+    /// A filter holds the request until its body has arrived whole.
+    Buffer,
+}
+
+/// A request a filter holds for a while.
+struct Held {
+    head: RequestHead,
+    /// The filter to go on with.
+    next: usize,
+    /// Answer this when the delay is over (a fault abort).
+    abort: Option<u16>,
+}
+
+/// A request a filter holds until its body is whole.
+struct Buffering {
+    head: RequestHead,
+    /// The filter that buffers.
+    filter: usize,
+    limit: u32,
+    body: Vec<u8>,
+    /// The trailer section of a chunked body, raw.
+    trailers: Vec<u8>,
+    chunked: bool,
+}
+
+/// What a local reply carries besides its status and body.
+#[derive(Default, Clone, Copy)]
+struct Reply<'a> {
+    /// Close the connection after it.
+    close: bool,
+    /// A redirect's `location`.
+    location: Option<&'a str>,
+    /// Headers to add (a filter's).
+    headers: &'a [(String, Vec<u8>)],
+    /// The route whose response header mutations apply (Envoy finalizes a
+    /// route's local replies, direct responses and redirects with them).
+    route: Option<route::RouteRef>,
+    /// How many filters' `encodeHeaders` run on it: those before the one
+    /// that answered, all of them for the router's answers.
+    encoders: usize,
 }
 
 /// One downstream connection.
@@ -350,6 +401,9 @@ struct Down {
     conn: ConnId,
     listener: u32,
     remote: SocketAddrV4,
+    /// The current request's trusted client address (`x-forwarded-for` and
+    /// `xff_num_trusted_hops`, or the connection's).
+    client: SocketAddr,
     phase: Phase,
     /// Bytes read and not consumed (the rest of a head, the start of a body,
     /// pipelined requests).
@@ -371,8 +425,12 @@ struct Down {
     idle_since_ms: u64,
     /// The current head's first byte arrived at, ms.
     head_started_ms: Option<u64>,
-    /// A request held by a filter, and the filter to go on with.
-    held: Option<(RequestHead, usize)>,
+    /// A request held by a filter (a delay).
+    held: Option<Held>,
+    /// A request whose body a filter buffers.
+    buffering: Option<Box<Buffering>>,
+    /// A `set-cookie` for the response (a generated hash-policy cookie).
+    set_cookie: Option<String>,
     /// The current request's head began, ms (`request_timeout` runs from here).
     stream_started_ms: u64,
     /// Bytes of the current exchange last moved, ms (`stream_idle_timeout`).
@@ -607,10 +665,15 @@ impl HttpProxy {
                 Phase::Head => self.read_head(tcp, di),
                 Phase::Exchange => self.exchange(tcp, di),
                 Phase::Closing => {
-                    tcp.close(d.conn);
+                    // What the client still sends is read and dropped, so no
+                    // unread bytes keep the closed connection around.
+                    let conn = d.conn;
+                    while tcp.recv(conn, &mut self.scratch) > 0 {}
+                    tcp.close(conn);
                     false
                 }
                 Phase::Held => false,
+                Phase::Buffer => self.buffer_body(tcp, di),
             };
             if !progressed {
                 return;
@@ -680,27 +743,103 @@ impl HttpProxy {
         }
     }
 
-    /// Count a response status and queue a complete local reply.
+    /// Queue a complete local reply (`close`: close after it) with no
+    /// route and no filter encoders: the codec's and the connection's own
+    /// answers.
     fn local_reply(&mut self, tcp: &mut Stack, di: u32, status: u16, body: &[u8], close: bool) {
+        self.reply(
+            tcp,
+            di,
+            status,
+            body,
+            Reply {
+                close,
+                ..Reply::default()
+            },
+        );
+    }
+
+    /// Queue a complete local reply: `status`, `body` as text, and what `x`
+    /// adds; count it and go on with the connection (or close it: after a
+    /// request body that was not read, or when asked).
+    fn reply(&mut self, tcp: &mut Stack, di: u32, status: u16, body: &[u8], x: Reply<'_>) {
         let Some(d) = self.downs.get_mut(di) else {
             return;
         };
-        // A request body we did not read cannot be skipped safely: close.
-        let close = close || !d.req.done() || !d.keep_alive;
+        if let Body::Length(n) = d.req {
+            // A body that is all here already is skipped, not a reason to
+            // close (a small POST answered locally).
+            if let Some(n) = usize::try_from(n).ok().filter(|n| *n <= d.buf.len()) {
+                d.buf.drain(..n);
+                d.req = Body::Done;
+            }
+        }
+        let close = x.close || !d.req.done() || !d.keep_alive;
+        let plan = &self.plan.listeners[d.listener as usize];
+        let encoders = x.encoders.min(plan.filters.len());
+        let mutate = x.route.is_some() || (encoders > 0 && plan.filters.has_encoders());
+        let body = if d.method.is_head() { &[][..] } else { body };
         let mut out = std::mem::take(&mut d.out);
-        let text = body;
-        codec::write_local_reply(
-            status,
-            "text/plain",
-            if d.method.is_head() { &[] } else { text },
-            close,
-            &mut out,
-        );
+        // (An HTTP/1.0 client kept alive must be told so.)
+        if !mutate && x.headers.is_empty() && (close || !d.http10) {
+            // The common case, written straight out.
+            match x.location {
+                Some(location) => codec::write_redirect(status, location, close, &mut out),
+                None => codec::write_local_reply(status, "text/plain", body, close, &mut out),
+            }
+        } else {
+            let bodiless = status < 200 || status == 204 || status == 304;
+            let mut headers = super::Headers::with_capacity(4 + x.headers.len());
+            if let Some(location) = x.location {
+                headers.append("location", location);
+            }
+            if !bodiless {
+                headers.append("content-length", body.len().to_string());
+                if !body.is_empty() {
+                    headers.append("content-type", "text/plain");
+                }
+            }
+            for (k, v) in x.headers {
+                headers.append(k, v.clone());
+            }
+            if close {
+                headers.append("connection", "close");
+            } else if d.http10 {
+                headers.append("connection", "keep-alive");
+            }
+            let mut head = ResponseHead {
+                version: Version::Http11,
+                status,
+                reason: String::new(),
+                headers,
+            };
+            if mutate {
+                let ctx = route::FormatContext {
+                    downstream_remote_address: Some(d.client),
+                    downstream_local_address: Some(plan.address.into()),
+                    protocol: if d.http10 { "HTTP/1.0" } else { "HTTP/1.1" },
+                    method: d.method.as_str(),
+                    ..Default::default()
+                };
+                if let Some(r) = x.route {
+                    plan.routes
+                        .apply_response_mutations(r, &mut head.headers, &ctx);
+                }
+                plan.filters.encode_headers(encoders, &mut head, &ctx);
+            }
+            codec::write_response_head(&head, Version::Http11, &mut out);
+            if !bodiless {
+                out.extend_from_slice(body);
+            }
+        }
         d.out = out;
         d.phase = if close { Phase::Closing } else { Phase::Head };
         d.req = Body::Done;
         d.resp = Body::Done;
         d.response_started = false;
+        d.held = None;
+        d.buffering = None;
+        d.set_cookie = None;
         let listener = d.listener;
         self.stats.listeners[listener as usize].1.downstream_rq_xx[class(status)].add(1);
         self.arm_head_deadline(tcp, di);
@@ -753,6 +892,14 @@ impl HttpProxy {
         hs.downstream_rq_total.add(1);
         d.keep_alive = codec::keep_alive(head.version, &head.headers);
         d.http10 = head.version == Version::Http10;
+        let plan = &self.plan.listeners[li];
+        d.client = trusted_client(
+            d.remote,
+            &head.headers,
+            plan.use_remote_address,
+            plan.xff_num_trusted_hops,
+        );
+        d.set_cookie = None;
         d.method = head.method.clone();
         d.req = Body::of(codec::request_framing(&head));
         d.phase = Phase::Exchange;
@@ -772,9 +919,9 @@ impl HttpProxy {
         };
         let li = d.listener as usize;
         let plan = &self.plan.listeners[li];
-        if !plan.filters.is_empty() {
+        if from < plan.filters.len() {
             let ctx = route::FormatContext {
-                downstream_remote_address: Some(d.remote.into()),
+                downstream_remote_address: Some(d.client),
                 downstream_local_address: Some(plan.address.into()),
                 protocol: if d.http10 { "HTTP/1.0" } else { "HTTP/1.1" },
                 method: d.method.as_str(),
@@ -783,7 +930,7 @@ impl HttpProxy {
             let hs = &self.stats.listeners[li].1;
             let (verdict, next) =
                 plan.filters
-                    .on_request(from, &mut head, &ctx, &hs.filters, &mut self.rng);
+                    .decode_headers(from, &mut head, &ctx, &hs.filters, &mut self.rng);
             match verdict {
                 Verdict::Continue => {}
                 Verdict::Reply {
@@ -791,19 +938,230 @@ impl HttpProxy {
                     body,
                     headers,
                 } => {
-                    self.reply_with_headers(tcp, di, status, body.as_bytes(), &headers);
+                    let x = Reply {
+                        headers: &headers,
+                        encoders: next.saturating_sub(1),
+                        ..Reply::default()
+                    };
+                    self.reply(tcp, di, status, body.as_bytes(), x);
                     return;
                 }
-                Verdict::Delay(delay) => {
-                    d.held = Some((head, next));
+                Verdict::Delay { delay, abort } => {
+                    d.held = Some(Held { head, next, abort });
                     d.phase = Phase::Held;
                     let at = tcp.now_ms() + delay.as_millis() as u64;
                     tcp.set_deadline(d.conn, Some(at));
                     return;
                 }
+                Verdict::Buffer { limit } => {
+                    return self.start_buffering(tcp, di, head, next, limit)
+                }
             }
         }
         self.route_request(tcp, di, head);
+    }
+
+    /// Filter `filter` stops `head` until its body is whole.
+    fn start_buffering(
+        &mut self,
+        tcp: &mut Stack,
+        di: u32,
+        mut head: RequestHead,
+        filter: usize,
+        limit: u32,
+    ) {
+        let Some(d) = self.downs.get_mut(di) else {
+            return;
+        };
+        if matches!(d.req, Body::Length(n) if n > u64::from(limit)) {
+            // Known to be too large: answer before reading any of it.
+            return self.too_large(tcp, di, filter);
+        }
+        if codec::expects_continue(&head) {
+            // The client waits for this before it sends the body, which must
+            // arrive before anything goes upstream: answer it here (as
+            // Envoy's HCM does), and the upstream never sees the expectation.
+            d.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            head.headers.remove("expect");
+        }
+        let chunked = matches!(d.req, Body::Chunked(_));
+        d.buffering = Some(Box::new(Buffering {
+            head,
+            filter,
+            limit,
+            body: Vec::new(),
+            trailers: Vec::new(),
+            chunked,
+        }));
+        d.phase = Phase::Buffer;
+    }
+
+    /// 413 for a body beyond what filter `filter` buffers.
+    fn too_large(&mut self, tcp: &mut Stack, di: u32, filter: usize) {
+        let Some(d) = self.downs.get(di) else {
+            return;
+        };
+        self.stats.listeners[d.listener as usize]
+            .1
+            .downstream_rq_too_large
+            .add(1);
+        let Verdict::Reply { status, body, .. } = filter::too_large() else {
+            return;
+        };
+        let x = Reply {
+            close: true,
+            encoders: filter,
+            ..Reply::default()
+        };
+        self.reply(tcp, di, status, body.as_bytes(), x);
+    }
+
+    /// Read a body a filter buffers; once it is whole, run the filters'
+    /// data and trailer callbacks on it and go on. Return true on progress.
+    fn buffer_body(&mut self, tcp: &mut Stack, di: u32) -> bool {
+        let Some(d) = self.downs.get_mut(di) else {
+            return false;
+        };
+        let Some(b) = d.buffering.as_deref_mut() else {
+            return false;
+        };
+        let mut progressed = false;
+        let mut bad_framing = false;
+        loop {
+            if d.req.done() || b.body.len() as u64 > u64::from(b.limit) {
+                break;
+            }
+            if d.buf.is_empty() {
+                let n = tcp.recv(d.conn, &mut self.scratch[..READ_CHUNK]);
+                if n == 0 {
+                    break;
+                }
+                self.stats.listeners[d.listener as usize]
+                    .1
+                    .downstream_cx_rx_bytes_total
+                    .add(n as u64);
+                d.buf.extend_from_slice(&self.scratch[..n]);
+                d.last_activity_ms = tcp.now_ms();
+                progressed = true;
+            }
+            match &mut d.req {
+                Body::Done | Body::UntilClose => break,
+                Body::Length(left) => {
+                    let k = (d.buf.len() as u64).min(*left) as usize;
+                    b.body.extend_from_slice(&d.buf[..k]);
+                    d.buf.drain(..k);
+                    *left -= k as u64;
+                    if *left == 0 {
+                        d.req = Body::Done;
+                    }
+                }
+                Body::Chunked(scanner) => {
+                    let (body, trailers) = (&mut b.body, &mut b.trailers);
+                    match scanner.scan_parts(
+                        &d.buf,
+                        |p| body.extend_from_slice(p),
+                        |t| trailers.push(t),
+                    ) {
+                        Ok(scan) => {
+                            d.buf.drain(..scan.consumed);
+                            if scan.done {
+                                d.req = Body::Done;
+                            }
+                        }
+                        Err(_) => {
+                            bad_framing = true;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if bad_framing {
+            self.protocol_error(di);
+            self.local_reply(tcp, di, 400, b"bad chunked request body", true);
+            return true;
+        }
+        if b.body.len() as u64 > u64::from(b.limit) {
+            let filter = b.filter;
+            self.too_large(tcp, di, filter);
+            return true;
+        }
+        if !d.req.done() {
+            if tcp.recv_finished(d.conn) {
+                // The client gave up before the end of its body.
+                d.buffering = None;
+                d.phase = Phase::Closing;
+                return true;
+            }
+            return progressed;
+        }
+        let Some(b) = d.buffering.take() else {
+            return progressed;
+        };
+        d.phase = Phase::Exchange;
+        self.buffered(tcp, di, *b);
+        true
+    }
+
+    /// A buffered body is whole: the filters' `decodeData` and
+    /// `decodeTrailers` from the buffering filter on, then the request,
+    /// framed again, goes on with the next filter.
+    fn buffered(&mut self, tcp: &mut Stack, di: u32, b: Buffering) {
+        let Buffering {
+            mut head,
+            filter,
+            mut body,
+            trailers,
+            chunked,
+            ..
+        } = b;
+        let Some(d) = self.downs.get_mut(di) else {
+            return;
+        };
+        let filters = &self.plan.listeners[d.listener as usize].filters;
+        let mut trailers = codec::parse_trailers(&trailers);
+        let (mut verdict, mut at) = filters.decode_data(filter, &mut body);
+        if verdict == Verdict::Continue {
+            (verdict, at) = filters.decode_trailers(filter, &mut trailers);
+        }
+        if let Verdict::Reply {
+            status,
+            body,
+            headers,
+        } = verdict
+        {
+            let x = Reply {
+                headers: &headers,
+                encoders: at,
+                ..Reply::default()
+            };
+            return self.reply(tcp, di, status, body.as_bytes(), x);
+        }
+        // Framed again as it goes on: chunked if trailers must travel, else
+        // with its length.
+        head.headers.remove("content-length");
+        head.headers.remove("transfer-encoding");
+        let mut framed;
+        if chunked && !trailers.is_empty() {
+            head.headers.append("transfer-encoding", "chunked");
+            framed = Vec::with_capacity(body.len() + 64);
+            if !body.is_empty() {
+                framed.extend_from_slice(format!("{:x}\r\n", body.len()).as_bytes());
+                framed.extend_from_slice(&body);
+                framed.extend_from_slice(b"\r\n");
+            }
+            framed.extend_from_slice(b"0\r\n");
+            codec::write_trailers(&trailers, &mut framed);
+            d.req = Body::Chunked(ChunkedScanner::new());
+        } else {
+            head.headers
+                .append("content-length", body.len().to_string());
+            d.req = Body::of(BodyFraming::Length(body.len() as u64));
+            framed = body;
+        }
+        framed.extend_from_slice(&d.buf);
+        d.buf = framed;
+        self.run_filters(tcp, di, head, filter + 1);
     }
 
     /// The deadline of a request in progress: `stream_idle_timeout` after the
@@ -879,69 +1237,30 @@ impl HttpProxy {
         let Some(d) = self.downs.get_mut(di) else {
             return;
         };
-        let Some((head, next)) = d.held.take() else {
+        let Some(Held { head, next, abort }) = d.held.take() else {
             return;
         };
         d.phase = Phase::Exchange;
-        match filter::abort_after_delay(next) {
+        match abort {
             Some(status) => {
-                self.reply_with_headers(tcp, di, status, b"fault filter abort", &[]);
+                let x = Reply {
+                    encoders: next.saturating_sub(1),
+                    ..Reply::default()
+                };
+                self.reply(tcp, di, status, b"fault filter abort", x);
             }
             None => {
                 self.run_filters(tcp, di, head, next);
                 if self
                     .downs
                     .get(di)
-                    .is_some_and(|d| d.phase == Phase::Exchange)
+                    .is_some_and(|d| matches!(d.phase, Phase::Exchange | Phase::Buffer))
                 {
                     self.rearm_stream_deadline(tcp, di);
                 }
             }
         }
         self.drive(tcp, di);
-    }
-
-    /// Answer locally with `extra` headers.
-    fn reply_with_headers(
-        &mut self,
-        tcp: &mut Stack,
-        di: u32,
-        status: u16,
-        body: &[u8],
-        extra: &[(String, Vec<u8>)],
-    ) {
-        if extra.is_empty() {
-            return self.local_reply(tcp, di, status, body, false);
-        }
-        let Some(d) = self.downs.get_mut(di) else {
-            return;
-        };
-        let close = !d.keep_alive || !d.req.done();
-        let mut headers = super::Headers::with_capacity(4 + extra.len());
-        headers.append("content-type", "text/plain");
-        headers.append("content-length", body.len().to_string());
-        for (k, v) in extra {
-            headers.append(k, v.clone());
-        }
-        if close {
-            headers.append("connection", "close");
-        }
-        let head = ResponseHead {
-            version: Version::Http11,
-            status,
-            reason: String::new(),
-            headers,
-        };
-        let version = if d.http10 {
-            Version::Http10
-        } else {
-            Version::Http11
-        };
-        codec::write_response_head(&head, version, &mut d.out);
-        if !d.method.is_head() {
-            d.out.extend_from_slice(body);
-        }
-        self.local_reply_done(tcp, di, status);
     }
 
     /// Route a request that passed the filters: answer it or forward it.
@@ -951,7 +1270,7 @@ impl HttpProxy {
         };
         let li = d.listener as usize;
         let hs = &self.stats.listeners[li].1;
-        let remote = d.remote;
+        let (remote, client) = (d.remote, d.client);
         let plan = &self.plan.listeners[li];
         let authority = head.headers.get_str("host").unwrap_or_default().to_owned();
         let decision = plan.routes.decide(
@@ -967,52 +1286,52 @@ impl HttpProxy {
         match decision {
             route::Decision::NotFound => {
                 hs.no_route.add(1);
-                self.local_reply(tcp, di, 404, b"", false);
+                let x = self.router_reply(None, li);
+                self.reply(tcp, di, 404, b"", x);
             }
-            route::Decision::Direct { status, body, .. } => {
+            route::Decision::Direct {
+                status,
+                body,
+                route,
+            } => {
                 hs.rq_direct_response.add(1);
-                self.local_reply(tcp, di, status, &body, false);
+                let x = self.router_reply(Some(route), li);
+                self.reply(tcp, di, status, &body, x);
             }
             route::Decision::Redirect {
-                status, location, ..
+                status,
+                location,
+                route,
             } => {
                 hs.rq_redirect.add(1);
-                if let Some(d) = self.downs.get_mut(di) {
-                    let mut out = std::mem::take(&mut d.out);
-                    codec::write_redirect(
-                        status,
-                        &location,
-                        !d.keep_alive || !d.req.done(),
-                        &mut out,
-                    );
-                    d.out = out;
-                }
-                self.local_reply_done(tcp, di, status);
+                let x = Reply {
+                    location: Some(&location),
+                    ..self.router_reply(Some(route), li)
+                };
+                self.reply(tcp, di, status, b"", x);
             }
             route::Decision::Forward(fwd) => {
                 let Some(&ci) = self.plan.cluster_index.get(fwd.cluster.as_str()) else {
                     hs.no_route.add(1);
-                    self.local_reply(tcp, di, 503, b"no healthy upstream", false);
+                    let x = self.router_reply(Some(fwd.route), li);
+                    self.reply(tcp, di, 503, b"no healthy upstream", x);
                     return;
                 };
                 let mut head = head;
-                self.rewrite_request(&mut head, &fwd, remote, li);
+                self.rewrite_request(&mut head, &fwd, (remote, client), li);
                 self.forward(tcp, di, ci, head, fwd);
             }
         }
     }
 
-    /// After a reply written by hand into `out`: count it and go on.
-    fn local_reply_done(&mut self, tcp: &mut Stack, di: u32, status: u16) {
-        let Some(d) = self.downs.get_mut(di) else {
-            return;
-        };
-        let close = !d.keep_alive || !d.req.done();
-        d.phase = if close { Phase::Closing } else { Phase::Head };
-        d.req = Body::Done;
-        let listener = d.listener;
-        self.stats.listeners[listener as usize].1.downstream_rq_xx[class(status)].add(1);
-        self.arm_head_deadline(tcp, di);
+    /// How the router's local replies are made on listener `li`: with the
+    /// route's response mutations and every filter's encoder.
+    fn router_reply(&self, route: Option<route::RouteRef>, li: usize) -> Reply<'static> {
+        Reply {
+            route,
+            encoders: self.plan.listeners[li].filters.len(),
+            ..Reply::default()
+        }
     }
 
     /// Headers the router adds or changes on the way up.
@@ -1020,7 +1339,7 @@ impl HttpProxy {
         &mut self,
         head: &mut RequestHead,
         fwd: &route::Forward,
-        remote: SocketAddrV4,
+        (remote, client): (SocketAddrV4, SocketAddr),
         li: usize,
     ) {
         let plan = &self.plan.listeners[li];
@@ -1036,6 +1355,7 @@ impl HttpProxy {
             head.headers.append("upgrade", up);
         }
         if plan.use_remote_address {
+            // The connection's peer is appended, whoever the trusted client is.
             let ip = remote.ip().to_string();
             match head.headers.get("x-forwarded-for").map(<[u8]>::to_vec) {
                 Some(mut xff) => {
@@ -1064,7 +1384,7 @@ impl HttpProxy {
             fwd.route,
             &mut head.headers,
             &route::FormatContext {
-                downstream_remote_address: Some(remote.into()),
+                downstream_remote_address: Some(client),
                 downstream_local_address: Some(plan.address.into()),
                 protocol,
                 method: head.method.as_str(),
@@ -1093,20 +1413,24 @@ impl HttpProxy {
         let cs = &self.stats.clusters[ci].1;
         let active = &cs.endpoint_rq_active;
         let done = &cs.endpoint_rq_done;
-        let balancer = &mut self.plan.clusters[ci];
-        let hash = if balancer.needs_hash() {
-            let remote = self.downs.get(di).map(|d| d.remote);
-            let li = self.downs.get(di).map_or(0, |d| d.listener as usize);
-            self.plan.listeners[li]
+        let li = self.downs.get(di).map_or(0, |d| d.listener as usize);
+        let mut hash = None;
+        if self.plan.clusters[ci].needs_hash() {
+            let plan = &self.plan.listeners[li];
+            let policies = plan
                 .routes
                 .get(fwd.route)
                 .and_then(|sel| match &sel.route.action {
-                    Action::Route(a) => request_hash(&a.hash_policy, &head, remote),
+                    Action::Route(a) => Some(&a.hash_policy),
                     _ => None,
-                })
-        } else {
-            None
-        };
+                });
+            if let (Some(policies), Some(d)) = (policies, self.downs.get_mut(di)) {
+                let connection = (d.remote, plan.address);
+                let (h, cookie) = request_hash(policies, &head, d.client, connection);
+                hash = h;
+                d.set_cookie = cookie;
+            }
+        }
         let balancer = &mut self.plan.clusters[ci];
         let ei = balancer.pick_hashed(&mut self.rng, hash, |i| {
             active[i].get().saturating_sub(done[i].get())
@@ -1132,7 +1456,8 @@ impl HttpProxy {
             Some(ui) => {
                 cs.upstream_cx_reused.add(1);
                 let Some(u) = self.ups.get_mut(ui) else {
-                    return self.local_reply(tcp, di, 503, b"upstream connect error", false);
+                    let x = self.router_reply(Some(fwd.route), li);
+                    return self.reply(tcp, di, 503, b"upstream connect error", x);
                 };
                 u.idle = false;
                 u.down = Some(di);
@@ -1151,12 +1476,13 @@ impl HttpProxy {
                     Err(_) => {
                         cs.upstream_cx_connect_fail.add(1);
                         cs.endpoint_rq_done[ei].add(1);
-                        return self.local_reply(
+                        let x = self.router_reply(Some(fwd.route), li);
+                        return self.reply(
                             tcp,
                             di,
                             503,
                             b"upstream connect error or disconnect/reset before headers",
-                            false,
+                            x,
                         );
                     }
                 };
@@ -1417,7 +1743,7 @@ impl HttpProxy {
         let plan = &self.plan.listeners[d.listener as usize];
         if d.route.is_some() || !plan.filters.is_empty() {
             let ctx = route::FormatContext {
-                downstream_remote_address: Some(d.remote.into()),
+                downstream_remote_address: Some(d.client),
                 downstream_local_address: Some(plan.address.into()),
                 protocol: if d.http10 { "HTTP/1.0" } else { "HTTP/1.1" },
                 method: d.method.as_str(),
@@ -1429,7 +1755,11 @@ impl HttpProxy {
                 plan.routes
                     .apply_response_mutations(r, &mut head.headers, &ctx);
             }
-            plan.filters.on_response(&mut head, &ctx);
+            plan.filters
+                .encode_headers(plan.filters.len(), &mut head, &ctx);
+        }
+        if let Some(cookie) = d.set_cookie.take() {
+            head.headers.append("set-cookie", cookie);
         }
         let version = if d.http10 {
             Version::Http10
@@ -1469,7 +1799,8 @@ impl HttpProxy {
             if let Some(u) = self.ups.get_mut(ui) {
                 u.down = None;
                 u.idle = true;
-                tcp.set_deadline(u.conn, Some(tcp.now_ms() + UPSTREAM_IDLE_MS));
+                let idle = self.plan.upstream_idle_ms[ci].map(|t| tcp.now_ms() + t);
+                tcp.set_deadline(u.conn, idle);
                 self.pool
                     .entry((ci as u32, ei as u32))
                     .or_default()
@@ -1492,15 +1823,18 @@ impl HttpProxy {
         self.stats.clusters[ci].1.endpoint_rq_done[ei].add(1);
         self.drop_upstream(tcp, ui, true);
         if let Some(di) = down {
-            if let Some(d) = self.downs.get_mut(di) {
-                d.up = None;
-                d.route = None;
-                if d.response_started {
-                    self.abort_down(tcp, di);
-                    return;
-                }
+            let Some(d) = self.downs.get_mut(di) else {
+                return;
+            };
+            d.up = None;
+            let route = d.route.take();
+            if d.response_started {
+                self.abort_down(tcp, di);
+                return;
             }
-            self.local_reply(tcp, di, status, why.as_bytes(), false);
+            let li = d.listener as usize;
+            let x = self.router_reply(route, li);
+            self.reply(tcp, di, status, why.as_bytes(), x);
             self.drive(tcp, di);
         }
     }
@@ -1637,14 +1971,18 @@ fn move_body(
 /// The hash of a request for RING_HASH and MAGLEV, from the route's
 /// `hash_policy` as Envoy computes it: each policy that finds its input
 /// folds its hash in (`rotl(h, 1) ^ x`); a `terminal` one that produced a
-/// hash ends the list. A cookie that is absent gives nothing (zerohop does
-/// not generate cookies yet).
+/// hash ends the list. A cookie policy with a `ttl` whose cookie is absent
+/// generates the cookie as Envoy does (its value is a hash of the
+/// connection's two addresses, so one connection's requests stay together)
+/// and returns its `set-cookie` value for the response.
 fn request_hash(
     policies: &[HashPolicy],
     head: &RequestHead,
-    remote: Option<SocketAddrV4>,
-) -> Option<u64> {
+    client: SocketAddr,
+    connection: (SocketAddrV4, SocketAddrV4),
+) -> (Option<u64>, Option<String>) {
     let mut hash: Option<u64> = None;
+    let mut set_cookie = None;
     for p in policies {
         let x = match &p.source {
             HashSource::Header(name) => {
@@ -1656,15 +1994,20 @@ fn request_hash(
                     Some(crate::cluster::hash_key(&values.concat()))
                 }
             }
-            HashSource::Cookie { name, .. } => head.headers.get_all("cookie").find_map(|c| {
-                c.split(|b| *b == b';').find_map(|pair| {
-                    let pair = pair.trim_ascii();
-                    let (k, v) = pair.split_at(pair.iter().position(|b| *b == b'=')?);
-                    (k == name.as_bytes()).then(|| crate::cluster::hash_key(&v[1..]))
-                })
-            }),
+            HashSource::Cookie { name, ttl, path } => {
+                match codec::cookie_value(&head.headers, name) {
+                    Some(v) => Some(crate::cluster::hash_key(v)),
+                    None => ttl.map(|ttl| {
+                        let (remote, local) = connection;
+                        let seed = format!("{remote}{local}");
+                        let value = format!("{:016x}", crate::cluster::hash_key(seed.as_bytes()));
+                        set_cookie = Some(set_cookie_value(name, &value, path.as_deref(), ttl));
+                        crate::cluster::hash_key(value.as_bytes())
+                    }),
+                }
+            }
             HashSource::SourceIp(true) => {
-                remote.map(|r| crate::cluster::hash_key(r.ip().to_string().as_bytes()))
+                Some(crate::cluster::hash_key(client.ip().to_string().as_bytes()))
             }
             HashSource::SourceIp(false) => None,
             HashSource::QueryParameter(name) => {
@@ -1683,7 +2026,61 @@ fn request_hash(
             }
         }
     }
-    hash
+    (hash, set_cookie)
+}
+
+/// A `set-cookie` value as Envoy writes a generated one:
+/// `name="value"; Max-Age=N; Path=P; HttpOnly` (no `Max-Age` for a session
+/// cookie, `ttl` 0).
+fn set_cookie_value(
+    name: &str,
+    value: &str,
+    path: Option<&str>,
+    ttl: std::time::Duration,
+) -> String {
+    let mut out = format!("{name}=\"{value}\"");
+    if ttl.as_secs() > 0 {
+        out.push_str(&format!("; Max-Age={}", ttl.as_secs()));
+    }
+    if let Some(path) = path.filter(|p| !p.is_empty()) {
+        out.push_str("; Path=");
+        out.push_str(path);
+    }
+    out.push_str("; HttpOnly");
+    out
+}
+
+/// The trusted client address of a request, as Envoy's connection manager
+/// finds it: with `use_remote_address`, the connection's peer, or with
+/// `xff_num_trusted_hops` N > 0 the Nth address from the right of
+/// `x-forwarded-for` as received; without it, the (N+1)th from the right.
+/// When `x-forwarded-for` has too few addresses (or not an address there),
+/// the connection's peer.
+fn trusted_client(
+    remote: SocketAddrV4,
+    headers: &super::Headers,
+    use_remote_address: bool,
+    trusted_hops: u32,
+) -> SocketAddr {
+    let from_right = if use_remote_address {
+        match trusted_hops.checked_sub(1) {
+            Some(skip) => skip,
+            None => return SocketAddr::V4(remote),
+        }
+    } else {
+        trusted_hops
+    } as usize;
+    let mut entries: Vec<&[u8]> = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        entries.extend(value.split(|b| *b == b','));
+    }
+    entries
+        .len()
+        .checked_sub(from_right + 1)
+        .and_then(|i| entries.get(i))
+        .and_then(|e| std::str::from_utf8(e).ok())
+        .and_then(|e| e.trim().parse::<IpAddr>().ok())
+        .map_or(SocketAddr::V4(remote), |ip| SocketAddr::new(ip, 0))
 }
 
 /// Split an absolute-form request target into (authority, origin form).
@@ -1737,6 +2134,7 @@ impl App for HttpProxy {
             conn,
             listener: li,
             remote: key.remote,
+            client: SocketAddr::V4(key.remote),
             phase: Phase::Head,
             buf: Vec::new(),
             out: Vec::new(),
@@ -1752,6 +2150,8 @@ impl App for HttpProxy {
             idle_since_ms: 0,
             head_started_ms: None,
             held: None,
+            buffering: None,
+            set_cookie: None,
             stream_started_ms: 0,
             last_activity_ms: 0,
         });
@@ -1795,7 +2195,7 @@ impl App for HttpProxy {
                 };
                 match d.phase {
                     Phase::Held => return self.release_held(tcp, di),
-                    Phase::Exchange => return self.stream_deadline(tcp, di),
+                    Phase::Exchange | Phase::Buffer => return self.stream_deadline(tcp, di),
                     Phase::Closing => return,
                     Phase::Head => {}
                 }
@@ -1908,5 +2308,107 @@ impl std::fmt::Debug for HttpProxy {
             .field("downstream", &self.downs.len())
             .field("upstream", &self.ups.len())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::Headers;
+
+    fn xff(values: &[&str]) -> Headers {
+        let mut h = Headers::default();
+        for v in values {
+            h.append("x-forwarded-for", *v);
+        }
+        h
+    }
+
+    #[test]
+    fn the_trusted_client_follows_envoys_rules() {
+        let peer: SocketAddrV4 = "10.0.0.2:4000".parse().unwrap();
+        let ip = |s: &str| SocketAddr::new(s.parse().unwrap(), 0);
+        let h = xff(&["192.0.2.10, 203.0.113.1", "203.0.113.5"]);
+        // use_remote_address: the peer, or the Nth from the right.
+        assert_eq!(trusted_client(peer, &h, true, 0), SocketAddr::V4(peer));
+        assert_eq!(trusted_client(peer, &h, true, 1), ip("203.0.113.5"));
+        assert_eq!(trusted_client(peer, &h, true, 2), ip("203.0.113.1"));
+        assert_eq!(trusted_client(peer, &h, true, 3), ip("192.0.2.10"));
+        assert_eq!(trusted_client(peer, &h, true, 4), SocketAddr::V4(peer));
+        // Without it: the (N+1)th from the right.
+        assert_eq!(trusted_client(peer, &h, false, 0), ip("203.0.113.5"));
+        assert_eq!(trusted_client(peer, &h, false, 2), ip("192.0.2.10"));
+        assert_eq!(trusted_client(peer, &h, false, 3), SocketAddr::V4(peer));
+        // No header, or not an address: the peer.
+        assert_eq!(
+            trusted_client(peer, &Headers::default(), false, 0),
+            SocketAddr::V4(peer)
+        );
+        assert_eq!(
+            trusted_client(peer, &xff(&["unknown"]), false, 0),
+            SocketAddr::V4(peer)
+        );
+        assert_eq!(
+            trusted_client(peer, &xff(&["2001:db8::1"]), false, 0),
+            ip("2001:db8::1")
+        );
+    }
+
+    #[test]
+    fn a_missing_hash_cookie_is_generated_once_per_connection() {
+        use crate::config::{HashPolicy, HashSource};
+        let policy = |ttl| HashPolicy {
+            source: HashSource::Cookie {
+                name: "s".into(),
+                ttl,
+                path: Some("/".into()),
+            },
+            terminal: false,
+        };
+        let head = |cookie: Option<&str>| {
+            let mut h = Headers::default();
+            if let Some(c) = cookie {
+                h.append("cookie", c);
+            }
+            RequestHead {
+                method: Method::Get,
+                target: "/".into(),
+                version: Version::Http11,
+                headers: h,
+            }
+        };
+        let client = SocketAddr::V4("10.0.0.2:4000".parse().unwrap());
+        let conn = (
+            "10.0.0.2:4000".parse().unwrap(),
+            "10.0.0.1:80".parse().unwrap(),
+        );
+        let ttl = Some(std::time::Duration::from_secs(3600));
+        let (h1, set) = request_hash(&[policy(ttl)], &head(None), client, conn);
+        let set = set.expect("a cookie is generated");
+        assert!(set.starts_with("s=\""), "{set}");
+        assert!(set.ends_with("\"; Max-Age=3600; Path=/; HttpOnly"), "{set}");
+        // The same connection gets the same value; the client sends it back
+        // (quoted) and lands on the same hash, without a new cookie.
+        let (h2, set2) = request_hash(&[policy(ttl)], &head(None), client, conn);
+        assert_eq!((h1, set2.as_deref()), (h2, Some(set.as_str())));
+        let value = set.split(';').next().unwrap();
+        let (h3, none) = request_hash(&[policy(ttl)], &head(Some(value)), client, conn);
+        assert_eq!((h3, none), (h1, None));
+        // Another connection: another value.
+        let other = ("10.0.0.2:4001".parse().unwrap(), conn.1);
+        let (h4, _) = request_hash(&[policy(ttl)], &head(None), client, other);
+        assert_ne!(h4, h1);
+        // Session cookie: no Max-Age; no ttl: nothing generated, no hash.
+        let (_, session) = request_hash(
+            &[policy(Some(std::time::Duration::ZERO))],
+            &head(None),
+            client,
+            conn,
+        );
+        assert!(!session.unwrap().contains("Max-Age"));
+        assert_eq!(
+            request_hash(&[policy(None)], &head(None), client, conn),
+            (None, None)
+        );
     }
 }
