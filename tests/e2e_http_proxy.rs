@@ -436,6 +436,17 @@ fn fields(body: &str) -> HashMap<String, String> {
         .collect()
 }
 
+/// The requests of a wrk summary, which must show no non-2xx answers and no
+/// socket errors.
+fn wrk_clean_requests(text: &str) -> u64 {
+    assert!(!text.contains("Non-2xx"), "{text}");
+    assert!(!text.contains("Socket errors"), "{text}");
+    text.lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Count the `name=X` lines in concatenated answers.
 fn count_names(bodies: &str) -> HashMap<String, usize> {
     let mut n = HashMap::new();
@@ -822,13 +833,7 @@ fn bad_requests_refused_under_load() {
         took < Duration::from_secs(13),
         "the bad input took {took:?}: the load (15 s at most) may not have spanned it"
     );
-    assert!(!text.contains("Non-2xx"), "{text}");
-    assert!(!text.contains("Socket errors"), "{text}");
-    let requests: u64 = text
-        .lines()
-        .find_map(|l| l.trim().split_once(" requests in "))
-        .and_then(|(n, _)| n.trim().parse().ok())
-        .unwrap_or(0);
+    let requests = wrk_clean_requests(&text);
     // The load really ran: about 3,500 requests in its 4 s on an idle 2-core VM; a
     // tenth of that leaves room for a loaded one.
     assert!(requests >= 300, "{text}");
@@ -938,13 +943,7 @@ fn five_hundred_keep_alive_clients() {
     );
     let text = out.stdout_str();
     assert!(out.success(), "wrk failed: {}\n{text}", out.stderr);
-    assert!(!text.contains("Non-2xx"), "{text}");
-    assert!(!text.contains("Socket errors"), "{text}");
-    let requests: u64 = text
-        .lines()
-        .find_map(|l| l.trim().split_once(" requests in "))
-        .and_then(|(n, _)| n.trim().parse().ok())
-        .unwrap_or(0);
+    let requests = wrk_clean_requests(&text);
     assert!(requests >= 1000, "{text}");
     let out = s.topo.ns_c.run(
         "h2load",

@@ -814,18 +814,7 @@ impl HttpProxy {
                 headers,
             };
             if mutate {
-                let ctx = route::FormatContext {
-                    downstream_remote_address: Some(d.client),
-                    downstream_local_address: Some(plan.address.into()),
-                    protocol: if d.http10 { "HTTP/1.0" } else { "HTTP/1.1" },
-                    method: d.method.as_str(),
-                    ..Default::default()
-                };
-                if let Some(r) = x.route {
-                    plan.routes
-                        .apply_response_mutations(r, &mut head.headers, &ctx);
-                }
-                plan.filters.encode_headers(encoders, &mut head, &ctx);
+                encode_response(plan, d, x.route, encoders, &mut head);
             }
             codec::write_response_head(&head, Version::Http11, &mut out);
             if !bodiless {
@@ -920,13 +909,7 @@ impl HttpProxy {
         let li = d.listener as usize;
         let plan = &self.plan.listeners[li];
         if from < plan.filters.len() {
-            let ctx = route::FormatContext {
-                downstream_remote_address: Some(d.client),
-                downstream_local_address: Some(plan.address.into()),
-                protocol: if d.http10 { "HTTP/1.0" } else { "HTTP/1.1" },
-                method: d.method.as_str(),
-                ..Default::default()
-            };
+            let ctx = format_context(plan, d);
             let hs = &self.stats.listeners[li].1;
             let (verdict, next) =
                 plan.filters
@@ -1742,21 +1725,7 @@ impl HttpProxy {
         }
         let plan = &self.plan.listeners[d.listener as usize];
         if d.route.is_some() || !plan.filters.is_empty() {
-            let ctx = route::FormatContext {
-                downstream_remote_address: Some(d.client),
-                downstream_local_address: Some(plan.address.into()),
-                protocol: if d.http10 { "HTTP/1.0" } else { "HTTP/1.1" },
-                method: d.method.as_str(),
-                ..Default::default()
-            };
-            // The router's (route) mutations first, then the filters' encoders in
-            // reverse order, as Envoy runs them.
-            if let Some(r) = d.route {
-                plan.routes
-                    .apply_response_mutations(r, &mut head.headers, &ctx);
-            }
-            plan.filters
-                .encode_headers(plan.filters.len(), &mut head, &ctx);
+            encode_response(plan, d, d.route, plan.filters.len(), &mut head);
         }
         if let Some(cookie) = d.set_cookie.take() {
             head.headers.append("set-cookie", cookie);
@@ -1866,6 +1835,36 @@ impl HttpProxy {
             tcp.abort(d.conn);
         }
     }
+}
+
+/// What header values of downstream connection `d`'s request and response
+/// are formatted with.
+fn format_context<'a>(plan: &HcmPlan, d: &'a Down) -> route::FormatContext<'a> {
+    route::FormatContext {
+        downstream_remote_address: Some(d.client),
+        downstream_local_address: Some(plan.address.into()),
+        protocol: if d.http10 { "HTTP/1.0" } else { "HTTP/1.1" },
+        method: d.method.as_str(),
+        ..Default::default()
+    }
+}
+
+/// The response side of the HCM on `head`: the route's response header
+/// mutations first (when there is a route), then the first `encoders`
+/// filters' `encodeHeaders` in reverse order, as Envoy runs them.
+fn encode_response(
+    plan: &HcmPlan,
+    d: &Down,
+    route: Option<route::RouteRef>,
+    encoders: usize,
+    head: &mut ResponseHead,
+) {
+    let ctx = format_context(plan, d);
+    if let Some(r) = route {
+        plan.routes
+            .apply_response_mutations(r, &mut head.headers, &ctx);
+    }
+    plan.filters.encode_headers(encoders, head, &ctx);
 }
 
 /// Pass on what is left of a body from `src` (its unread bytes in `buf`
