@@ -778,6 +778,8 @@ fn bad_requests_are_refused() {
     assert_stat_eq(&log, "http.timeouts.downstream_rq_timeout", 2);
     assert_stat_eq(&log, "cluster.a.upstream_rq_timeout", 1);
     assert_stat_eq(&log, "cluster.dead.upstream_cx_connect_fail", 1);
+    // The bad chunk is a protocol error, not a reset by the client.
+    assert_stat_eq(&log, "http.ingress.downstream_rq_rx_reset", 0);
 }
 
 /// Bad input while valid traffic flows: each malformed request of [`BAD_REQUESTS`]

@@ -1191,15 +1191,9 @@ impl HttpProxy {
             .add(1);
         let started = d.response_started;
         if let Some(ui) = d.up {
-            if let Some(u) = self.ups.get(ui) {
-                let (ci, ei) = (u.cluster as usize, u.endpoint as usize);
-                self.stats.clusters[ci].1.endpoint_rq_done[ei].add(1);
-            }
-            self.drop_upstream(tcp, ui, true);
+            self.cut_upstream(tcp, di, ui);
         }
         if let Some(d) = self.downs.get_mut(di) {
-            d.up = None;
-            d.route = None;
             d.held = None;
         }
         if started {
@@ -1563,7 +1557,7 @@ impl HttpProxy {
                 // answered yet, else reset.
                 let started = d.response_started;
                 self.protocol_error(di);
-                self.drop_upstream(tcp, ui, true);
+                self.cut_upstream(tcp, di, ui);
                 if started {
                     self.abort_down(tcp, di);
                 } else {
@@ -1668,7 +1662,7 @@ impl HttpProxy {
             }
             Err(()) => {
                 // Bad framing from the upstream mid-body: cut both.
-                self.drop_upstream(tcp, ui, true);
+                self.cut_upstream(tcp, di, ui);
                 self.abort_down(tcp, di);
                 return true;
             }
@@ -1805,6 +1799,21 @@ impl HttpProxy {
             let x = self.router_reply(route, li);
             self.reply(tcp, di, status, why.as_bytes(), x);
             self.drive(tcp, di);
+        }
+    }
+
+    /// End the exchange of `di` on upstream `ui` before its end: the request
+    /// is done for the balancer, the upstream is reset and forgotten, and
+    /// `di` has no upstream (so its close is not counted as a reset again).
+    fn cut_upstream(&mut self, tcp: &mut Stack, di: u32, ui: u32) {
+        if let Some(u) = self.ups.get(ui) {
+            let (ci, ei) = (u.cluster as usize, u.endpoint as usize);
+            self.stats.clusters[ci].1.endpoint_rq_done[ei].add(1);
+        }
+        self.drop_upstream(tcp, ui, true);
+        if let Some(d) = self.downs.get_mut(di) {
+            d.up = None;
+            d.route = None;
         }
     }
 
@@ -2252,11 +2261,7 @@ impl App for HttpProxy {
                 hs.downstream_cx_destroy.add(1);
                 if let Some(ui) = d.up {
                     hs.downstream_rq_rx_reset.add(1);
-                    if let Some(u) = self.ups.get(ui) {
-                        let (ci, ei) = (u.cluster as usize, u.endpoint as usize);
-                        self.stats.clusters[ci].1.endpoint_rq_done[ei].add(1);
-                    }
-                    self.drop_upstream(tcp, ui, true);
+                    self.cut_upstream(tcp, di, ui);
                 }
             }
             Some(Side::Up(ui)) => {
