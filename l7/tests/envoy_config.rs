@@ -910,31 +910,22 @@ fn load_balancing_policy_errors() {
         &["a type URL starts with `type.googleapis.com/`"],
     );
     // Shape: policies, typed_extension_config, name, typed_config, @type.
-    let problem = problem_at(
-        &with_cluster_fields("load_balancing_policy: { policies: [] }"),
-        &at,
-    );
-    assert!(
-        matches!(
-            problem,
-            Problem::Empty {
-                field: "policies",
-                ..
-            }
-        ),
-        "{problem:?}"
-    );
-    let problem = problem_at(&with_cluster_fields("load_balancing_policy: {}"), &at);
-    assert!(
-        matches!(
-            problem,
-            Problem::Empty {
-                field: "policies",
-                ..
-            }
-        ),
-        "{problem:?}"
-    );
+    for empty in [
+        "load_balancing_policy: { policies: [] }",
+        "load_balancing_policy: {}",
+    ] {
+        let problem = problem_at(&with_cluster_fields(empty), &at);
+        assert!(
+            matches!(
+                problem,
+                Problem::Empty {
+                    field: "policies",
+                    ..
+                }
+            ),
+            "{empty}: {problem:?}"
+        );
+    }
     let problem = problem_at(
         &with_cluster_fields("load_balancing_policy: { policies: [{}] }"),
         &format!("{at}.policies[0]"),
