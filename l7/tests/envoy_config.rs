@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use serde_yaml_ng::Value;
 use zerohop_l7::config::{
-    AddressRole, Cluster, Endpoint, EnvoyConfig, EnvoyConfigError, LbPolicy, NetworkFilter,
-    PeakEwmaConfig, Problem, RingHashConfig, TcpProxy, DEFAULT_CHOICE_COUNT,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAGLEV_TABLE_SIZE,
-    DEFAULT_MINIMUM_RING_SIZE, DEFAULT_PEAK_EWMA_RTT, DEFAULT_UPSTREAM_IDLE_TIMEOUT, MAX_RING_SIZE,
+    AddressRole, CircuitBreakers, Cluster, Endpoint, EnvoyConfig, EnvoyConfigError, LbPolicy,
+    NetworkFilter, PeakEwmaConfig, Percent, Problem, RingHashConfig, TcpProxy,
+    DEFAULT_CHOICE_COUNT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEALTHY_PANIC_THRESHOLD,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_MINIMUM_RING_SIZE,
+    DEFAULT_PEAK_EWMA_RTT, DEFAULT_UPSTREAM_IDLE_TIMEOUT, MAX_RING_SIZE,
 };
 
 /// Envoy's TCP proxy example, as Envoy runs it.
@@ -132,6 +133,10 @@ fn envoy_tcp_proxy_example_loads_unchanged() {
             lb_policy: LbPolicy::RoundRobin,
             max_requests_per_connection: None,
             upstream_idle_timeout: Some(DEFAULT_UPSTREAM_IDLE_TIMEOUT),
+            health_check: None,
+            outlier_detection: None,
+            circuit_breakers: CircuitBreakers::default(),
+            healthy_panic_threshold: Percent(DEFAULT_HEALTHY_PANIC_THRESHOLD),
             endpoints: vec![
                 Endpoint {
                     address: addr("10.0.0.2:8080"),
@@ -1214,9 +1219,9 @@ fn unknown_fields_name_their_path() {
         ),
         (
             "  - name: c\n",
-            "  - name: c\n    circuit_breakers: {}\n",
-            "static_resources.clusters[0].circuit_breakers",
-            "unknown field `circuit_breakers`",
+            "  - name: c\n    upstream_connection_options: {}\n",
+            "static_resources.clusters[0].upstream_connection_options",
+            "unknown field `upstream_connection_options`",
         ),
         (
             "      - lb_endpoints:\n",
@@ -1268,8 +1273,10 @@ fn unknown_fields_carry_their_line() {
          `least_request_lb_config`, `loadBalancingPolicy`, `load_balancing_policy`, \
          `maglevLbConfig`, `maglev_lb_config`, `maxRequestsPerConnection`, \
          `max_requests_per_connection`, `typedExtensionProtocolOptions`, \
-         `typed_extension_protocol_options` at line 33 column 5 (zerohop supports only part \
-         of Envoy's v3 API so far, and \
+         `typed_extension_protocol_options`, `healthChecks`, `health_checks`, \
+         `circuitBreakers`, `circuit_breakers`, `outlierDetection`, `outlier_detection`, \
+         `commonLbConfig`, `common_lb_config` at line 33 column 5 (zerohop supports only \
+         part of Envoy's v3 API so far, and \
          rejects a field it does not support rather than ignore it: check the spelling, or \
          remove the field)"
     );

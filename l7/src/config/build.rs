@@ -63,6 +63,23 @@ use super::raw::{
 };
 use super::DEFAULT_UPSTREAM_IDLE_TIMEOUT;
 
+// Resilience: a cluster's health check, outlier detection, circuit breakers and panic
+// threshold, and a route's retry policy.
+use super::duration::ProtoDuration;
+use super::raw::{
+    retry_host_predicate_type, RawCircuitBreakers, RawHealthCheck, RawHttpHealthCheck,
+    RawOutlierDetection, RawPayload, RawPercent, RawPreviousHostsPredicate,
+    RawRetryHostTypedConfig, RawRetryPolicy, RawTcpHealthCheck, RawThresholds, RoutingPriorityName,
+    Signed, PREVIOUS_HOSTS_PREDICATE_NAME, PREVIOUS_HOSTS_PREDICATE_TYPE_URL,
+};
+use super::resilience::{decode_base64, decode_hex};
+use super::{
+    CircuitBreakers, HealthCheck, HealthCheckKind, HttpHealthCheck, OutlierDetection, Percent,
+    RetryBudget, RetryOn, RetryPolicy, TcpHealthCheck, DEFAULT_HEALTHY_PANIC_THRESHOLD,
+    DEFAULT_MIN_RETRY_CONCURRENCY, DEFAULT_NO_TRAFFIC_INTERVAL, DEFAULT_RETRY_BASE_INTERVAL,
+    DEFAULT_RETRY_BUDGET_PERCENT,
+};
+
 /// Accepted spellings of the top-level keys ([`super::SECTIONS`]): proto3 JSON also takes
 /// lowerCamelCase.
 const SECTION_SPELLINGS: &[&str] = &["static_resources", "staticResources", "admin"];
@@ -678,6 +695,28 @@ impl Builder<'_> {
                     }
                 }
             }
+            let health_check = self.health_checks(cluster.health_checks, &path)?;
+            let circuit_breakers = match cluster.circuit_breakers {
+                None => CircuitBreakers::default(),
+                Some(raw) => self.circuit_breakers(raw, &format!("{path}.circuit_breakers"))?,
+            };
+            let outlier_detection = match cluster.outlier_detection {
+                None => None,
+                Some(raw) => {
+                    Some(self.outlier_detection(raw, &format!("{path}.outlier_detection"))?)
+                }
+            };
+            let healthy_panic_threshold = match cluster
+                .common_lb_config
+                .and_then(|config| config.healthy_panic_threshold)
+            {
+                None => Percent(DEFAULT_HEALTHY_PANIC_THRESHOLD),
+                Some(raw) => self.envoy_percent(
+                    raw,
+                    &format!("{path}.common_lb_config.healthy_panic_threshold"),
+                    "; 0 turns panic mode off, or leave it out for the default 50",
+                )?,
+            };
             clusters.push(Cluster {
                 name,
                 connect_timeout,
@@ -685,6 +724,10 @@ impl Builder<'_> {
                 endpoints,
                 max_requests_per_connection,
                 upstream_idle_timeout,
+                health_check,
+                outlier_detection,
+                circuit_breakers,
+                healthy_panic_threshold,
             });
         }
         Ok(clusters)
@@ -2104,12 +2147,28 @@ impl Builder<'_> {
         for (r, route) in raw.routes.unwrap_or_default().into_iter().enumerate() {
             routes.push(self.route(route, &format!("{path}.routes[{r}]"), max_body)?);
         }
+        let retry_policy = match raw.retry_policy {
+            None => None,
+            Some(policy) => Some(self.retry_policy(policy, &format!("{path}.retry_policy"))?),
+        };
+        // Envoy takes a route's own policy whole, or else the virtual host's: the two are
+        // not merged.
+        if let Some(policy) = &retry_policy {
+            for route in &mut routes {
+                if let Action::Route(action) = &mut route.action {
+                    if action.retry_policy.is_none() {
+                        action.retry_policy = Some(policy.clone());
+                    }
+                }
+            }
+        }
         let headers = self.header_mutations(headers, path)?;
         Ok(VirtualHost {
             name,
             domains: lowercased,
             routes,
             headers,
+            retry_policy,
         })
     }
 
@@ -2596,6 +2655,13 @@ impl Builder<'_> {
         for (h, policy) in raw.hash_policy.unwrap_or_default().into_iter().enumerate() {
             hash_policy.push(self.hash_policy(policy, &format!("{path}.hash_policy[{h}]"))?);
         }
+        let retry_policy = match raw.retry_policy {
+            None => None,
+            Some(policy) => Some(self.retry_policy(policy, &format!("{path}.retry_policy"))?),
+        };
+        // Unlike the other timeouts, `0s` is kept: it turns the connection manager's
+        // stream_idle_timeout off for this route, where `None` keeps it.
+        let idle_timeout = raw.idle_timeout.map(|timeout| timeout.0);
         Ok(RouteAction {
             cluster,
             prefix_rewrite,
@@ -2603,6 +2669,8 @@ impl Builder<'_> {
             host_rewrite,
             timeout,
             hash_policy,
+            retry_policy,
+            idle_timeout,
         })
     }
 
@@ -3031,6 +3099,919 @@ impl Builder<'_> {
             names.push(self.header_name(name, name_path, false)?);
         }
         Ok(names)
+    }
+}
+
+/// The fields of a health check that say what it does per endpoint.
+const HEALTH_CHECK_KINDS: &str =
+    "`http_health_check`, `tcp_health_check`, `grpc_health_check` and `custom_health_check`";
+/// Why a success rate or failure percentage field of `outlier_detection` is refused.
+const CONSECUTIVE_ONLY: &str = "zerohop implements only the consecutive-failure detectors \
+                                (consecutive_5xx, consecutive_gateway_failure and \
+                                consecutive_local_origin_failure); remove it";
+
+/// Resilience: a cluster's health check, outlier detection, circuit breakers and panic
+/// threshold, and a route's retry policy.
+impl Builder<'_> {
+    /// Check a duration that must be above 0 where given (`gt: 0` in Envoy's proto).
+    fn positive_duration(
+        &self,
+        raw: Option<ProtoDuration>,
+        parent: &str,
+        field: &'static str,
+        hint: &'static str,
+    ) -> Result<Option<Duration>, EnvoyConfigError> {
+        match raw {
+            Some(ProtoDuration(duration)) if duration == Duration::ZERO => Err(self.invalid(
+                format!("{parent}.{field}"),
+                Problem::ZeroDuration { field, hint },
+            )),
+            raw => Ok(raw.map(|duration| duration.0)),
+        }
+    }
+
+    /// Check a required duration that must be above 0.
+    fn required_duration(
+        &self,
+        raw: Option<ProtoDuration>,
+        parent: &str,
+        field: &'static str,
+        hint: &'static str,
+    ) -> Result<Duration, EnvoyConfigError> {
+        match self.positive_duration(raw, parent, field, hint)? {
+            Some(duration) => Ok(duration),
+            None => Err(self.invalid(
+                parent.to_owned(),
+                Problem::Missing {
+                    field,
+                    hint: format!("Envoy requires it: {hint}"),
+                },
+            )),
+        }
+    }
+
+    /// Check a `uint32` (or `UInt32Value`) at `{parent}.{field}` that must be in
+    /// `min..=max`; `default` where left out.
+    fn bounded(
+        &self,
+        raw: Option<Unsigned>,
+        parent: &str,
+        field: &str,
+        (min, max): (u32, u32),
+        default: u32,
+        hint: &'static str,
+    ) -> Result<u32, EnvoyConfigError> {
+        let Some(Unsigned(value)) = raw else {
+            return Ok(default);
+        };
+        match u32::try_from(value) {
+            Ok(value) if (min..=max).contains(&value) => Ok(value),
+            _ => Err(self.invalid(
+                format!("{parent}.{field}"),
+                Problem::OutOfRange {
+                    value,
+                    min: u64::from(min),
+                    max: u64::from(max),
+                    hint,
+                },
+            )),
+        }
+    }
+
+    /// Check an `envoy.type.v3.Percent` (at `path`): 0 to 100; `value` left out is 0,
+    /// as in proto3.
+    fn envoy_percent(
+        &self,
+        raw: RawPercent,
+        path: &str,
+        hint: &'static str,
+    ) -> Result<Percent, EnvoyConfigError> {
+        match raw.value {
+            None => Ok(Percent(0.0)),
+            Some(Double(value)) if (0.0..=100.0).contains(&value) => Ok(Percent(value)),
+            Some(Double(value)) => Err(self.invalid(
+                format!("{path}.value"),
+                Problem::BadPercent {
+                    value: value.to_string(),
+                    hint,
+                },
+            )),
+        }
+    }
+
+    /// Check a cluster's `health_checks`: at most one.
+    fn health_checks(
+        &self,
+        raw: Option<Vec<RawHealthCheck>>,
+        cluster: &str,
+    ) -> Result<Option<HealthCheck>, EnvoyConfigError> {
+        let mut raw = raw.unwrap_or_default().into_iter();
+        let Some(first) = raw.next() else {
+            return Ok(None);
+        };
+        let first_path = format!("{cluster}.health_checks[0]");
+        let health_check = self.health_check(first, &first_path)?;
+        if raw.next().is_some() {
+            return Err(self.invalid(
+                format!("{cluster}.health_checks[1]"),
+                Problem::SecondHealthCheck { first: first_path },
+            ));
+        }
+        Ok(Some(health_check))
+    }
+
+    /// Check one `envoy.config.core.v3.HealthCheck` (at `path`).
+    fn health_check(
+        &self,
+        raw: RawHealthCheck,
+        path: &str,
+    ) -> Result<HealthCheck, EnvoyConfigError> {
+        let timeout = self.required_duration(
+            raw.timeout,
+            path,
+            "timeout",
+            "a check not answered within it fails, e.g. `timeout: 1s`",
+        )?;
+        let interval = self.required_duration(
+            raw.interval,
+            path,
+            "interval",
+            "the time between two checks of an endpoint, e.g. `interval: 5s`",
+        )?;
+        let initial_jitter = raw.initial_jitter.map_or(Duration::ZERO, |d| d.0);
+        let interval_jitter = raw.interval_jitter.map_or(Duration::ZERO, |d| d.0);
+        let interval_jitter_percent = self.bounded(
+            raw.interval_jitter_percent,
+            path,
+            "interval_jitter_percent",
+            (0, u32::MAX),
+            0,
+            "",
+        )?;
+        let threshold = |raw: Option<Unsigned>, field: &'static str, example: &str| {
+            let hint = format!("Envoy requires it; e.g. `{field}: {example}`");
+            match raw {
+                None => Err(self.invalid(path.to_owned(), Problem::Missing { field, hint })),
+                raw => self.bounded(
+                    raw,
+                    path,
+                    field,
+                    (1, u32::MAX),
+                    1,
+                    " (the number of checks in a row that change an endpoint's health)",
+                ),
+            }
+        };
+        let unhealthy_threshold = threshold(raw.unhealthy_threshold, "unhealthy_threshold", "3")?;
+        let healthy_threshold = threshold(raw.healthy_threshold, "healthy_threshold", "2")?;
+        let kind = self.one_of(
+            path,
+            HEALTH_CHECK_KINDS,
+            &[
+                ("http_health_check", raw.http_health_check.is_some()),
+                ("tcp_health_check", raw.tcp_health_check.is_some()),
+                ("grpc_health_check", raw.grpc_health_check.is_some()),
+                ("custom_health_check", raw.custom_health_check.is_some()),
+            ],
+        )?;
+        let kind = if let Some(http) = raw.http_health_check {
+            HealthCheckKind::Http(
+                self.http_health_check(http, &format!("{path}.http_health_check"))?,
+            )
+        } else if let Some(tcp) = raw.tcp_health_check {
+            HealthCheckKind::Tcp(self.tcp_health_check(tcp, &format!("{path}.tcp_health_check"))?)
+        } else if let Some(field) = kind {
+            return Err(self.invalid(
+                format!("{path}.{field}"),
+                Problem::NotSupported {
+                    field,
+                    hint: "zerohop checks endpoints over HTTP/1.1 or plain TCP: use \
+                           `http_health_check` or `tcp_health_check`"
+                        .to_owned(),
+                },
+            ));
+        } else {
+            return Err(self.invalid(
+                path.to_owned(),
+                Problem::NoneOf {
+                    fields: HEALTH_CHECK_KINDS,
+                    hint: "Envoy requires one; e.g. `http_health_check: { path: /healthz }`, \
+                           or `tcp_health_check: {}` to check that the endpoint accepts \
+                           connections"
+                        .to_owned(),
+                },
+            ));
+        };
+        let interval_hint = "leave it out for the default";
+        let no_traffic_interval = self
+            .positive_duration(
+                raw.no_traffic_interval,
+                path,
+                "no_traffic_interval",
+                "leave it out for the default 60s",
+            )?
+            .unwrap_or(DEFAULT_NO_TRAFFIC_INTERVAL);
+        let unhealthy_interval = self.positive_duration(
+            raw.unhealthy_interval,
+            path,
+            "unhealthy_interval",
+            interval_hint,
+        )?;
+        let unhealthy_edge_interval = self.positive_duration(
+            raw.unhealthy_edge_interval,
+            path,
+            "unhealthy_edge_interval",
+            interval_hint,
+        )?;
+        let healthy_edge_interval = self.positive_duration(
+            raw.healthy_edge_interval,
+            path,
+            "healthy_edge_interval",
+            interval_hint,
+        )?;
+        Ok(HealthCheck {
+            timeout,
+            interval,
+            interval_jitter,
+            interval_jitter_percent,
+            initial_jitter,
+            unhealthy_threshold,
+            healthy_threshold,
+            no_traffic_interval,
+            unhealthy_interval,
+            healthy_edge_interval,
+            unhealthy_edge_interval,
+            kind,
+        })
+    }
+
+    /// Check `HealthCheck.HttpHealthCheck` (at `path`).
+    fn http_health_check(
+        &self,
+        raw: RawHttpHealthCheck,
+        path: &str,
+    ) -> Result<HttpHealthCheck, EnvoyConfigError> {
+        let host = match raw.host {
+            // proto3: empty is left out; the runtime then sends the cluster's name.
+            Some(host) if !host.is_empty() => Some(self.plain_value(host, format!("{path}.host"))?),
+            _ => None,
+        };
+        let request_path = self.required(
+            raw.path,
+            path,
+            "path",
+            "Envoy requires it: the path each check requests, e.g. `path: /healthz`",
+        )?;
+        let reason = if !request_path.starts_with('/') {
+            Some("a health check's path starts with `/`, e.g. `/healthz`")
+        } else if request_path
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace())
+        {
+            Some("it contains whitespace or a control character; percent-encode them")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(self.invalid(
+                format!("{path}.path"),
+                Problem::BadPath {
+                    value: request_path,
+                    reason,
+                },
+            ));
+        }
+        let mut request_headers = Vec::new();
+        for (i, option) in raw
+            .request_headers_to_add
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let option_path = format!("{path}.request_headers_to_add[{i}]");
+            let Some(header) = option.header else {
+                return Err(self.invalid(
+                    option_path,
+                    Problem::Missing {
+                        field: "header",
+                        hint: "e.g. `header: { key: x-health-check, value: zerohop }`".to_owned(),
+                    },
+                ));
+            };
+            let header_path = format!("{option_path}.header");
+            let key = self.required(
+                header.key,
+                &header_path,
+                "key",
+                "the header's name, e.g. `key: x-health-check`",
+            )?;
+            let lower = key.to_ascii_lowercase();
+            let reason = if lower.starts_with(':') {
+                Some("a health check request is HTTP/1.1, which has no pseudo-headers")
+            } else if lower == "host" {
+                Some("set the Host header with the health check's `host`")
+            } else if !is_token(&lower) {
+                Some("a header name is a token: letters, digits and !#$%&'*+-.^_`|~")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(self.invalid(
+                    format!("{header_path}.key"),
+                    Problem::BadHeaderName {
+                        name: key,
+                        reason: reason.to_owned(),
+                    },
+                ));
+            }
+            let text = header.value.unwrap_or_default();
+            let value_path = format!("{header_path}.value");
+            let bad_value = |reason: String| {
+                self.invalid(
+                    value_path.clone(),
+                    Problem::BadHeaderValue {
+                        value: text.clone(),
+                        reason,
+                    },
+                )
+            };
+            let template = parse_header_value(&text).map_err(bad_value)?;
+            let mut value = String::new();
+            for part in template.parts {
+                match part {
+                    ValuePart::Literal(literal) => value.push_str(&literal),
+                    ValuePart::Variable(_) => {
+                        return Err(bad_value(
+                            "a health check's headers are sent as written, with no format \
+                             variables (there is no downstream request to take them from); \
+                             write `%%` for a `%`"
+                                .to_owned(),
+                        ))
+                    }
+                }
+            }
+            request_headers.push((lower, value));
+        }
+        let mut expected_statuses = Vec::new();
+        for (i, range) in raw
+            .expected_statuses
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let range_path = format!("{path}.expected_statuses[{i}]");
+            let hint = "a range is `{ start: 200, end: 300 }`, from start up to but not \
+                        including end";
+            let (Some(Signed(start)), Some(Signed(end))) = (range.start, range.end) else {
+                return Err(self.invalid(
+                    range_path,
+                    Problem::Missing {
+                        field: if range.start.is_none() {
+                            "start"
+                        } else {
+                            "end"
+                        },
+                        hint: hint.to_owned(),
+                    },
+                ));
+            };
+            let reason = if start < 100 {
+                Some("start is below 100")
+            } else if end > 600 {
+                Some("end is above 600")
+            } else if start >= end {
+                Some("start is not below end, so no status is in it")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(
+                    self.invalid(range_path, Problem::BadStatusRange { start, end, reason })
+                );
+            }
+            // 100 <= start < end <= 600: both fit.
+            expected_statuses.push((start as u16, end as u16));
+        }
+        if expected_statuses.is_empty() {
+            // proto3: an empty list is left out; Envoy then expects 200.
+            expected_statuses.push((200, 201));
+        }
+        Ok(HttpHealthCheck {
+            host,
+            path: request_path,
+            method: raw.method.map_or("GET", |method| method.0).to_owned(),
+            expected_statuses,
+            request_headers,
+        })
+    }
+
+    /// Check `HealthCheck.TcpHealthCheck` (at `path`).
+    fn tcp_health_check(
+        &self,
+        raw: RawTcpHealthCheck,
+        path: &str,
+    ) -> Result<TcpHealthCheck, EnvoyConfigError> {
+        let send = match raw.send {
+            None => None,
+            Some(payload) => Some(self.payload(payload, &format!("{path}.send"))?),
+        };
+        let mut receive = Vec::new();
+        for (i, payload) in raw.receive.unwrap_or_default().into_iter().enumerate() {
+            receive.push(self.payload(payload, &format!("{path}.receive[{i}]"))?);
+        }
+        Ok(TcpHealthCheck { send, receive })
+    }
+
+    /// Check and decode a `HealthCheck.Payload` (at `path`).
+    fn payload(&self, raw: RawPayload, path: &str) -> Result<Vec<u8>, EnvoyConfigError> {
+        const PAYLOADS: &str = "`text` and `binary`";
+        self.one_of(
+            path,
+            PAYLOADS,
+            &[
+                ("text", raw.text.is_some()),
+                ("binary", raw.binary.is_some()),
+            ],
+        )?;
+        let (field, value, decoded) = match (raw.text, raw.binary) {
+            (Some(text), _) => {
+                let decoded = decode_hex(&text);
+                ("text", text, decoded)
+            }
+            (_, Some(binary)) => {
+                let decoded = decode_base64(&binary);
+                ("binary", binary, decoded)
+            }
+            (None, None) => {
+                return Err(self.invalid(
+                    path.to_owned(),
+                    Problem::NoneOf {
+                        fields: PAYLOADS,
+                        hint: "Envoy requires one; e.g. `text: \"000000FF\"` (hex) or \
+                               `binary: AAAA/w==` (base64)"
+                            .to_owned(),
+                    },
+                ))
+            }
+        };
+        decoded.map_err(|reason| {
+            self.invalid(
+                format!("{path}.{field}"),
+                Problem::BadPayload { value, reason },
+            )
+        })
+    }
+
+    /// Check `envoy.config.cluster.v3.OutlierDetection` (at `path`); Envoy's defaults
+    /// where a field is left out.
+    fn outlier_detection(
+        &self,
+        raw: RawOutlierDetection,
+        path: &str,
+    ) -> Result<OutlierDetection, EnvoyConfigError> {
+        for (field, set) in [
+            (
+                "success_rate_minimum_hosts",
+                raw.success_rate_minimum_hosts.is_some(),
+            ),
+            (
+                "success_rate_request_volume",
+                raw.success_rate_request_volume.is_some(),
+            ),
+            (
+                "success_rate_stdev_factor",
+                raw.success_rate_stdev_factor.is_some(),
+            ),
+            (
+                "failure_percentage_threshold",
+                raw.failure_percentage_threshold.is_some(),
+            ),
+            (
+                "failure_percentage_minimum_hosts",
+                raw.failure_percentage_minimum_hosts.is_some(),
+            ),
+            (
+                "failure_percentage_request_volume",
+                raw.failure_percentage_request_volume.is_some(),
+            ),
+        ] {
+            if set {
+                return Err(self.invalid(
+                    format!("{path}.{field}"),
+                    Problem::NotSupported {
+                        field,
+                        hint: CONSECUTIVE_ONLY.to_owned(),
+                    },
+                ));
+            }
+        }
+        // The enforcing percentages of the detectors zerohop lacks: 0 (off) says what
+        // zerohop does anyway.
+        for (field, value) in [
+            ("enforcing_success_rate", raw.enforcing_success_rate),
+            (
+                "enforcing_local_origin_success_rate",
+                raw.enforcing_local_origin_success_rate,
+            ),
+            (
+                "enforcing_failure_percentage",
+                raw.enforcing_failure_percentage,
+            ),
+            (
+                "enforcing_failure_percentage_local_origin",
+                raw.enforcing_failure_percentage_local_origin,
+            ),
+        ] {
+            if value.is_some_and(|value| value.0 != 0) {
+                return Err(self.invalid(
+                    format!("{path}.{field}"),
+                    Problem::NotSupported {
+                        field,
+                        hint: format!("{CONSECUTIVE_ONLY}, or set it to 0 (the detector off)"),
+                    },
+                ));
+            }
+        }
+        let defaults = OutlierDetection::default();
+        let count = |raw: Option<Unsigned>, field: &'static str, default: u32| {
+            self.bounded(
+                raw,
+                path,
+                field,
+                (1, u32::MAX),
+                default,
+                " (failures in a row that eject an endpoint), or leave it out for the \
+                 default 5",
+            )
+        };
+        let percent = |raw: Option<Unsigned>, field: &'static str, default: u32| {
+            self.bounded(raw, path, field, (0, 100), default, " (a percentage)")
+        };
+        let consecutive_5xx = count(raw.consecutive_5xx, "consecutive_5xx", 5)?;
+        let interval = self
+            .positive_duration(
+                raw.interval,
+                path,
+                "interval",
+                "leave it out for the default 10s",
+            )?
+            .unwrap_or(defaults.interval);
+        let base_ejection_time = self
+            .positive_duration(
+                raw.base_ejection_time,
+                path,
+                "base_ejection_time",
+                "leave it out for the default 30s",
+            )?
+            .unwrap_or(defaults.base_ejection_time);
+        let max_ejection_percent = percent(
+            raw.max_ejection_percent,
+            "max_ejection_percent",
+            defaults.max_ejection_percent,
+        )?;
+        let enforcing_consecutive_5xx = percent(
+            raw.enforcing_consecutive_5xx,
+            "enforcing_consecutive_5xx",
+            defaults.enforcing_consecutive_5xx,
+        )?;
+        let consecutive_gateway_failure = count(
+            raw.consecutive_gateway_failure,
+            "consecutive_gateway_failure",
+            defaults.consecutive_gateway_failure,
+        )?;
+        let enforcing_consecutive_gateway_failure = percent(
+            raw.enforcing_consecutive_gateway_failure,
+            "enforcing_consecutive_gateway_failure",
+            defaults.enforcing_consecutive_gateway_failure,
+        )?;
+        let consecutive_local_origin_failure = count(
+            raw.consecutive_local_origin_failure,
+            "consecutive_local_origin_failure",
+            defaults.consecutive_local_origin_failure,
+        )?;
+        let enforcing_consecutive_local_origin_failure = percent(
+            raw.enforcing_consecutive_local_origin_failure,
+            "enforcing_consecutive_local_origin_failure",
+            defaults.enforcing_consecutive_local_origin_failure,
+        )?;
+        let max_ejection_time = self
+            .positive_duration(
+                raw.max_ejection_time,
+                path,
+                "max_ejection_time",
+                "leave it out for the default 300s",
+            )?
+            .unwrap_or(defaults.max_ejection_time);
+        if max_ejection_time < base_ejection_time {
+            return Err(self.invalid(
+                format!(
+                    "{path}.{}",
+                    if raw.max_ejection_time.is_some() {
+                        "max_ejection_time"
+                    } else {
+                        "base_ejection_time"
+                    }
+                ),
+                Problem::MaxBelowBase {
+                    field: "max_ejection_time",
+                    max: max_ejection_time,
+                    base: base_ejection_time,
+                },
+            ));
+        }
+        Ok(OutlierDetection {
+            consecutive_5xx,
+            consecutive_gateway_failure,
+            consecutive_local_origin_failure,
+            interval,
+            base_ejection_time,
+            max_ejection_time,
+            max_ejection_percent,
+            enforcing_consecutive_5xx,
+            enforcing_consecutive_gateway_failure,
+            enforcing_consecutive_local_origin_failure,
+            split_external_local_origin_errors: raw
+                .split_external_local_origin_errors
+                .unwrap_or(false),
+        })
+    }
+
+    /// Check `envoy.config.cluster.v3.CircuitBreakers` (at `path`); return the DEFAULT
+    /// priority's thresholds. zerohop routes every request at DEFAULT priority, so HIGH
+    /// thresholds are checked and never used, as in Envoy for a config whose routes set
+    /// no `priority`.
+    fn circuit_breakers(
+        &self,
+        raw: RawCircuitBreakers,
+        path: &str,
+    ) -> Result<CircuitBreakers, EnvoyConfigError> {
+        let mut default = CircuitBreakers::default();
+        // Where each priority was first listed: DEFAULT, HIGH.
+        let mut seen: [Option<String>; 2] = [None, None];
+        for (i, thresholds) in raw.thresholds.unwrap_or_default().into_iter().enumerate() {
+            let at = format!("{path}.thresholds[{i}]");
+            let priority = thresholds.priority.unwrap_or(RoutingPriorityName::Default);
+            let slot = &mut seen[usize::from(priority == RoutingPriorityName::High)];
+            if let Some(first) = slot {
+                return Err(self.invalid(
+                    at,
+                    Problem::DuplicatePriority {
+                        priority: priority.as_str(),
+                        first: first.clone(),
+                    },
+                ));
+            }
+            *slot = Some(at.clone());
+            let checked = self.thresholds(thresholds, &at)?;
+            if priority == RoutingPriorityName::Default {
+                default = checked;
+            }
+        }
+        if raw.per_host_thresholds.is_some() {
+            return Err(self.invalid(
+                format!("{path}.per_host_thresholds"),
+                Problem::NotSupported {
+                    field: "per_host_thresholds",
+                    hint: "zerohop's circuit breakers count for the whole cluster: use \
+                           `thresholds`"
+                        .to_owned(),
+                },
+            ));
+        }
+        Ok(default)
+    }
+
+    /// Check one `CircuitBreakers.Thresholds` (at `path`).
+    fn thresholds(
+        &self,
+        raw: RawThresholds,
+        path: &str,
+    ) -> Result<CircuitBreakers, EnvoyConfigError> {
+        let defaults = CircuitBreakers::default();
+        let limit = |raw: Option<Unsigned>, field: &'static str, default: u32| {
+            self.bounded(raw, path, field, (0, u32::MAX), default, "")
+        };
+        let max_connections = limit(
+            raw.max_connections,
+            "max_connections",
+            defaults.max_connections,
+        )?;
+        let max_pending_requests = limit(
+            raw.max_pending_requests,
+            "max_pending_requests",
+            defaults.max_pending_requests,
+        )?;
+        let max_requests = limit(raw.max_requests, "max_requests", defaults.max_requests)?;
+        let max_retries = limit(raw.max_retries, "max_retries", defaults.max_retries)?;
+        let retry_budget = match raw.retry_budget {
+            None => None,
+            Some(budget) => {
+                let budget_path = format!("{path}.retry_budget");
+                let budget_percent = match budget.budget_percent {
+                    None => Percent(DEFAULT_RETRY_BUDGET_PERCENT),
+                    Some(percent) => self.envoy_percent(
+                        percent,
+                        &format!("{budget_path}.budget_percent"),
+                        ", or leave it out for the default 20",
+                    )?,
+                };
+                let min_retry_concurrency = self.bounded(
+                    budget.min_retry_concurrency,
+                    &budget_path,
+                    "min_retry_concurrency",
+                    (0, u32::MAX),
+                    DEFAULT_MIN_RETRY_CONCURRENCY,
+                    "",
+                )?;
+                Some(RetryBudget {
+                    budget_percent,
+                    min_retry_concurrency,
+                })
+            }
+        };
+        Ok(CircuitBreakers {
+            max_connections,
+            max_pending_requests,
+            max_requests,
+            max_retries,
+            retry_budget,
+        })
+    }
+
+    /// Check `envoy.config.route.v3.RetryPolicy` (at `path`).
+    fn retry_policy(
+        &self,
+        raw: RawRetryPolicy,
+        path: &str,
+    ) -> Result<RetryPolicy, EnvoyConfigError> {
+        let mut retry_on = RetryOn::default();
+        // Envoy splits on commas, trims each condition and skips empty ones.
+        for condition in raw
+            .retry_on
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|condition| !condition.is_empty())
+        {
+            let Some(bit) = RetryOn::bit(condition) else {
+                return Err(self.invalid(
+                    format!("{path}.retry_on"),
+                    Problem::UnknownRetryOn {
+                        condition: condition.to_owned(),
+                    },
+                ));
+            };
+            retry_on.0 |= bit;
+        }
+        let num_retries =
+            self.bounded(raw.num_retries, path, "num_retries", (0, u32::MAX), 1, "")?;
+        let per_try_timeout = Self::timeout(raw.per_try_timeout, None);
+        let mut previous_hosts = false;
+        for (i, predicate) in raw
+            .retry_host_predicate
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            self.retry_host_predicate(
+                predicate.name,
+                predicate.typed_config,
+                &format!("{path}.retry_host_predicate[{i}]"),
+            )?;
+            previous_hosts = true;
+        }
+        let host_selection_retry_max_attempts = self.bounded(
+            raw.host_selection_retry_max_attempts,
+            path,
+            "host_selection_retry_max_attempts",
+            (0, u32::MAX),
+            1,
+            "",
+        )?;
+        let mut retriable_status_codes = Vec::new();
+        let codes = if retry_on.has(RetryOn::RETRIABLE_STATUS_CODES) {
+            self.required(
+                raw.retriable_status_codes,
+                path,
+                "retriable_status_codes",
+                "`retry_on` has retriable-status-codes, which retries the statuses listed \
+                 there; e.g. `retriable_status_codes: [503]`",
+            )?
+        } else {
+            raw.retriable_status_codes.unwrap_or_default()
+        };
+        for (i, code) in codes.into_iter().enumerate() {
+            let code = self.bounded(
+                Some(code),
+                path,
+                &format!("retriable_status_codes[{i}]"),
+                (100, 599),
+                0,
+                " (an HTTP status)",
+            )?;
+            // 100..=599 fits.
+            retriable_status_codes.push(code as u16);
+        }
+        let (base_interval, max_interval) = match raw.retry_back_off {
+            None => (
+                DEFAULT_RETRY_BASE_INTERVAL,
+                DEFAULT_RETRY_BASE_INTERVAL * 10,
+            ),
+            Some(back_off) => {
+                let at = format!("{path}.retry_back_off");
+                let base = self.required_duration(
+                    back_off.base_interval,
+                    &at,
+                    "base_interval",
+                    "the first retry waits up to it, e.g. `base_interval: 0.025s`",
+                )?;
+                let max = self
+                    .positive_duration(
+                        back_off.max_interval,
+                        &at,
+                        "max_interval",
+                        "leave it out for 10 times base_interval",
+                    )?
+                    .unwrap_or(base.saturating_mul(10));
+                if max < base {
+                    return Err(self.invalid(
+                        format!("{at}.max_interval"),
+                        Problem::MaxBelowBase {
+                            field: "max_interval",
+                            max,
+                            base,
+                        },
+                    ));
+                }
+                (base, max)
+            }
+        };
+        Ok(RetryPolicy {
+            retry_on,
+            num_retries,
+            per_try_timeout,
+            base_interval,
+            max_interval,
+            retriable_status_codes,
+            previous_hosts,
+            host_selection_retry_max_attempts,
+        })
+    }
+
+    /// Check one `RetryPolicy.RetryHostPredicate` (at `path`): previous_hosts is the one
+    /// zerohop has.
+    fn retry_host_predicate(
+        &self,
+        name: Option<String>,
+        typed_config: Option<RawRetryHostTypedConfig>,
+        path: &str,
+    ) -> Result<(), EnvoyConfigError> {
+        let example = format!(
+            "e.g. `{{ name: {PREVIOUS_HOSTS_PREDICATE_NAME}, typed_config: {{ \"@type\": \
+             {PREVIOUS_HOSTS_PREDICATE_TYPE_URL} }} }}`"
+        );
+        let name = self.required(
+            name,
+            path,
+            "name",
+            &format!("Envoy requires a name for each predicate; {example}"),
+        )?;
+        if name != PREVIOUS_HOSTS_PREDICATE_NAME {
+            return Err(self.schema(
+                format!("{path}.name"),
+                format!(
+                    "unsupported retry host predicate `{name}`: zerohop supports only \
+                     {PREVIOUS_HOSTS_PREDICATE_NAME} so far (a retry avoids the endpoints \
+                     tried before)"
+                ),
+            ));
+        }
+        let typed_config_path = format!("{path}.typed_config");
+        match typed_config {
+            None | Some(RawRetryHostTypedConfig::PreviousHosts(RawPreviousHostsPredicate {})) => {}
+            // Envoy then finds the predicate by its name, as with HTTP filters.
+            Some(RawRetryHostTypedConfig::Deferred(mapping)) if mapping.is_empty() => {}
+            Some(RawRetryHostTypedConfig::Deferred(mut mapping)) => {
+                let Some(url) = mapping.remove(TYPE_KEY) else {
+                    return Err(self.invalid(
+                        typed_config_path,
+                        Problem::Missing {
+                            field: "@type",
+                            hint: format!("Envoy v3 selects the predicate by it; {example}"),
+                        },
+                    ));
+                };
+                let url_path = format!("{typed_config_path}.{TYPE_KEY}");
+                let url: String = self.deserialize(&url, &url_path)?;
+                if let Err(message) = retry_host_predicate_type(&url) {
+                    return Err(self.schema(url_path, message));
+                }
+                let RawPreviousHostsPredicate {} =
+                    self.deserialize(&Value::Mapping(mapping), &typed_config_path)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -3780,6 +4761,8 @@ static_resources:
                         terminal: false,
                     },
                 ],
+                retry_policy: None,
+                idle_timeout: None,
             })
         );
         assert_eq!(
@@ -3835,6 +4818,8 @@ static_resources:
                 host_rewrite: None,
                 timeout: Some(Duration::from_secs(15)),
                 hash_policy: vec![],
+                retry_policy: None,
+                idle_timeout: None,
             }
         );
         let redirect = load_both(&with_route("{ match: { path: /a }, redirect: {} }")).unwrap();
@@ -3986,9 +4971,9 @@ static_resources:
         );
         for (route, at, expected) in [
             (
-                "{ match: { prefix: / }, route: { cluster: c, retry_policy: {} } }",
-                ".route.retry_policy",
-                "unknown field `retry_policy`",
+                "{ match: { prefix: / }, route: { cluster: c, hedge_policy: {} } }",
+                ".route.hedge_policy",
+                "unknown field `hedge_policy`",
             ),
             (
                 "{ match: { prefix: /, grpc: {} }, route: { cluster: c } }",
@@ -5127,5 +6112,968 @@ static_resources:
                 let _ = load(&changed);
             }
         }
+    }
+
+    const CLUSTER: &str = "static_resources.clusters[0]";
+
+    fn cluster_path(rest: &str) -> String {
+        format!("{CLUSTER}{rest}")
+    }
+
+    /// BASE with `lines` (each a key, flow style) added to cluster `c`.
+    fn with_cluster(lines: &str) -> String {
+        let lines: String = lines.lines().map(|line| format!("    {line}\n")).collect();
+        edit(BASE, "  - name: c\n", &format!("  - name: c\n{lines}"))
+    }
+
+    /// The required fields of a health check.
+    const HC: &str = "timeout: 1s, interval: 5s, unhealthy_threshold: 3, healthy_threshold: 2";
+
+    /// BASE with one health check of `fields` on cluster `c`.
+    fn with_health_check(fields: &str) -> String {
+        with_cluster(&format!("health_checks: [{{ {fields} }}]"))
+    }
+
+    /// BASE with one HTTP health check on cluster `c`, with `fields` in its
+    /// `http_health_check`.
+    fn with_http_check(fields: &str) -> String {
+        with_health_check(&format!("{HC}, http_health_check: {{ {fields} }}"))
+    }
+
+    /// BASE whose route has a retry policy of `fields`.
+    fn with_retry_policy(fields: &str) -> String {
+        with_route(&format!(
+            "{{ match: {{ prefix: / }}, route: {{ cluster: c, retry_policy: {{ {fields} }} }} }}"
+        ))
+    }
+
+    fn retry_policy(config: &EnvoyConfig) -> &RetryPolicy {
+        route_action(config)
+            .retry_policy
+            .as_ref()
+            .expect("a retry policy")
+    }
+
+    /// Every resilience field set, on two clusters and two routes.
+    const RESILIENT: &str = r#"
+    health_checks:
+    - timeout: 2s
+      interval: 10s
+      initial_jitter: 1s
+      interval_jitter: 0.5s
+      interval_jitter_percent: 10
+      unhealthy_threshold: 3
+      healthy_threshold: "2"
+      http_health_check:
+        host: health.internal
+        path: /healthz
+        method: HEAD
+        codec_client_type: HTTP1
+        expected_statuses: [{ start: 200, end: 300 }, { start: "404", end: 405 }]
+        request_headers_to_add:
+        - header: { key: X-Health, value: "zerohop 100%%" }
+      no_traffic_interval: 30s
+      unhealthy_interval: 20s
+      unhealthy_edge_interval: 1s
+      healthy_edge_interval: 2s
+    circuit_breakers:
+      thresholds:
+      - priority: HIGH
+        max_connections: 1
+      - max_connections: 100
+        max_pending_requests: 50
+        max_requests: 200
+        max_retries: 5
+        retry_budget: { budget_percent: { value: 25.5 }, min_retry_concurrency: 2 }
+        track_remaining: true
+    outlier_detection:
+      consecutive_5xx: 3
+      interval: 5s
+      base_ejection_time: 15s
+      max_ejection_percent: 50
+      enforcing_consecutive_5xx: 90
+      enforcing_success_rate: 0
+      consecutive_gateway_failure: 4
+      enforcing_consecutive_gateway_failure: 80
+      split_external_local_origin_errors: true
+      consecutive_local_origin_failure: 6
+      enforcing_consecutive_local_origin_failure: 70
+      enforcing_local_origin_success_rate: 0
+      enforcing_failure_percentage: 0
+      enforcing_failure_percentage_local_origin: 0
+      max_ejection_time: 120s
+    common_lb_config:
+      healthy_panic_threshold: { value: 25 }
+"#;
+
+    fn resilient() -> String {
+        let text = edit(BASE, "  - name: c\n", &format!("  - name: c{RESILIENT}"));
+        let text = edit(
+            &text,
+            "  - name: d\n",
+            "  - name: d\n    health_checks:\n    - { timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1, tcp_health_check: { send: { text: \"0102fF\" }, receive: [{ binary: \"aGVsbG8=\" }, { text: \"0A\" }] } }\n",
+        );
+        let text = edit(
+            &text,
+            "            - name: vh\n",
+            "            - name: vh\n              retry_policy: { retry_on: gateway-error, num_retries: 2 }\n",
+        );
+        edit(
+            &text,
+            "              - { match: { prefix: / }, route: { cluster: c } }\n",
+            r#"              - match: { prefix: / }
+                route:
+                  cluster: c
+                  idle_timeout: 30s
+                  retry_policy:
+                    retry_on: " 5xx, reset,connect-failure ,,retriable-status-codes"
+                    num_retries: 3
+                    per_try_timeout: 0.5s
+                    retry_back_off: { base_interval: 0.1s, max_interval: 2s }
+                    retriable_status_codes: [503, "429"]
+                    retry_host_predicate:
+                    - name: envoy.retry_host_predicates.previous_hosts
+                      typed_config:
+                        "@type": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate
+                    host_selection_retry_max_attempts: 5
+              - { match: { prefix: /other }, route: { cluster: d, idle_timeout: 0s } }
+              - { match: { prefix: /direct }, direct_response: { status: 200 } }
+"#,
+        )
+    }
+
+    #[test]
+    fn resilience_config_loads() {
+        let config = load_both(&resilient()).unwrap_or_else(|e| panic!("{e}"));
+        let c = &config.clusters[0];
+        assert_eq!(
+            c.health_check,
+            Some(HealthCheck {
+                timeout: Duration::from_secs(2),
+                interval: Duration::from_secs(10),
+                interval_jitter: Duration::from_millis(500),
+                interval_jitter_percent: 10,
+                initial_jitter: Duration::from_secs(1),
+                unhealthy_threshold: 3,
+                healthy_threshold: 2,
+                no_traffic_interval: Duration::from_secs(30),
+                unhealthy_interval: Some(Duration::from_secs(20)),
+                healthy_edge_interval: Some(Duration::from_secs(2)),
+                unhealthy_edge_interval: Some(Duration::from_secs(1)),
+                kind: HealthCheckKind::Http(HttpHealthCheck {
+                    host: Some("health.internal".to_owned()),
+                    path: "/healthz".to_owned(),
+                    method: "HEAD".to_owned(),
+                    expected_statuses: vec![(200, 300), (404, 405)],
+                    request_headers: vec![("x-health".to_owned(), "zerohop 100%".to_owned())],
+                }),
+            })
+        );
+        assert_eq!(
+            c.circuit_breakers,
+            CircuitBreakers {
+                max_connections: 100,
+                max_pending_requests: 50,
+                max_requests: 200,
+                max_retries: 5,
+                retry_budget: Some(RetryBudget {
+                    budget_percent: Percent(25.5),
+                    min_retry_concurrency: 2,
+                }),
+            }
+        );
+        assert_eq!(
+            c.outlier_detection,
+            Some(OutlierDetection {
+                consecutive_5xx: 3,
+                consecutive_gateway_failure: 4,
+                consecutive_local_origin_failure: 6,
+                interval: Duration::from_secs(5),
+                base_ejection_time: Duration::from_secs(15),
+                max_ejection_time: Duration::from_secs(120),
+                max_ejection_percent: 50,
+                enforcing_consecutive_5xx: 90,
+                enforcing_consecutive_gateway_failure: 80,
+                enforcing_consecutive_local_origin_failure: 70,
+                split_external_local_origin_errors: true,
+            })
+        );
+        assert_eq!(c.healthy_panic_threshold, Percent(25.0));
+        let d = &config.clusters[1];
+        assert_eq!(
+            d.health_check.as_ref().map(|check| &check.kind),
+            Some(&HealthCheckKind::Tcp(TcpHealthCheck {
+                send: Some(vec![1, 2, 255]),
+                receive: vec![b"hello".to_vec(), vec![10]],
+            }))
+        );
+        let vh = &hcm(&config).route_config.virtual_hosts[0];
+        let vh_policy = RetryPolicy {
+            retry_on: RetryOn(RetryOn::GATEWAY_ERROR),
+            num_retries: 2,
+            ..RetryPolicy::default()
+        };
+        assert_eq!(vh.retry_policy, Some(vh_policy.clone()));
+        let own = retry_policy(&config);
+        assert_eq!(
+            own,
+            &RetryPolicy {
+                retry_on: RetryOn(
+                    RetryOn::FIVE_XX
+                        | RetryOn::RESET
+                        | RetryOn::CONNECT_FAILURE
+                        | RetryOn::RETRIABLE_STATUS_CODES
+                ),
+                num_retries: 3,
+                per_try_timeout: Some(Duration::from_millis(500)),
+                base_interval: Duration::from_millis(100),
+                max_interval: Duration::from_secs(2),
+                retriable_status_codes: vec![503, 429],
+                previous_hosts: true,
+                host_selection_retry_max_attempts: 5,
+            }
+        );
+        assert_eq!(
+            route_action(&config).idle_timeout,
+            Some(Duration::from_secs(30))
+        );
+        // A route without a policy of its own takes the virtual host's, whole.
+        let Action::Route(other) = &vh.routes[1].action else {
+            panic!("not a route action: {:?}", vh.routes[1].action);
+        };
+        assert_eq!(other.retry_policy, Some(vh_policy));
+        assert_eq!(other.idle_timeout, Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn resilience_camel_case_names_load() {
+        let text = with_cluster(
+            "healthChecks: [{ timeout: 1s, interval: 5s, intervalJitter: 1s, \
+             intervalJitterPercent: 5, initialJitter: 1s, unhealthyThreshold: 3, \
+             healthyThreshold: 2, noTrafficInterval: 9s, unhealthyInterval: 9s, \
+             unhealthyEdgeInterval: 9s, healthyEdgeInterval: 9s, httpHealthCheck: { path: /, \
+             expectedStatuses: [{ start: 200, end: 204 }], codecClientType: HTTP1, \
+             requestHeadersToAdd: [{ header: { key: a, value: b } }] } }]\n\
+             circuitBreakers: { thresholds: [{ maxConnections: 1, maxPendingRequests: 2, \
+             maxRequests: 3, maxRetries: 4, trackRemaining: false, retryBudget: { budgetPercent: \
+             { value: 5 }, minRetryConcurrency: 6 } }], perHostThresholds: null }\n\
+             outlierDetection: { consecutive5xx: 7, baseEjectionTime: 8s, maxEjectionPercent: 9, \
+             enforcingConsecutive5xx: 10, consecutiveGatewayFailure: 11, \
+             enforcingConsecutiveGatewayFailure: 12, splitExternalLocalOriginErrors: true, \
+             consecutiveLocalOriginFailure: 13, enforcingConsecutiveLocalOriginFailure: 14, \
+             maxEjectionTime: 15s }\ncommonLbConfig: { healthyPanicThreshold: { value: 16 } }",
+        );
+        let text = edit(
+            &text,
+            "route: { cluster: c }",
+            "route: { cluster: c, idleTimeout: 1s, retryPolicy: { retryOn: retriable-4xx, \
+             numRetries: 0, perTryTimeout: 1s, retryBackOff: { baseInterval: 1s, maxInterval: \
+             1s }, retriableStatusCodes: [500], retryHostPredicate: [{ name: \
+             envoy.retry_host_predicates.previous_hosts, typedConfig: {} }], \
+             hostSelectionRetryMaxAttempts: 0 } }",
+        );
+        let config = load_both(&text).unwrap_or_else(|e| panic!("{e}"));
+        let c = &config.clusters[0];
+        let check = c.health_check.as_ref().unwrap();
+        assert_eq!(check.interval_jitter_percent, 5);
+        assert_eq!(check.unhealthy_edge_interval, Some(Duration::from_secs(9)));
+        assert_eq!(c.circuit_breakers.max_retries, 4);
+        assert_eq!(
+            c.circuit_breakers
+                .retry_budget
+                .map(|b| b.min_retry_concurrency),
+            Some(6)
+        );
+        let outlier = c.outlier_detection.as_ref().unwrap();
+        assert_eq!(outlier.consecutive_5xx, 7);
+        assert_eq!(outlier.enforcing_consecutive_local_origin_failure, 14);
+        assert_eq!(c.healthy_panic_threshold, Percent(16.0));
+        let policy = retry_policy(&config);
+        assert_eq!(policy.retry_on, RetryOn(RetryOn::RETRIABLE_4XX));
+        assert_eq!(policy.num_retries, 0);
+        assert_eq!(policy.max_interval, Duration::from_secs(1));
+        assert!(policy.previous_hosts);
+        assert_eq!(policy.host_selection_retry_max_attempts, 0);
+        assert_eq!(
+            route_action(&config).idle_timeout,
+            Some(Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn resilience_defaults_are_envoys() {
+        // Left out.
+        let config = load_both(BASE).unwrap();
+        let c = &config.clusters[0];
+        assert_eq!(c.health_check, None);
+        assert_eq!(c.outlier_detection, None);
+        assert_eq!(c.circuit_breakers, CircuitBreakers::default());
+        assert_eq!(
+            c.circuit_breakers,
+            CircuitBreakers {
+                max_connections: 1024,
+                max_pending_requests: 1024,
+                max_requests: 1024,
+                max_retries: 3,
+                retry_budget: None,
+            }
+        );
+        assert_eq!(c.healthy_panic_threshold, Percent(50.0));
+        assert_eq!(route_action(&config).retry_policy, None);
+        assert_eq!(route_action(&config).idle_timeout, None);
+        assert_eq!(
+            hcm(&config).route_config.virtual_hosts[0].retry_policy,
+            None
+        );
+
+        // Written empty.
+        let config = load_both(&with_cluster(
+            "outlier_detection: {}\ncircuit_breakers: { thresholds: [{}, { priority: HIGH, \
+             max_requests: 1 }] }\ncommon_lb_config: {}",
+        ))
+        .unwrap();
+        let c = &config.clusters[0];
+        assert_eq!(c.outlier_detection, Some(OutlierDetection::default()));
+        assert_eq!(
+            OutlierDetection::default(),
+            OutlierDetection {
+                consecutive_5xx: 5,
+                consecutive_gateway_failure: 5,
+                consecutive_local_origin_failure: 5,
+                interval: Duration::from_secs(10),
+                base_ejection_time: Duration::from_secs(30),
+                max_ejection_time: Duration::from_secs(300),
+                max_ejection_percent: 10,
+                enforcing_consecutive_5xx: 100,
+                enforcing_consecutive_gateway_failure: 0,
+                enforcing_consecutive_local_origin_failure: 100,
+                split_external_local_origin_errors: false,
+            }
+        );
+        // HIGH is checked, never used.
+        assert_eq!(c.circuit_breakers, CircuitBreakers::default());
+        assert_eq!(c.healthy_panic_threshold, Percent(50.0));
+        let config = load_both(&with_cluster(
+            "circuit_breakers: { thresholds: [{ retry_budget: {} }] }\ncommon_lb_config: { \
+             healthy_panic_threshold: {} }",
+        ))
+        .unwrap();
+        let c = &config.clusters[0];
+        assert_eq!(
+            c.circuit_breakers.retry_budget,
+            Some(RetryBudget {
+                budget_percent: Percent(20.0),
+                min_retry_concurrency: 3,
+            })
+        );
+        // proto3: a Percent without its value is 0, which turns panic mode off.
+        assert_eq!(c.healthy_panic_threshold, Percent(0.0));
+
+        let config = load_both(&with_http_check("path: /healthz, host: \"\"")).unwrap();
+        assert_eq!(
+            config.clusters[0].health_check,
+            Some(HealthCheck {
+                timeout: Duration::from_secs(1),
+                interval: Duration::from_secs(5),
+                interval_jitter: Duration::ZERO,
+                interval_jitter_percent: 0,
+                initial_jitter: Duration::ZERO,
+                unhealthy_threshold: 3,
+                healthy_threshold: 2,
+                no_traffic_interval: Duration::from_secs(60),
+                unhealthy_interval: None,
+                healthy_edge_interval: None,
+                unhealthy_edge_interval: None,
+                kind: HealthCheckKind::Http(HttpHealthCheck {
+                    host: None,
+                    path: "/healthz".to_owned(),
+                    method: "GET".to_owned(),
+                    expected_statuses: vec![(200, 201)],
+                    request_headers: vec![],
+                }),
+            })
+        );
+        let config = load_both(&with_http_check(
+            "path: /, method: METHOD_UNSPECIFIED, expected_statuses: []",
+        ))
+        .unwrap();
+        let Some(HealthCheckKind::Http(http)) =
+            config.clusters[0].health_check.as_ref().map(|c| &c.kind)
+        else {
+            panic!("no HTTP health check");
+        };
+        assert_eq!(http.method, "GET");
+        assert_eq!(http.expected_statuses, [(200, 201)]);
+        let config =
+            load_both(&with_health_check(&format!("{HC}, tcp_health_check: {{}}"))).unwrap();
+        assert_eq!(
+            config.clusters[0].health_check.as_ref().map(|c| &c.kind),
+            Some(&HealthCheckKind::Tcp(TcpHealthCheck::default()))
+        );
+
+        let config = load_both(&with_retry_policy("")).unwrap();
+        assert_eq!(retry_policy(&config), &RetryPolicy::default());
+        assert_eq!(
+            RetryPolicy::default(),
+            RetryPolicy {
+                retry_on: RetryOn(0),
+                num_retries: 1,
+                per_try_timeout: None,
+                base_interval: Duration::from_millis(25),
+                max_interval: Duration::from_millis(250),
+                retriable_status_codes: vec![],
+                previous_hosts: false,
+                host_selection_retry_max_attempts: 1,
+            }
+        );
+        let config = load_both(&with_retry_policy(
+            "per_try_timeout: 0s, retry_back_off: { base_interval: 1s }, retry_host_predicate: \
+             [{ name: envoy.retry_host_predicates.previous_hosts }], retriable_status_codes: \
+             [502]",
+        ))
+        .unwrap();
+        let policy = retry_policy(&config);
+        assert_eq!(policy.per_try_timeout, None);
+        assert_eq!(policy.max_interval, Duration::from_secs(10));
+        assert!(policy.previous_hosts);
+        // Without `retriable-status-codes` in retry_on the codes do nothing, as in Envoy.
+        assert_eq!(policy.retry_on, RetryOn(0));
+        assert_eq!(policy.retriable_status_codes, [502]);
+    }
+
+    #[test]
+    fn health_check_errors_name_their_path() {
+        let hc = |rest: &str| cluster_path(&format!(".health_checks[0]{rest}"));
+        let http = |rest: &str| hc(&format!(".http_health_check{rest}"));
+        let tcp = |rest: &str| hc(&format!(".tcp_health_check{rest}"));
+        let check = format!("{HC}, http_health_check: {{ path: / }}");
+        for (text, at, expected) in [
+            (
+                with_cluster(&format!("health_checks: [{{ {check} }}, {{ {check} }}]")),
+                cluster_path(".health_checks[1]"),
+                vec![
+                    "zerohop runs one health check per cluster (the first is at \
+                     static_resources.clusters[0].health_checks[0])",
+                ],
+            ),
+            (
+                with_health_check(
+                    "interval: 5s, unhealthy_threshold: 3, healthy_threshold: 2, \
+                     http_health_check: { path: / }",
+                ),
+                hc(""),
+                vec!["`timeout` is missing; Envoy requires it: a check not answered", "`timeout: 1s`"],
+            ),
+            (
+                with_health_check(&check.replace("timeout: 1s", "timeout: 0s")),
+                hc(".timeout"),
+                vec!["`timeout` must be above 0s (Envoy rejects 0s too)"],
+            ),
+            (
+                with_health_check(&check.replace("interval: 5s, ", "")),
+                hc(""),
+                vec!["`interval` is missing"],
+            ),
+            (
+                with_health_check(&check.replace("interval: 5s", "interval: 0s")),
+                hc(".interval"),
+                vec!["`interval` must be above 0s"],
+            ),
+            (
+                with_health_check(&check.replace("unhealthy_threshold: 3, ", "")),
+                hc(""),
+                vec!["`unhealthy_threshold` is missing", "`unhealthy_threshold: 3`"],
+            ),
+            (
+                with_health_check(&check.replace("healthy_threshold: 2", "healthy_threshold: 0")),
+                hc(".healthy_threshold"),
+                vec!["0 is out of range; use 1 to 4294967295"],
+            ),
+            (
+                with_health_check(&check.replace("healthy_threshold: 2", "healthy_threshold: -1")),
+                hc(".healthy_threshold"),
+                vec!["expected a whole number from 0 to 4294967295"],
+            ),
+            (
+                with_health_check(&format!("{check}, no_traffic_interval: 0s")),
+                hc(".no_traffic_interval"),
+                vec!["`no_traffic_interval` must be above 0s", "default 60s"],
+            ),
+            (
+                with_health_check(&format!("{check}, unhealthy_edge_interval: 0s")),
+                hc(".unhealthy_edge_interval"),
+                vec!["`unhealthy_edge_interval` must be above 0s"],
+            ),
+            (
+                with_health_check(&format!("{check}, reuse_connection: false")),
+                hc(".reuse_connection"),
+                vec!["unknown field `reuse_connection`"],
+            ),
+            (
+                with_health_check(HC),
+                hc(""),
+                vec![
+                    "one of `http_health_check`, `tcp_health_check`, `grpc_health_check` and \
+                     `custom_health_check` is required",
+                    "`tcp_health_check: {}`",
+                ],
+            ),
+            (
+                with_health_check(&format!("{check}, tcp_health_check: {{}}")),
+                hc(".tcp_health_check"),
+                vec!["`tcp_health_check` cannot be set together with `http_health_check`"],
+            ),
+            (
+                with_health_check(&format!("{HC}, grpc_health_check: {{ service_name: s }}")),
+                hc(".grpc_health_check"),
+                vec![
+                    "`grpc_health_check` is not supported yet",
+                    "use `http_health_check` or `tcp_health_check`",
+                ],
+            ),
+            (
+                with_health_check(&format!("{HC}, custom_health_check: {{ name: x }}")),
+                hc(".custom_health_check"),
+                vec!["`custom_health_check` is not supported yet"],
+            ),
+            (
+                with_http_check("host: h"),
+                hc(".http_health_check"),
+                vec!["`path` is missing", "`path: /healthz`"],
+            ),
+            (
+                with_http_check("path: \"\""),
+                http(".path"),
+                vec!["`path` is empty"],
+            ),
+            (
+                with_http_check("path: healthz"),
+                http(".path"),
+                vec!["`healthz` cannot be used here: a health check's path starts with `/`"],
+            ),
+            (
+                with_http_check("path: \"/a b\""),
+                http(".path"),
+                vec!["whitespace"],
+            ),
+            (
+                with_http_check("path: /, method: CONNECT"),
+                http(".method"),
+                vec!["method CONNECT cannot be used for a health check"],
+            ),
+            (
+                with_http_check("path: /, method: get"),
+                http(".method"),
+                vec!["unknown request method `get`", "write GET"],
+            ),
+            (
+                with_http_check("path: /, codec_client_type: HTTP2"),
+                http(".codec_client_type"),
+                vec!["codec client type HTTP2 is not supported", "HTTP1"],
+            ),
+            (
+                with_http_check("path: /, expected_statuses: [{ start: 99, end: 200 }]"),
+                http(".expected_statuses[0]"),
+                vec!["[99, 200) is not a range of statuses: start is below 100"],
+            ),
+            (
+                with_http_check("path: /, expected_statuses: [{ start: 200, end: 601 }]"),
+                http(".expected_statuses[0]"),
+                vec!["end is above 600"],
+            ),
+            (
+                with_http_check(
+                    "path: /, expected_statuses: [{ start: 200, end: 300 }, { start: 300, end: \
+                     300 }]",
+                ),
+                http(".expected_statuses[1]"),
+                vec!["start is not below end"],
+            ),
+            (
+                with_http_check("path: /, expected_statuses: [{ start: -1, end: 300 }]"),
+                http(".expected_statuses[0]"),
+                vec!["[-1, 300) is not a range of statuses"],
+            ),
+            (
+                with_http_check("path: /, expected_statuses: [{ start: 200 }]"),
+                http(".expected_statuses[0]"),
+                vec!["`end` is missing"],
+            ),
+            (
+                with_http_check("path: /, request_headers_to_add: [{ header: { key: Host, value: h } }]"),
+                http(".request_headers_to_add[0].header.key"),
+                vec!["`Host` cannot be used here", "the health check's `host`"],
+            ),
+            (
+                with_http_check("path: /, request_headers_to_add: [{ header: { value: h } }]"),
+                http(".request_headers_to_add[0].header"),
+                vec!["`key` is missing"],
+            ),
+            (
+                with_http_check(
+                    "path: /, request_headers_to_add: [{ header: { key: x, value: \"%START_TIME%\" } }]",
+                ),
+                http(".request_headers_to_add[0].header.value"),
+                vec!["no format variables", "write `%%` for a `%`"],
+            ),
+            (
+                with_http_check(
+                    "path: /, request_headers_to_add: [{ header: { key: x, value: y }, append: true }]",
+                ),
+                http(".request_headers_to_add[0].append"),
+                vec!["unknown field `append`"],
+            ),
+            (
+                with_http_check("path: /, send: { text: \"00\" }"),
+                http(".send"),
+                vec!["unknown field `send`"],
+            ),
+            (
+                with_health_check(&format!("{HC}, tcp_health_check: {{ send: {{ text: abc }} }}")),
+                tcp(".send.text"),
+                vec!["invalid payload `abc`", "odd number"],
+            ),
+            (
+                with_health_check(&format!(
+                    "{HC}, tcp_health_check: {{ receive: [{{ text: \"00\" }}, {{ text: zz }}] }}"
+                )),
+                tcp(".receive[1].text"),
+                vec!["invalid payload `zz`: it is not hex"],
+            ),
+            (
+                with_health_check(&format!(
+                    "{HC}, tcp_health_check: {{ receive: [{{ binary: \"@@@@\" }}] }}"
+                )),
+                tcp(".receive[0].binary"),
+                vec!["invalid payload `@@@@`: it is not base64"],
+            ),
+            (
+                with_health_check(&format!("{HC}, tcp_health_check: {{ send: {{}} }}")),
+                tcp(".send"),
+                vec!["one of `text` and `binary` is required", "`text: \"000000FF\"`"],
+            ),
+            (
+                with_health_check(&format!(
+                    "{HC}, tcp_health_check: {{ send: {{ text: \"00\", binary: AA== }} }}"
+                )),
+                tcp(".send.binary"),
+                vec!["`binary` cannot be set together with `text`"],
+            ),
+        ] {
+            error_at(&text, &at, &expected);
+        }
+    }
+
+    #[test]
+    fn outlier_detection_errors_name_their_path() {
+        let od = |rest: &str| cluster_path(&format!(".outlier_detection{rest}"));
+        for (fields, at, expected) in [
+            (
+                "consecutive_5xx: 0",
+                ".consecutive_5xx",
+                vec!["0 is out of range; use 1 to 4294967295 (failures in a row"],
+            ),
+            (
+                "consecutive_local_origin_failure: 0",
+                ".consecutive_local_origin_failure",
+                vec!["0 is out of range; use 1 to"],
+            ),
+            (
+                "max_ejection_percent: 101",
+                ".max_ejection_percent",
+                vec!["101 is out of range; use 0 to 100"],
+            ),
+            (
+                "enforcing_consecutive_gateway_failure: 200",
+                ".enforcing_consecutive_gateway_failure",
+                vec!["200 is out of range; use 0 to 100"],
+            ),
+            (
+                "interval: 0s",
+                ".interval",
+                vec!["`interval` must be above 0s", "default 10s"],
+            ),
+            (
+                "base_ejection_time: 0s",
+                ".base_ejection_time",
+                vec!["`base_ejection_time` must be above 0s"],
+            ),
+            (
+                "success_rate_stdev_factor: 1900",
+                ".success_rate_stdev_factor",
+                vec![
+                    "`success_rate_stdev_factor` is not supported yet; zerohop implements only \
+                     the consecutive-failure detectors",
+                    "remove it",
+                ],
+            ),
+            (
+                "failure_percentage_threshold: 85",
+                ".failure_percentage_threshold",
+                vec!["`failure_percentage_threshold` is not supported yet"],
+            ),
+            (
+                "enforcing_success_rate: 100",
+                ".enforcing_success_rate",
+                vec![
+                    "consecutive-failure detectors",
+                    "or set it to 0 (the detector off)",
+                ],
+            ),
+            (
+                "enforcing_failure_percentage: 1",
+                ".enforcing_failure_percentage",
+                vec!["or set it to 0"],
+            ),
+            (
+                "max_ejection_time: 10s",
+                ".max_ejection_time",
+                vec!["max_ejection_time 10s is below base_ejection_time 30s, which Envoy rejects"],
+            ),
+            (
+                "base_ejection_time: 600s",
+                ".base_ejection_time",
+                vec!["max_ejection_time 300s is below base_ejection_time 600s"],
+            ),
+            (
+                "always_eject_one_host: true",
+                ".always_eject_one_host",
+                vec!["unknown field `always_eject_one_host`"],
+            ),
+        ] {
+            error_at(
+                &with_cluster(&format!("outlier_detection: {{ {fields} }}")),
+                &od(at),
+                &expected,
+            );
+        }
+    }
+
+    #[test]
+    fn circuit_breaker_and_panic_threshold_errors_name_their_path() {
+        let cb = |rest: &str| cluster_path(&format!(".circuit_breakers{rest}"));
+        for (line, at, expected) in [
+            (
+                "circuit_breakers: { thresholds: [{ max_requests: 1 }, { priority: DEFAULT }] }",
+                cb(".thresholds[1]"),
+                vec![
+                    "a second threshold for priority DEFAULT (the first is at \
+                     static_resources.clusters[0].circuit_breakers.thresholds[0])",
+                ],
+            ),
+            (
+                "circuit_breakers: { thresholds: [{ priority: HIGH }, { priority: HIGH }] }",
+                cb(".thresholds[1]"),
+                vec!["a second threshold for priority HIGH"],
+            ),
+            (
+                "circuit_breakers: { thresholds: [{ priority: LOW }] }",
+                cb(".thresholds[0].priority"),
+                vec!["unknown routing priority `LOW`, expected one of DEFAULT, HIGH"],
+            ),
+            (
+                "circuit_breakers: { thresholds: [{ max_connections: 4294967296 }] }",
+                cb(".thresholds[0].max_connections"),
+                vec!["4294967296 is out of range; use 0 to 4294967295"],
+            ),
+            (
+                "circuit_breakers: { thresholds: [{ priority: HIGH, max_retries: 4294967296 }] }",
+                cb(".thresholds[0].max_retries"),
+                vec!["out of range"],
+            ),
+            (
+                "circuit_breakers: { thresholds: [{ retry_budget: { budget_percent: { value: 101 } } }] }",
+                cb(".thresholds[0].retry_budget.budget_percent.value"),
+                vec!["101 is not a percentage from 0 to 100, or leave it out for the default 20"],
+            ),
+            (
+                "circuit_breakers: { thresholds: [{ max_connection_pools: 1 }] }",
+                cb(".thresholds[0].max_connection_pools"),
+                vec!["unknown field `max_connection_pools`"],
+            ),
+            (
+                "circuit_breakers: { per_host_thresholds: [{ max_connections: 1 }] }",
+                cb(".per_host_thresholds"),
+                vec![
+                    "`per_host_thresholds` is not supported yet",
+                    "count for the whole cluster",
+                ],
+            ),
+            (
+                "common_lb_config: { healthy_panic_threshold: { value: -1 } }",
+                cluster_path(".common_lb_config.healthy_panic_threshold.value"),
+                vec!["-1 is not a percentage from 0 to 100; 0 turns panic mode off"],
+            ),
+            (
+                "common_lb_config: { healthy_panic_threshold: { value: NaN } }",
+                cluster_path(".common_lb_config.healthy_panic_threshold.value"),
+                vec!["NaN is not a percentage"],
+            ),
+            (
+                "common_lb_config: { zone_aware_lb_config: {} }",
+                cluster_path(".common_lb_config.zone_aware_lb_config"),
+                vec!["unknown field `zone_aware_lb_config`, expected `healthyPanicThreshold` or \
+                      `healthy_panic_threshold`"],
+            ),
+        ] {
+            error_at(&with_cluster(line), &at, &expected);
+        }
+    }
+
+    #[test]
+    fn retry_policy_errors_name_their_path() {
+        let rp = |rest: &str| route_path(&format!(".route.retry_policy{rest}"));
+        let predicate = "envoy.retry_host_predicates.previous_hosts";
+        for (fields, at, expected) in [
+            (
+                "retry_on: \"5xx, bogus\"".to_owned(),
+                rp(".retry_on"),
+                vec![
+                    "unknown retry condition `bogus`; zerohop supports 5xx, gateway-error, \
+                     reset, connect-failure, retriable-4xx, refused-stream and \
+                     retriable-status-codes, separated by commas",
+                ],
+            ),
+            (
+                "retry_on: \"cancelled\"".to_owned(),
+                rp(".retry_on"),
+                vec!["unknown retry condition `cancelled`"],
+            ),
+            (
+                "retry_on: retriable-status-codes".to_owned(),
+                rp(""),
+                vec![
+                    "`retriable_status_codes` is missing",
+                    "`retriable_status_codes: [503]`",
+                ],
+            ),
+            (
+                "retry_on: retriable-status-codes, retriable_status_codes: []".to_owned(),
+                rp(".retriable_status_codes"),
+                vec!["`retriable_status_codes` is empty"],
+            ),
+            (
+                "retriable_status_codes: [503, 600]".to_owned(),
+                rp(".retriable_status_codes[1]"),
+                vec!["600 is out of range; use 100 to 599"],
+            ),
+            (
+                "num_retries: -1".to_owned(),
+                rp(".num_retries"),
+                vec!["expected a whole number"],
+            ),
+            (
+                "retry_back_off: { max_interval: 1s }".to_owned(),
+                rp(".retry_back_off"),
+                vec!["`base_interval` is missing; Envoy requires it: the first retry"],
+            ),
+            (
+                "retry_back_off: { base_interval: 0s }".to_owned(),
+                rp(".retry_back_off.base_interval"),
+                vec!["`base_interval` must be above 0s"],
+            ),
+            (
+                "retry_back_off: { base_interval: 1s, max_interval: 0.5s }".to_owned(),
+                rp(".retry_back_off.max_interval"),
+                vec!["max_interval 0.5s is below base_interval 1s, which Envoy rejects"],
+            ),
+            (
+                "retry_host_predicate: [{ name: envoy.retry_host_predicates.omit_canary_hosts }]"
+                    .to_owned(),
+                rp(".retry_host_predicate[0].name"),
+                vec![
+                    "unsupported retry host predicate \
+                     `envoy.retry_host_predicates.omit_canary_hosts`: zerohop supports only \
+                     envoy.retry_host_predicates.previous_hosts",
+                ],
+            ),
+            (
+                "retry_host_predicate: [{}]".to_owned(),
+                rp(".retry_host_predicate[0]"),
+                vec!["`name` is missing"],
+            ),
+            (
+                format!(
+                    "retry_host_predicate: [{{ name: {predicate}, typed_config: {{ \"@type\": \
+                     type.googleapis.com/envoy.extensions.retry.host.omit_host_metadata.v3.\
+                     OmitHostMetadataConfig }} }}]"
+                ),
+                rp(".retry_host_predicate[0].typed_config.@type"),
+                vec![
+                    "unsupported retry host predicate type",
+                    "zerohop supports only the previous_hosts predicate",
+                ],
+            ),
+            (
+                format!(
+                    "retry_host_predicate: [{{ name: {predicate}, typed_config: {{ \"@type\": \
+                     envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate }} }}]"
+                ),
+                rp(".retry_host_predicate[0].typed_config.@type"),
+                vec!["a type URL starts with `type.googleapis.com/`"],
+            ),
+            (
+                format!(
+                    "retry_host_predicate: [{{ name: {predicate}, typed_config: {{ x: 1, \
+                     \"@type\": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.\
+                     v3.PreviousHostsPredicate }} }}]"
+                ),
+                rp(".retry_host_predicate[0].typed_config.x"),
+                vec!["unknown field `x`, there are no fields"],
+            ),
+            (
+                format!(
+                    "retry_host_predicate: [{{ name: {predicate}, typed_config: {{ x: 1 }} }}]"
+                ),
+                rp(".retry_host_predicate[0].typed_config"),
+                vec!["`@type` is missing"],
+            ),
+            (
+                "retry_priority: {}".to_owned(),
+                rp(".retry_priority"),
+                vec!["unknown field `retry_priority`"],
+            ),
+        ] {
+            error_at(&with_retry_policy(&fields), &at, &expected);
+        }
+        error_at(
+            &with_virtual_hosts(&[
+                "{ name: vh, domains: [\"*\"], retry_policy: { retry_on: nope }, routes: [{ match: { prefix: / }, route: { cluster: c } }] }",
+            ]),
+            &path(".route_config.virtual_hosts[0].retry_policy.retry_on"),
+            &["unknown retry condition `nope`"],
+        );
+        error_at(
+            &with_route("{ match: { prefix: / }, route: { cluster: c, idle_timeout: 1m } }"),
+            &route_path(".route.idle_timeout"),
+            &["write \"60s\""],
+        );
+    }
+
+    #[test]
+    fn resilience_example_loads() {
+        let example = include_str!("../../../configs/resilience.yaml");
+        let tree: Value = serde_yaml_ng::from_str(example).unwrap();
+        let from_tree = EnvoyConfig::from_value(tree.get("static_resources"), None, ORIGIN)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let envoy_part = &example[example.find("\nstatic_resources:").unwrap()..];
+        let config = load(envoy_part).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config, from_tree);
+        let cluster = &config.clusters[0];
+        assert_eq!(cluster.endpoints.len(), 3);
+        assert!(matches!(
+            cluster.health_check.as_ref().map(|c| &c.kind),
+            Some(HealthCheckKind::Http(_))
+        ));
+        assert!(cluster.outlier_detection.is_some());
+        assert_ne!(cluster.circuit_breakers, CircuitBreakers::default());
+        let policy = retry_policy(&config);
+        assert_eq!(
+            policy.retry_on,
+            RetryOn(RetryOn::FIVE_XX | RetryOn::RESET | RetryOn::CONNECT_FAILURE)
+        );
+        assert_eq!(policy.num_retries, 2);
+        assert!(policy.per_try_timeout.is_some());
+        assert!(policy.previous_hosts);
     }
 }

@@ -265,6 +265,7 @@ mod build;
 mod duration;
 mod filters;
 mod raw;
+mod resilience;
 
 use std::fmt;
 use std::net::SocketAddrV4;
@@ -282,6 +283,7 @@ pub use filters::{
 pub use raw::{
     HTTP_CONNECTION_MANAGER_TYPE_URL, ROUTER_FILTER_NAME, ROUTER_TYPE_URL, TCP_PROXY_TYPE_URL,
 };
+pub use resilience::*;
 
 /// Envoy's default `connect_timeout` for a cluster.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -601,6 +603,9 @@ pub struct VirtualHost {
     pub routes: Vec<Route>,
     /// The virtual host level header mutations.
     pub headers: HeaderMutations,
+    /// `retry_policy`: for the routes that have none (already copied into their
+    /// [`RouteAction::retry_policy`]).
+    pub retry_policy: Option<RetryPolicy>,
 }
 
 /// `envoy.config.route.v3.Route`: a match and what to do with what matches.
@@ -736,6 +741,12 @@ pub struct RouteAction {
     /// `hash_policy`, in order. Only hashing load balancers use it, and zerohop has none
     /// yet; it is kept so that it can be checked now and used later.
     pub hash_policy: Vec<HashPolicy>,
+    /// `retry_policy`, or the virtual host's when the route has none.
+    pub retry_policy: Option<RetryPolicy>,
+    /// `idle_timeout`: replaces the connection manager's `stream_idle_timeout`
+    /// for this route; `None` when left out, [`Duration::ZERO`] when the config
+    /// sets `0s` (off).
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Which cluster a [`RouteAction`] sends to.
@@ -899,6 +910,17 @@ pub struct Cluster {
     /// [`DEFAULT_UPSTREAM_IDLE_TIMEOUT`] when left out (or with no protocol options),
     /// `None` when the config sets `0s`.
     pub upstream_idle_timeout: Option<Duration>,
+    /// `health_checks`: at most one (zerohop runs one active check per cluster).
+    pub health_check: Option<HealthCheck>,
+    /// `outlier_detection`; `None` when left out (no passive ejection).
+    pub outlier_detection: Option<OutlierDetection>,
+    /// `circuit_breakers.thresholds[]` of priority `DEFAULT`; Envoy's defaults
+    /// when left out.
+    pub circuit_breakers: CircuitBreakers,
+    /// `common_lb_config.healthy_panic_threshold.value`: below this percentage of
+    /// healthy endpoints, every endpoint takes traffic; default
+    /// [`DEFAULT_HEALTHY_PANIC_THRESHOLD`], 0 turns panic mode off.
+    pub healthy_panic_threshold: Percent,
 }
 
 /// Envoy's default `least_request_lb_config.choice_count`.
@@ -1426,6 +1448,66 @@ pub enum Problem {
          HttpProtocolOptions can be specified\"); remove the cluster's"
     )]
     MaxRequestsPerConnectionTwice,
+    #[error(
+        "zerohop runs one health check per cluster (the first is at {first}); remove this \
+         one, or check what it checks in the first"
+    )]
+    SecondHealthCheck { first: String },
+    #[error("`{field}` must be above 0s (Envoy rejects 0s too); {hint}")]
+    ZeroDuration {
+        field: &'static str,
+        hint: &'static str,
+    },
+    #[error(
+        "[{start}, {end}) is not a range of statuses: {reason}; a range is half-open, from \
+         `start` (at least 100) up to but not including `end` (at most 600), e.g. `{{ start: \
+         200, end: 300 }}` for every 2xx"
+    )]
+    BadStatusRange {
+        start: i64,
+        end: i64,
+        reason: &'static str,
+    },
+    #[error("invalid payload `{value}`: {reason}")]
+    BadPayload { value: String, reason: &'static str },
+    #[error("{value} is not a percentage from 0 to 100{hint}")]
+    BadPercent { value: String, hint: &'static str },
+    #[error(
+        "a second threshold for priority {priority} (the first is at {first}); list each \
+         priority once"
+    )]
+    DuplicatePriority {
+        priority: &'static str,
+        first: String,
+    },
+    #[error(
+        "unknown retry condition `{condition}`; zerohop supports {}, separated by commas, \
+         e.g. `retry_on: 5xx,reset,connect-failure`",
+        retry_on_list()
+    )]
+    UnknownRetryOn { condition: String },
+    #[error(
+        "{field} {} is below {base_field} {}, which Envoy rejects; make {field} at least \
+         {base_field}",
+        format_duration(*.max),
+        format_duration(*.base),
+        base_field = field.replacen("max_", "base_", 1)
+    )]
+    MaxBelowBase {
+        /// `max_interval` or `max_ejection_time`; the base is its `base_` field.
+        field: &'static str,
+        max: Duration,
+        base: Duration,
+    },
+}
+
+/// The `retry_on` conditions: `a, b and c`.
+fn retry_on_list() -> String {
+    let names: Vec<&str> = RetryOn::NAMES.iter().map(|(name, _)| *name).collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => names.join(", "),
+    }
 }
 
 fn address_hint(role: AddressRole) -> &'static str {

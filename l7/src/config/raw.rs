@@ -339,6 +339,14 @@ pub(crate) struct RawCluster {
     pub max_requests_per_connection: Option<Unsigned>,
     #[serde(default, alias = "typedExtensionProtocolOptions")]
     pub typed_extension_protocol_options: Option<RawTypedExtensionProtocolOptions>,
+    #[serde(default, alias = "healthChecks")]
+    pub health_checks: Option<Vec<RawHealthCheck>>,
+    #[serde(default, alias = "circuitBreakers")]
+    pub circuit_breakers: Option<RawCircuitBreakers>,
+    #[serde(default, alias = "outlierDetection")]
+    pub outlier_detection: Option<RawOutlierDetection>,
+    #[serde(default, alias = "commonLbConfig")]
+    pub common_lb_config: Option<RawCommonLbConfig>,
 }
 
 /// The key of the HTTP upstream protocol options in a cluster's
@@ -539,6 +547,329 @@ pub(crate) struct RawExplicitHttpConfig {
     expecting = "a mapping (Envoy\'s Http1ProtocolOptions)"
 )]
 pub(crate) struct RawHttp1ProtocolOptions {}
+
+/// `envoy.config.core.v3.HealthCheck`. `reuse_connection` (zerohop opens a fresh
+/// connection for each check), `alt_port`, `no_traffic_healthy_interval`,
+/// `event_log_path`, `transport_socket_match_criteria` and the rest are not supported:
+/// unknown fields.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping (Envoy\'s HealthCheck)")]
+pub(crate) struct RawHealthCheck {
+    #[serde(default)]
+    pub timeout: Option<ProtoDuration>,
+    #[serde(default)]
+    pub interval: Option<ProtoDuration>,
+    #[serde(default, alias = "initialJitter")]
+    pub initial_jitter: Option<ProtoDuration>,
+    #[serde(default, alias = "intervalJitter")]
+    pub interval_jitter: Option<ProtoDuration>,
+    #[serde(default, alias = "intervalJitterPercent")]
+    pub interval_jitter_percent: Option<Unsigned>,
+    #[serde(default, alias = "unhealthyThreshold")]
+    pub unhealthy_threshold: Option<Unsigned>,
+    #[serde(default, alias = "healthyThreshold")]
+    pub healthy_threshold: Option<Unsigned>,
+    #[serde(default, alias = "httpHealthCheck")]
+    pub http_health_check: Option<RawHttpHealthCheck>,
+    #[serde(default, alias = "tcpHealthCheck")]
+    pub tcp_health_check: Option<RawTcpHealthCheck>,
+    /// Not supported; present so that its error can say why.
+    #[serde(default, alias = "grpcHealthCheck")]
+    pub grpc_health_check: Option<IgnoredAny>,
+    /// Not supported; present so that its error can say why.
+    #[serde(default, alias = "customHealthCheck")]
+    pub custom_health_check: Option<IgnoredAny>,
+    #[serde(default, alias = "noTrafficInterval")]
+    pub no_traffic_interval: Option<ProtoDuration>,
+    #[serde(default, alias = "unhealthyInterval")]
+    pub unhealthy_interval: Option<ProtoDuration>,
+    #[serde(default, alias = "unhealthyEdgeInterval")]
+    pub unhealthy_edge_interval: Option<ProtoDuration>,
+    #[serde(default, alias = "healthyEdgeInterval")]
+    pub healthy_edge_interval: Option<ProtoDuration>,
+}
+
+/// `HealthCheck.HttpHealthCheck`. `send`, `receive`, `request_headers_to_remove`,
+/// `retriable_statuses`, `service_name_matcher` and `response_buffer_size` are not
+/// supported: unknown fields.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping (Envoy\'s HttpHealthCheck)"
+)]
+pub(crate) struct RawHttpHealthCheck {
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default, alias = "requestHeadersToAdd")]
+    pub request_headers_to_add: Option<Vec<RawHealthCheckHeader>>,
+    #[serde(default, alias = "expectedStatuses")]
+    pub expected_statuses: Option<Vec<RawInt64Range>>,
+    /// Always HTTP1: the deserializer rejects the others.
+    #[serde(default, alias = "codecClientType")]
+    #[allow(dead_code)]
+    pub codec_client_type: Option<CodecClientTypeName>,
+    #[serde(default)]
+    pub method: Option<RequestMethodName>,
+}
+
+/// `envoy.config.core.v3.HeaderValueOption` of a health check request, limited to its
+/// `header`: the request starts with no headers of the user's, so there is nothing to
+/// append to or overwrite.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping (Envoy\'s HeaderValueOption)"
+)]
+pub(crate) struct RawHealthCheckHeader {
+    #[serde(default)]
+    pub header: Option<RawHeaderValue>,
+}
+
+/// `envoy.type.v3.Int64Range`: `[start, end)`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping (Envoy\'s Int64Range)")]
+pub(crate) struct RawInt64Range {
+    #[serde(default)]
+    pub start: Option<Signed>,
+    #[serde(default)]
+    pub end: Option<Signed>,
+}
+
+/// `envoy.type.v3.CodecClientType`, of which zerohop supports HTTP1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CodecClientTypeName;
+
+impl<'de> Deserialize<'de> for CodecClientTypeName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = deserializer.deserialize_any(EnumName {
+            what: "codec client type",
+            names: &["HTTP1", "HTTP2", "HTTP3"],
+        })?;
+        if name == "HTTP1" {
+            return Ok(CodecClientTypeName);
+        }
+        Err(de::Error::custom(format!(
+            "codec client type {name} is not supported: zerohop's health checks speak \
+             HTTP/1.1; write `codec_client_type: HTTP1`, or leave it out"
+        )))
+    }
+}
+
+/// `envoy.config.core.v3.RequestMethod` of a health check: the method's name
+/// (`METHOD_UNSPECIFIED` is GET, as in Envoy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RequestMethodName(pub &'static str);
+
+impl<'de> Deserialize<'de> for RequestMethodName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = deserializer.deserialize_any(EnumName {
+            what: "request method",
+            names: &[
+                "METHOD_UNSPECIFIED",
+                "GET",
+                "HEAD",
+                "POST",
+                "PUT",
+                "DELETE",
+                "CONNECT",
+                "OPTIONS",
+                "TRACE",
+                "PATCH",
+            ],
+        })?;
+        match name {
+            "METHOD_UNSPECIFIED" => Ok(RequestMethodName("GET")),
+            "CONNECT" => Err(de::Error::custom(
+                "method CONNECT cannot be used for a health check (Envoy rejects it too); \
+                 use GET (the default), HEAD, POST, PUT, DELETE, OPTIONS, TRACE or PATCH",
+            )),
+            name => Ok(RequestMethodName(name)),
+        }
+    }
+}
+
+/// `HealthCheck.TcpHealthCheck`. `proxy_protocol_config` is not supported: an unknown
+/// field.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping (Envoy\'s TcpHealthCheck)")]
+pub(crate) struct RawTcpHealthCheck {
+    #[serde(default)]
+    pub send: Option<RawPayload>,
+    #[serde(default)]
+    pub receive: Option<Vec<RawPayload>>,
+}
+
+/// `HealthCheck.Payload`: `text` (hex) or `binary` (base64, as proto3 JSON writes
+/// bytes).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping (Envoy\'s Payload)")]
+pub(crate) struct RawPayload {
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub binary: Option<String>,
+}
+
+/// `envoy.config.cluster.v3.OutlierDetection`. zerohop has the consecutive-failure
+/// detectors only; the success rate and failure percentage fields are here so that
+/// their errors can say so. `max_ejection_time_jitter`,
+/// `successful_active_health_check_uneject_host`, `always_eject_one_host`,
+/// `detect_degraded_hosts` and `monitors` are not supported: unknown fields.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping (Envoy\'s OutlierDetection)"
+)]
+pub(crate) struct RawOutlierDetection {
+    #[serde(default, alias = "consecutive5xx")]
+    pub consecutive_5xx: Option<Unsigned>,
+    #[serde(default)]
+    pub interval: Option<ProtoDuration>,
+    #[serde(default, alias = "baseEjectionTime")]
+    pub base_ejection_time: Option<ProtoDuration>,
+    #[serde(default, alias = "maxEjectionPercent")]
+    pub max_ejection_percent: Option<Unsigned>,
+    #[serde(default, alias = "enforcingConsecutive5xx")]
+    pub enforcing_consecutive_5xx: Option<Unsigned>,
+    /// Accepted at 0 only (the detector off).
+    #[serde(default, alias = "enforcingSuccessRate")]
+    pub enforcing_success_rate: Option<Unsigned>,
+    /// Not supported; present so that its error can say why.
+    #[serde(default, alias = "successRateMinimumHosts")]
+    pub success_rate_minimum_hosts: Option<IgnoredAny>,
+    /// Not supported; present so that its error can say why.
+    #[serde(default, alias = "successRateRequestVolume")]
+    pub success_rate_request_volume: Option<IgnoredAny>,
+    /// Not supported; present so that its error can say why.
+    #[serde(default, alias = "successRateStdevFactor")]
+    pub success_rate_stdev_factor: Option<IgnoredAny>,
+    #[serde(default, alias = "consecutiveGatewayFailure")]
+    pub consecutive_gateway_failure: Option<Unsigned>,
+    #[serde(default, alias = "enforcingConsecutiveGatewayFailure")]
+    pub enforcing_consecutive_gateway_failure: Option<Unsigned>,
+    #[serde(default, alias = "splitExternalLocalOriginErrors")]
+    pub split_external_local_origin_errors: Option<bool>,
+    #[serde(default, alias = "consecutiveLocalOriginFailure")]
+    pub consecutive_local_origin_failure: Option<Unsigned>,
+    #[serde(default, alias = "enforcingConsecutiveLocalOriginFailure")]
+    pub enforcing_consecutive_local_origin_failure: Option<Unsigned>,
+    /// Accepted at 0 only (the detector off).
+    #[serde(default, alias = "enforcingLocalOriginSuccessRate")]
+    pub enforcing_local_origin_success_rate: Option<Unsigned>,
+    /// Not supported; present so that its error can say why.
+    #[serde(default, alias = "failurePercentageThreshold")]
+    pub failure_percentage_threshold: Option<IgnoredAny>,
+    /// Accepted at 0 only (the detector off, Envoy's default).
+    #[serde(default, alias = "enforcingFailurePercentage")]
+    pub enforcing_failure_percentage: Option<Unsigned>,
+    /// Accepted at 0 only (the detector off, Envoy's default).
+    #[serde(default, alias = "enforcingFailurePercentageLocalOrigin")]
+    pub enforcing_failure_percentage_local_origin: Option<Unsigned>,
+    /// Not supported; present so that its error can say why.
+    #[serde(default, alias = "failurePercentageMinimumHosts")]
+    pub failure_percentage_minimum_hosts: Option<IgnoredAny>,
+    /// Not supported; present so that its error can say why.
+    #[serde(default, alias = "failurePercentageRequestVolume")]
+    pub failure_percentage_request_volume: Option<IgnoredAny>,
+    #[serde(default, alias = "maxEjectionTime")]
+    pub max_ejection_time: Option<ProtoDuration>,
+}
+
+/// `envoy.config.cluster.v3.CircuitBreakers`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping (Envoy\'s CircuitBreakers)"
+)]
+pub(crate) struct RawCircuitBreakers {
+    #[serde(default)]
+    pub thresholds: Option<Vec<RawThresholds>>,
+    /// Not supported; present so that its error can say why.
+    #[serde(default, alias = "perHostThresholds")]
+    pub per_host_thresholds: Option<IgnoredAny>,
+}
+
+/// `CircuitBreakers.Thresholds`. `max_connection_pools` is not supported: an unknown
+/// field.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping (Envoy\'s Thresholds)")]
+pub(crate) struct RawThresholds {
+    #[serde(default)]
+    pub priority: Option<RoutingPriorityName>,
+    #[serde(default, alias = "maxConnections")]
+    pub max_connections: Option<Unsigned>,
+    #[serde(default, alias = "maxPendingRequests")]
+    pub max_pending_requests: Option<Unsigned>,
+    #[serde(default, alias = "maxRequests")]
+    pub max_requests: Option<Unsigned>,
+    #[serde(default, alias = "maxRetries")]
+    pub max_retries: Option<Unsigned>,
+    #[serde(default, alias = "retryBudget")]
+    pub retry_budget: Option<RawRetryBudget>,
+    /// Only adds `remaining_*` gauges in Envoy; zerohop has none, so no effect.
+    #[serde(default, alias = "trackRemaining")]
+    #[allow(dead_code)]
+    pub track_remaining: Option<bool>,
+}
+
+/// `envoy.config.core.v3.RoutingPriority`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RoutingPriorityName {
+    Default,
+    High,
+}
+
+impl RoutingPriorityName {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RoutingPriorityName::Default => "DEFAULT",
+            RoutingPriorityName::High => "HIGH",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RoutingPriorityName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = deserializer.deserialize_any(EnumName {
+            what: "routing priority",
+            names: &["DEFAULT", "HIGH"],
+        })?;
+        Ok(if name == "HIGH" {
+            RoutingPriorityName::High
+        } else {
+            RoutingPriorityName::Default
+        })
+    }
+}
+
+/// `CircuitBreakers.Thresholds.RetryBudget`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping (Envoy\'s RetryBudget)")]
+pub(crate) struct RawRetryBudget {
+    #[serde(default, alias = "budgetPercent")]
+    pub budget_percent: Option<RawPercent>,
+    #[serde(default, alias = "minRetryConcurrency")]
+    pub min_retry_concurrency: Option<Unsigned>,
+}
+
+/// `envoy.type.v3.Percent`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping (Envoy\'s Percent)")]
+pub(crate) struct RawPercent {
+    #[serde(default)]
+    pub value: Option<Double>,
+}
+
+/// `Cluster.CommonLbConfig`, limited to `healthy_panic_threshold`: zone aware and
+/// locality weighted balancing, `update_merge_window` and the rest are unknown fields.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping (Envoy\'s CommonLbConfig)")]
+pub(crate) struct RawCommonLbConfig {
+    #[serde(default, alias = "healthyPanicThreshold")]
+    pub healthy_panic_threshold: Option<RawPercent>,
+}
 
 /// `envoy.config.cluster.v3.Cluster.DiscoveryType`, of which zerohop supports STATIC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1107,6 +1438,47 @@ impl Visitor<'_> for UnsignedVisitor {
     }
 }
 
+/// A proto `int64` as Envoy's JSON parser takes it: a number, or a string of digits
+/// with an optional `-`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Signed(pub i64);
+
+impl<'de> Deserialize<'de> for Signed {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SignedVisitor)
+    }
+}
+
+struct SignedVisitor;
+
+impl Visitor<'_> for SignedVisitor {
+    type Value = Signed;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a whole number")
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Signed, E> {
+        Ok(Signed(value))
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Signed, E> {
+        i64::try_from(value)
+            .map(Signed)
+            .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(value), &self))
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Signed, E> {
+        let digits = value.strip_prefix('-').unwrap_or(value);
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            if let Ok(number) = value.parse() {
+                return Ok(Signed(number));
+            }
+        }
+        Err(E::invalid_value(de::Unexpected::Str(value), &self))
+    }
+}
+
 /// `envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`,
 /// without its `@type`.
 #[derive(Debug, Default, Deserialize)]
@@ -1621,6 +1993,8 @@ pub(crate) struct RawVirtualHost {
     pub response_headers_to_add: Option<Vec<RawHeaderValueOption>>,
     #[serde(default, alias = "responseHeadersToRemove")]
     pub response_headers_to_remove: Option<Vec<String>>,
+    #[serde(default, alias = "retryPolicy")]
+    pub retry_policy: Option<RawRetryPolicy>,
 }
 
 /// `envoy.config.route.v3.Route`.
@@ -1766,6 +2140,10 @@ pub(crate) struct RawRouteAction {
     pub timeout: Option<ProtoDuration>,
     #[serde(default, alias = "hashPolicy")]
     pub hash_policy: Option<Vec<RawHashPolicy>>,
+    #[serde(default, alias = "retryPolicy")]
+    pub retry_policy: Option<RawRetryPolicy>,
+    #[serde(default, alias = "idleTimeout")]
+    pub idle_timeout: Option<ProtoDuration>,
 }
 
 /// `envoy.config.route.v3.WeightedCluster`.
@@ -1866,6 +2244,119 @@ pub(crate) struct RawConnectionProperties {
 pub(crate) struct RawHashQueryParameter {
     #[serde(default)]
     pub name: Option<String>,
+}
+
+/// The name of the `previous_hosts` retry host predicate.
+pub const PREVIOUS_HOSTS_PREDICATE_NAME: &str = "envoy.retry_host_predicates.previous_hosts";
+
+/// The type URL of the `previous_hosts` retry host predicate's (empty) config.
+pub const PREVIOUS_HOSTS_PREDICATE_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";
+
+/// `envoy.config.route.v3.RetryPolicy`. `retry_priority`, `retry_options_predicates`,
+/// `rate_limited_retry_back_off`, `retriable_headers` and `retriable_request_headers`
+/// are not supported: unknown fields.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping (Envoy\'s RetryPolicy)")]
+pub(crate) struct RawRetryPolicy {
+    #[serde(default, alias = "retryOn")]
+    pub retry_on: Option<String>,
+    #[serde(default, alias = "numRetries")]
+    pub num_retries: Option<Unsigned>,
+    #[serde(default, alias = "perTryTimeout")]
+    pub per_try_timeout: Option<ProtoDuration>,
+    #[serde(default, alias = "retryHostPredicate")]
+    pub retry_host_predicate: Option<Vec<RawRetryHostPredicate>>,
+    /// An `int64` in Envoy's proto; 0 to 4294967295 here.
+    #[serde(default, alias = "hostSelectionRetryMaxAttempts")]
+    pub host_selection_retry_max_attempts: Option<Unsigned>,
+    #[serde(default, alias = "retriableStatusCodes")]
+    pub retriable_status_codes: Option<Vec<Unsigned>>,
+    #[serde(default, alias = "retryBackOff")]
+    pub retry_back_off: Option<RawRetryBackOff>,
+}
+
+/// `RetryPolicy.RetryBackOff`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping (Envoy\'s RetryBackOff)")]
+pub(crate) struct RawRetryBackOff {
+    #[serde(default, alias = "baseInterval")]
+    pub base_interval: Option<ProtoDuration>,
+    #[serde(default, alias = "maxInterval")]
+    pub max_interval: Option<ProtoDuration>,
+}
+
+/// `RetryPolicy.RetryHostPredicate`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping (Envoy\'s RetryHostPredicate)"
+)]
+pub(crate) struct RawRetryHostPredicate {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, alias = "typedConfig")]
+    pub typed_config: Option<RawRetryHostTypedConfig>,
+}
+
+/// A retry host predicate's `typed_config`, dispatched on its `@type` as
+/// [`RawTypedConfig`] is.
+#[derive(Debug)]
+pub(crate) enum RawRetryHostTypedConfig {
+    PreviousHosts(RawPreviousHostsPredicate),
+    Deferred(Mapping),
+}
+
+/// `envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate`, without its
+/// `@type`: it has no fields.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping (Envoy\'s PreviousHostsPredicate)"
+)]
+pub(crate) struct RawPreviousHostsPredicate {}
+
+/// Check the `@type` of a retry host predicate; return a message saying why it will
+/// not do.
+pub(crate) fn retry_host_predicate_type(url: &str) -> Result<(), String> {
+    if url == PREVIOUS_HOSTS_PREDICATE_TYPE_URL {
+        return Ok(());
+    }
+    let reason =
+        if Some(url) == PREVIOUS_HOSTS_PREDICATE_TYPE_URL.strip_prefix("type.googleapis.com/") {
+            "a type URL starts with `type.googleapis.com/`"
+        } else {
+            "zerohop supports only the previous_hosts predicate so far"
+        };
+    Err(format!(
+        "unsupported retry host predicate type `{url}`: {reason}; write \"@type\": \
+         {PREVIOUS_HOSTS_PREDICATE_TYPE_URL}"
+    ))
+}
+
+impl TypedConfig for RawRetryHostTypedConfig {
+    type Kind = ();
+    const EXPECTING: &'static str =
+        "a mapping with an `@type` key: `\"@type\": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate`";
+
+    fn kind(url: &str) -> Result<(), String> {
+        retry_host_predicate_type(url)
+    }
+
+    fn read<'de, A: MapAccess<'de>>(_kind: (), map: A) -> Result<Self, A::Error> {
+        RawPreviousHostsPredicate::deserialize(MapAccessDeserializer::new(map))
+            .map(RawRetryHostTypedConfig::PreviousHosts)
+    }
+
+    fn deferred(mapping: Mapping) -> Self {
+        RawRetryHostTypedConfig::Deferred(mapping)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawRetryHostTypedConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(TypedConfigVisitor::<RawRetryHostTypedConfig>(PhantomData))
+    }
 }
 
 /// `envoy.config.route.v3.RedirectAction`.
