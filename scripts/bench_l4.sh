@@ -108,6 +108,8 @@ static_resources:
     connect_timeout: 1s
     type: STATIC
     lb_policy: ROUND_ROBIN
+    # Envoy's default max_connections (1024) would cap the connection rate test.
+    circuit_breakers: { thresholds: [{ max_connections: 1000000 }] }
     load_assignment:
       cluster_name: backend
       endpoints:

@@ -24,6 +24,7 @@ use zerohop_dataplane::stats::port_totals;
 use zerohop_dataplane::worker::{L3Stage, PortMode, Worker};
 use zerohop_dataplane::{WorkerStats, VECTOR_SIZE};
 use zerohop_l7::app::{L7Plan, L7Stats, L7};
+use zerohop_l7::health::{Change, Shared};
 use zerohop_tcpstack::ports::{RssSteering, MICROSOFT_RSS_KEY};
 use zerohop_tcpstack::{Handoff, Stack, TcpInput, TcpParams, TcpStats};
 
@@ -220,6 +221,8 @@ struct Workers {
     l3: Vec<(Arc<GraphStats>, Arc<AclStats>)>,
     /// Per worker that proxies: its TCP and proxy counters.
     tcp: Vec<TcpCounters>,
+    /// The clusters' health and circuit breakers, shared by the workers.
+    shared: Arc<Shared>,
     cores: Vec<usize>,
 }
 
@@ -405,9 +408,12 @@ fn tcp_part(
     worker: usize,
     handoff: Option<Handoff<Mbuf>>,
     rss: Option<RssSteering>,
+    shared: &Arc<Shared>,
 ) -> Result<Option<TcpPart>> {
     let dp = &config.dataplane;
-    let plan = L7Plan::new(&config.envoy).map_err(|e| anyhow!("routes: {e}"))?;
+    // Worker 0 runs the active health checks and reviews outlier ejections.
+    let plan = L7Plan::new(&config.envoy, shared.clone(), worker == 0)
+        .map_err(|e| anyhow!("routes: {e}"))?;
     if plan.is_empty() {
         return Ok(None);
     }
@@ -496,6 +502,7 @@ fn start_workers(
         stats: Vec::new(),
         l3: Vec::new(),
         tcp: Vec::new(),
+        shared: Arc::new(Shared::new(&config.envoy)),
         cores: dp.cores.clone(),
     };
     // Segments for another worker's upstream connections go to it.
@@ -540,7 +547,7 @@ fn start_workers(
         let sync = syncs.get_mut(i).and_then(Option::take);
         let handoff = handoffs.get_mut(i).and_then(Option::take);
         let tcp = match &plan.fib {
-            Some(fib) => tcp_part(config, fib, i, handoff, steering.clone())?,
+            Some(fib) => tcp_part(config, fib, i, handoff, steering.clone(), &workers.shared)?,
             None => None,
         };
         let (l3, tcp_stats) = l3_stage(config, plan, ports, pool, sync, tcp)?;
@@ -740,8 +747,10 @@ pub fn run(config: &Config, config_path: &Path) -> Result<()> {
             workers.stop_and_join()?;
             bail!("a worker thread exited unexpectedly");
         }
+        log_health_events(&workers.shared);
         std::thread::sleep(Duration::from_millis(50));
     }
+    log_health_events(&workers.shared);
     info!("signal received: stopping workers");
     workers.stop_and_join()?;
     report(&ports, &workers);
@@ -888,8 +897,36 @@ fn report_tcp(workers: &Workers) {
             }
         }
     }
+    if !workers.tcp.is_empty() {
+        sums.extend(workers.shared.values());
+    }
     for (name, v) in sums {
         info!("stat {name}: {v}");
+    }
+}
+
+/// Log the endpoints' health changes (active checks, ejections) the workers
+/// queued.
+fn log_health_events(shared: &Shared) {
+    for e in shared.drain_events() {
+        let Some(c) = shared.clusters.get(e.cluster) else {
+            continue;
+        };
+        let endpoint = c
+            .endpoints
+            .get(e.endpoint)
+            .map_or_else(|| "?".to_owned(), ToString::to_string);
+        let (healthy, total) = (c.healthy_count(), c.endpoints.len());
+        match e.change {
+            Change::HealthCheckPassed | Change::Unejected => info!(
+                "cluster {}: endpoint {endpoint}: {e} ({healthy}/{total} healthy)",
+                c.name
+            ),
+            _ => warn!(
+                "cluster {}: endpoint {endpoint}: {e} ({healthy}/{total} healthy)",
+                c.name
+            ),
+        }
     }
 }
 

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use zerohop_tcpstack::{App, Close, ConnId, Listen, Stack};
 
 use crate::config::EnvoyConfig;
+use crate::health::checker::HealthChecker;
+use crate::health::Shared;
 use crate::http::proxy::{HttpPlan, HttpProxy, HttpStats};
 use crate::tcp_proxy::{ProxyPlan, ProxyStats, TcpProxy};
 
@@ -17,6 +19,11 @@ use crate::tcp_proxy::{ProxyPlan, ProxyStats, TcpProxy};
 pub struct L7Plan {
     tcp: ProxyPlan,
     http: HttpPlan,
+    shared: Arc<Shared>,
+    /// Worker 0's: the active health checks.
+    checker: Option<HealthChecker>,
+    /// This worker reviews outlier ejections (worker 0).
+    lead: bool,
 }
 
 impl L7Plan {
@@ -24,10 +31,29 @@ impl L7Plan {
     ///
     /// # Errors
     /// A route table that does not compile.
-    pub fn new(config: &EnvoyConfig) -> Result<L7Plan, String> {
+    ///
+    /// `shared` is the clusters' state every worker shares (one per process);
+    /// `checks` is true for the one worker that runs the active health checks
+    /// and reviews outlier ejections.
+    pub fn new(config: &EnvoyConfig, shared: Arc<Shared>, checks: bool) -> Result<L7Plan, String> {
+        let checker = if checks {
+            {
+                // Jitter differs from process to process (the point of jitter).
+                use std::hash::{BuildHasher, Hasher};
+                let seed = std::collections::hash_map::RandomState::new()
+                    .build_hasher()
+                    .finish();
+                HealthChecker::new(config, shared.clone(), seed)
+            }
+        } else {
+            None
+        };
         Ok(L7Plan {
-            tcp: ProxyPlan::new(config),
-            http: HttpPlan::new(config)?,
+            tcp: ProxyPlan::new(config, shared.clone()),
+            http: HttpPlan::new(config, shared.clone())?,
+            shared,
+            checker,
+            lead: checks,
         })
     }
 
@@ -65,15 +91,21 @@ impl L7Stats {
 pub struct L7 {
     tcp: TcpProxy,
     http: HttpProxy,
+    checker: Option<HealthChecker>,
+    /// Review outlier ejections (worker 0).
+    reviews: Option<Arc<Shared>>,
 }
 
 impl L7 {
     /// A worker's proxies; `seed` varies random choices.
     pub fn new(plan: L7Plan, seed: u64) -> L7 {
         let first_http = plan.tcp.listens().len() as u32;
+        let reviews = plan.lead.then(|| plan.shared.clone());
         L7 {
             tcp: TcpProxy::new(plan.tcp, seed),
             http: HttpProxy::new(plan.http, first_http, seed.rotate_left(29)),
+            checker: plan.checker,
+            reviews,
         }
     }
 
@@ -88,6 +120,14 @@ impl L7 {
     fn is_http(tcp: &Stack, conn: ConnId) -> bool {
         tcp.user(conn).is_some_and(HttpProxy::owns_tag)
     }
+
+    fn checker_of(&mut self, tcp: &Stack, conn: ConnId) -> Option<&mut HealthChecker> {
+        if tcp.user(conn).is_some_and(HealthChecker::owns_tag) {
+            self.checker.as_mut()
+        } else {
+            None
+        }
+    }
 }
 
 impl App for L7 {
@@ -100,7 +140,9 @@ impl App for L7 {
     }
 
     fn ready(&mut self, tcp: &mut Stack, conn: ConnId) {
-        if Self::is_http(tcp, conn) {
+        if let Some(c) = self.checker_of(tcp, conn) {
+            c.ready(tcp, conn);
+        } else if Self::is_http(tcp, conn) {
             self.http.ready(tcp, conn);
         } else {
             self.tcp.ready(tcp, conn);
@@ -108,7 +150,9 @@ impl App for L7 {
     }
 
     fn deadline(&mut self, tcp: &mut Stack, conn: ConnId) {
-        if Self::is_http(tcp, conn) {
+        if let Some(c) = self.checker_of(tcp, conn) {
+            c.deadline(tcp, conn);
+        } else if Self::is_http(tcp, conn) {
             self.http.deadline(tcp, conn);
         } else {
             self.tcp.deadline(tcp, conn);
@@ -116,10 +160,21 @@ impl App for L7 {
     }
 
     fn closed(&mut self, tcp: &mut Stack, conn: ConnId, how: Close) {
-        if Self::is_http(tcp, conn) {
+        if let Some(c) = self.checker_of(tcp, conn) {
+            c.closed(tcp, conn, how);
+        } else if Self::is_http(tcp, conn) {
             self.http.closed(tcp, conn, how);
         } else {
             self.tcp.closed(tcp, conn, how);
+        }
+    }
+
+    fn poll(&mut self, tcp: &mut Stack) {
+        if let Some(c) = self.checker.as_mut() {
+            c.poll(tcp);
+        }
+        if let Some(s) = &self.reviews {
+            s.tick();
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::config::{
     is_prime, Cluster, Endpoint, LbPolicy, PeakEwmaConfig, RingHashConfig,
     DEFAULT_MAGLEV_TABLE_SIZE, MAX_MAGLEV_TABLE_SIZE, MAX_RING_SIZE,
 };
+use crate::health::ClusterState;
 
 /// One cluster's endpoints and load balancer (per worker, no locks).
 #[derive(Debug, Clone)]
@@ -234,6 +235,109 @@ impl Balancer {
         }
         let x = rng.below(self.total_weight);
         self.cumulative.partition_point(|sum| *sum <= x)
+    }
+}
+
+/// A cluster's balancer over the endpoints that may take traffic now (active
+/// health checks, outlier ejection, the panic threshold: see
+/// [`crate::health`]). Per worker, like [`Balancer`]; it re-reads the shared
+/// health only when its generation moved, and then balances over the live
+/// endpoints with a balancer of their own (so round robin, weights and
+/// consistent hashing see only them, as Envoy rebuilds its load balancer on
+/// a host set change). Indices in and out are always the cluster's.
+#[derive(Debug, Clone)]
+pub struct LiveBalancer {
+    cluster: Arc<Cluster>,
+    all: Balancer,
+    /// The live endpoints' balancer and their cluster indices; `None` when
+    /// every endpoint is live.
+    subset: Option<(Balancer, Vec<usize>)>,
+    /// No endpoint is live (panic mode off and none healthy).
+    empty: bool,
+    /// The last pick was made in panic mode.
+    pub panic: bool,
+    generation: u64,
+}
+
+impl LiveBalancer {
+    /// The balancer of `cluster`, every endpoint live until told otherwise.
+    pub fn new(cluster: &Cluster) -> LiveBalancer {
+        LiveBalancer {
+            cluster: Arc::new(cluster.clone()),
+            all: Balancer::new(cluster),
+            subset: None,
+            empty: false,
+            panic: false,
+            generation: u64::MAX,
+        }
+    }
+
+    /// The balancer of every endpoint (its endpoints, timeouts and policy).
+    pub fn all(&self) -> &Balancer {
+        &self.all
+    }
+
+    /// Re-read the cluster's health if it changed.
+    pub fn refresh(&mut self, state: &ClusterState) {
+        if state.generation() == self.generation {
+            return;
+        }
+        let live = state.live();
+        self.generation = live.generation;
+        self.panic = live.panic;
+        self.empty = live.endpoints.is_empty();
+        if self.empty || live.endpoints.len() == self.all.endpoints.len() {
+            self.subset = None;
+            return;
+        }
+        let sub = Cluster {
+            endpoints: live
+                .endpoints
+                .iter()
+                .filter_map(|&i| self.cluster.endpoints.get(i).copied())
+                .collect(),
+            ..(*self.cluster).clone()
+        };
+        let mut b = Balancer::new(&sub);
+        for (k, &i) in live.endpoints.iter().enumerate() {
+            if let (Some(to), Some(from)) = (b.rtt.get_mut(k), self.all.rtt.get(i)) {
+                *to = *from;
+            }
+        }
+        self.subset = Some((b, live.endpoints));
+    }
+
+    /// Pick a live endpoint (a cluster index), as [`Balancer::pick_hashed`];
+    /// `None` when no endpoint is live.
+    pub fn pick(
+        &mut self,
+        state: &ClusterState,
+        rng: &mut Rng,
+        hash: Option<u64>,
+        active: impl Fn(usize) -> u64,
+    ) -> Option<usize> {
+        self.refresh(state);
+        if self.empty {
+            return None;
+        }
+        match &mut self.subset {
+            None => Some(self.all.pick_hashed(rng, hash, active)),
+            Some((b, map)) => {
+                let k = b.pick_hashed(rng, hash, |k| map.get(k).map_or(u64::MAX, |&i| active(i)));
+                map.get(k).copied()
+            }
+        }
+    }
+
+    /// Feed a latency sample of endpoint `endpoint` (a cluster index), as
+    /// [`Balancer::observe_latency`].
+    pub fn observe_latency(&mut self, endpoint: usize, rtt_us: u64, now_us: u64) {
+        self.all.observe_latency(endpoint, rtt_us, now_us);
+        if let Some((b, map)) = &mut self.subset {
+            if let Some(k) = map.iter().position(|&i| i == endpoint) {
+                b.observe_latency(k, rtt_us, now_us);
+            }
+        }
     }
 }
 
@@ -608,6 +712,10 @@ mod tests {
             lb_policy,
             max_requests_per_connection: None,
             upstream_idle_timeout: None,
+            health_check: None,
+            outlier_detection: None,
+            circuit_breakers: crate::config::CircuitBreakers::default(),
+            healthy_panic_threshold: crate::config::Percent(50.0),
             endpoints: weights
                 .iter()
                 .enumerate()
@@ -1136,5 +1244,52 @@ mod tests {
             DEFAULT_MINIMUM_RING_SIZE
         );
         assert_eq!(RingHashConfig::default().maximum_ring_size, MAX_RING_SIZE);
+    }
+
+    #[test]
+    fn the_live_balancer_skips_ejected_endpoints_and_panics_below_the_threshold() {
+        use crate::config::{EnvoyConfig, OutlierDetection};
+        use crate::health::{Outcome, Shared};
+        let mut c = cluster(&[1, 1, 1, 1], LbPolicy::RoundRobin);
+        c.outlier_detection = Some(OutlierDetection {
+            consecutive_5xx: 2,
+            max_ejection_percent: 100,
+            ..OutlierDetection::default()
+        });
+        let config = EnvoyConfig {
+            clusters: vec![c.clone()],
+            ..EnvoyConfig::default()
+        };
+        let shared = Shared::new(&config);
+        let state = &shared.clusters[0];
+        let mut live = LiveBalancer::new(&c);
+        let mut rng = Rng(1);
+        let mut pick = |live: &mut LiveBalancer| {
+            let mut seen = [0usize; 4];
+            for _ in 0..400 {
+                let i = live
+                    .pick(state, &mut rng, None, |_| 0)
+                    .expect("an endpoint");
+                seen[i] += 1;
+            }
+            seen
+        };
+        assert_eq!(pick(&mut live), [100, 100, 100, 100]);
+        // Two 5xx in a row eject endpoint 1; round robin goes on over three.
+        shared.report(0, 1, Outcome::Status(503), 0);
+        shared.report(0, 1, Outcome::Status(503), 0);
+        let seen = pick(&mut live);
+        assert_eq!(seen[1], 0, "{seen:?}");
+        assert!(!live.panic);
+        assert_eq!(seen.iter().sum::<usize>(), 400);
+        // A second ejection leaves 2 of 4 healthy (50%, not below the
+        // threshold); a third leaves 25%: panic, every endpoint again.
+        for e in [2, 3] {
+            shared.report(0, e, Outcome::Status(500), 0);
+            shared.report(0, e, Outcome::Status(500), 0);
+        }
+        let seen = pick(&mut live);
+        assert!(live.panic);
+        assert!(seen.iter().all(|n| *n == 100), "{seen:?}");
     }
 }

@@ -13,6 +13,7 @@
 pub mod app;
 pub mod cluster;
 pub mod config;
+pub mod health;
 pub mod http;
 pub mod tcp_proxy;
 

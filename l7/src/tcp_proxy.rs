@@ -25,8 +25,9 @@ use zerohop_dataplane::Counter;
 use zerohop_tcpstack::rng::Rng;
 use zerohop_tcpstack::{App, Close, ConnId, Listen, Stack};
 
-use crate::cluster::Balancer;
+use crate::cluster::LiveBalancer;
 use crate::config::{EnvoyConfig, NetworkFilter};
+use crate::health::{Outcome, Resource, Shared};
 
 /// Grace after an idle timeout's FINs before both sides are reset.
 const CLOSE_GRACE_MS: u64 = 1_000;
@@ -79,6 +80,8 @@ pub struct ClusterStats {
     pub upstream_cx_connect_fail: Counter,
     /// ... of which because `connect_timeout` passed.
     pub upstream_cx_connect_timeout: Counter,
+    /// Downstream connections closed because no endpoint was healthy.
+    pub upstream_cx_none_healthy: Counter,
     /// Established upstream connections the upstream reset or timed out.
     pub upstream_cx_destroy_remote: Counter,
     /// Established upstream connections zerohop reset (downstream reset,
@@ -150,6 +153,7 @@ impl ProxyStats {
                     "upstream_cx_connect_timeout",
                     c.upstream_cx_connect_timeout.get(),
                 ),
+                ("upstream_cx_none_healthy", c.upstream_cx_none_healthy.get()),
                 (
                     "upstream_cx_destroy_remote",
                     c.upstream_cx_destroy_remote.get(),
@@ -195,15 +199,19 @@ struct ListenerPlan {
 #[derive(Debug, Clone)]
 pub struct ProxyPlan {
     listeners: Vec<ListenerPlan>,
-    clusters: Vec<Balancer>,
+    clusters: Vec<LiveBalancer>,
     prefixes: Vec<String>,
+    shared: Arc<Shared>,
     cluster_names: Vec<String>,
 }
 
 impl ProxyPlan {
     /// Build the plan of the config's `tcp_proxy` listeners.
-    pub fn new(config: &EnvoyConfig) -> ProxyPlan {
-        let clusters: Vec<Balancer> = config.clusters.iter().map(Balancer::new).collect();
+    ///
+    /// `shared`: the clusters' health and circuit breakers, shared by every
+    /// worker.
+    pub fn new(config: &EnvoyConfig, shared: Arc<Shared>) -> ProxyPlan {
+        let clusters: Vec<LiveBalancer> = config.clusters.iter().map(LiveBalancer::new).collect();
         let mut listeners = Vec::new();
         let mut prefixes = Vec::new();
         for l in &config.listeners {
@@ -224,6 +232,7 @@ impl ProxyPlan {
             listeners,
             clusters,
             prefixes,
+            shared,
             cluster_names: config.clusters.iter().map(|c| c.name.clone()).collect(),
         }
     }
@@ -295,9 +304,10 @@ impl TcpProxy {
                 .map(|(c, n)| {
                     (
                         n.clone(),
-                        c.endpoints.clone(),
+                        c.all().endpoints.clone(),
                         ClusterStats {
                             endpoints: c
+                                .all()
                                 .endpoints
                                 .iter()
                                 .map(|_| EndpointStats::default())
@@ -330,10 +340,12 @@ impl TcpProxy {
         self.sessions.len() - self.free.len()
     }
 
-    /// Pick an endpoint of cluster `ci`.
-    fn pick(&mut self, ci: usize) -> usize {
+    /// Pick a live endpoint of cluster `ci`; `None` when none is.
+    fn pick(&mut self, ci: usize) -> Option<usize> {
         let active = &self.stats.clusters[ci].2.endpoints;
-        self.plan.clusters[ci].pick(&mut self.rng, |i| active[i].active())
+        let state = &self.plan.shared.clusters[ci];
+        state.saw_traffic();
+        self.plan.clusters[ci].pick(state, &mut self.rng, None, |i| active[i].active())
     }
 
     fn session_of(&self, tcp: &Stack, conn: ConnId) -> Option<(usize, Side)> {
@@ -423,9 +435,21 @@ impl App for TcpProxy {
             .downstream_cx_total
             .add(1);
         let ci = lp.cluster;
-        let ei = self.pick(ci);
+        let Some(ei) = self.pick(ci) else {
+            self.stats.clusters[ci].2.upstream_cx_none_healthy.add(1);
+            tcp.abort(conn);
+            return;
+        };
+        let state = &self.plan.shared.clusters[ci];
+        if !state.try_acquire(Resource::Connections) {
+            // Envoy's tcp_proxy closes the downstream connection at the
+            // cluster's max_connections.
+            state.counters.upstream_cx_overflow.add(1);
+            tcp.abort(conn);
+            return;
+        }
         let now = tcp.now_ms();
-        let endpoint = self.plan.clusters[ci].endpoints[ei];
+        let endpoint = self.plan.clusters[ci].all().endpoints[ei];
         let mut s = Session {
             down: Some(conn),
             up: None,
@@ -441,6 +465,7 @@ impl App for TcpProxy {
         let up = match tcp.connect(endpoint) {
             Ok(up) => up,
             Err(_) => {
+                self.plan.shared.clusters[ci].release(Resource::Connections);
                 self.stats.listeners[listener as usize]
                     .1
                     .downstream_cx_no_route
@@ -458,7 +483,10 @@ impl App for TcpProxy {
         let idx = self.new_session(s);
         tcp.set_user(conn, Self::tag(idx, Side::Down));
         tcp.set_user(up, Self::tag(idx, Side::Up));
-        tcp.set_deadline(up, Some(now + self.plan.clusters[ci].connect_timeout_ms));
+        tcp.set_deadline(
+            up,
+            Some(now + self.plan.clusters[ci].all().connect_timeout_ms),
+        );
         if let Some(idle) = lp.idle_timeout_ms {
             tcp.set_deadline(conn, Some(now + idle));
         }
@@ -472,6 +500,13 @@ impl App for TcpProxy {
             if side == Side::Up && !s.up_connected && tcp.is_established(conn) {
                 s.up_connected = true;
                 tcp.set_deadline(conn, None);
+                let roll = self.rng.next_u64();
+                self.plan.shared.report(
+                    s.cluster as usize,
+                    s.endpoint as usize,
+                    Outcome::Connected,
+                    roll,
+                );
             }
         }
         self.pump(tcp, idx);
@@ -553,6 +588,7 @@ impl App for TcpProxy {
             }
             Side::Up => {
                 s.up = None;
+                self.plan.shared.clusters[s.cluster as usize].release(Resource::Connections);
                 c.upstream_cx_closed.add(1);
                 let e = &c.endpoints[s.endpoint as usize];
                 e.cx_closed.add(1);
@@ -560,6 +596,13 @@ impl App for TcpProxy {
                 if failed {
                     c.upstream_cx_connect_fail.add(1);
                     e.cx_connect_fail.add(1);
+                    let roll = self.rng.next_u64();
+                    self.plan.shared.report(
+                        s.cluster as usize,
+                        s.endpoint as usize,
+                        Outcome::ConnectFailure,
+                        roll,
+                    );
                 } else if matches!(how, Close::Reset | Close::TimedOut) {
                     c.upstream_cx_destroy_remote.add(1);
                 }

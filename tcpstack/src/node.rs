@@ -187,6 +187,7 @@ impl<B: Buffer, A: App + Send> Node<B, L3Context<B>> for TcpInput<B, A> {
                 }
             }
             self.stack.advance(now, &mut self.app);
+            self.app.poll(&mut self.stack);
             if self.stack.has_work() {
                 self.stack.flush(&mut self.app, &mut dev);
             }

@@ -144,6 +144,11 @@ pub trait App {
     /// `conn` is closing for good; its word and key are still readable
     /// during this call, and its handle is stale after it.
     fn closed(&mut self, tcp: &mut Stack, conn: ConnId, how: Close);
+    /// Called once per worker loop after the timers ran: work of the
+    /// application's own (health checks) may open connections here.
+    fn poll(&mut self, tcp: &mut Stack) {
+        let _ = tcp;
+    }
 }
 
 /// A listening address.

@@ -1252,6 +1252,9 @@ pub fn tcp_proxy_config(
     connect_timeout: 1s
     type: STATIC
     lb_policy: ROUND_ROBIN
+    # Envoy's default max_connections (1024) would cap the thousands of connections
+    # opened here.
+    circuit_breakers: {{ thresholds: [{{ max_connections: 1000000 }}] }}
     load_assignment:
       cluster_name: backend
       endpoints:

@@ -21,7 +21,7 @@
 //! Counters are per worker, single writer, and named as Envoy names them
 //! (`http.<stat_prefix>.*`, `cluster.<name>.upstream_rq_*`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,11 +33,12 @@ use zerohop_tcpstack::{App, Close, ConnId, Listen, Stack};
 use super::codec::{self, BodyFraming, ChunkedScanner, Method, RequestHead, ResponseHead, Version};
 use super::filter::{self, FilterPlan, FilterStats, Verdict};
 use super::route::{self, RouteTable};
-use crate::cluster::Balancer;
+use crate::cluster::LiveBalancer;
 use crate::config::{
     Action, ClusterSpecifier, EnvoyConfig, HashPolicy, HashSource, HttpConnectionManager, LbPolicy,
-    NetworkFilter,
+    NetworkFilter, RetryOn, RetryPolicy, RETRY_BUFFER_LIMIT,
 };
+use crate::health::{Outcome, Resource, Shared};
 
 /// Bytes read from a connection at a time.
 const READ_CHUNK: usize = 16 * 1024;
@@ -81,6 +82,21 @@ pub struct UpstreamStats {
     pub upstream_cx_destroy: Counter,
     /// Requests sent on a pooled (reused) connection.
     pub upstream_cx_reused: Counter,
+    /// Retries made.
+    pub upstream_rq_retry: Counter,
+    /// Retried requests whose last try was answered without another retry.
+    pub upstream_rq_retry_success: Counter,
+    /// Retries not made: `num_retries` reached.
+    pub upstream_rq_retry_limit_exceeded: Counter,
+    /// Tries that passed their `per_try_timeout`.
+    pub upstream_rq_per_try_timeout: Counter,
+    /// Requests that waited for a connection (connecting, or at
+    /// `max_connections`).
+    pub upstream_rq_pending_total: Counter,
+    /// Picks made in panic mode (too few healthy endpoints).
+    pub lb_healthy_panic: Counter,
+    /// Requests answered 503 because no endpoint was healthy.
+    pub upstream_cx_none_healthy: Counter,
     /// Requests in flight per endpoint (LEAST_REQUEST's load).
     pub endpoint_rq_active: Vec<Counter>,
     pub endpoint_rq_done: Vec<Counter>,
@@ -170,6 +186,25 @@ impl HttpStats {
                 ),
                 ("upstream_cx_destroy", c.upstream_cx_destroy.get()),
                 ("upstream_cx_reused", c.upstream_cx_reused.get()),
+                ("upstream_rq_retry", c.upstream_rq_retry.get()),
+                (
+                    "upstream_rq_retry_success",
+                    c.upstream_rq_retry_success.get(),
+                ),
+                (
+                    "upstream_rq_retry_limit_exceeded",
+                    c.upstream_rq_retry_limit_exceeded.get(),
+                ),
+                (
+                    "upstream_rq_per_try_timeout",
+                    c.upstream_rq_per_try_timeout.get(),
+                ),
+                (
+                    "upstream_rq_pending_total",
+                    c.upstream_rq_pending_total.get(),
+                ),
+                ("lb_healthy_panic", c.lb_healthy_panic.get()),
+                ("upstream_cx_none_healthy", c.upstream_cx_none_healthy.get()),
             ] {
                 v.push((format!("{p}.{k}"), x));
             }
@@ -210,7 +245,9 @@ pub struct HttpPlan {
     /// limit).
     upstream_idle_ms: Vec<Option<u64>>,
     prefixes: Vec<String>,
-    clusters: Vec<Balancer>,
+    clusters: Vec<LiveBalancer>,
+    /// Health and circuit breakers, shared by every worker.
+    shared: Arc<Shared>,
     cluster_names: Vec<String>,
     cluster_index: HashMap<String, usize>,
 }
@@ -225,7 +262,10 @@ impl HttpPlan {
     /// # Errors
     /// A route table that does not compile (the config loader checks them,
     /// so only a config built by hand can fail).
-    pub fn new(config: &EnvoyConfig) -> Result<HttpPlan, String> {
+    ///
+    /// `shared`: the clusters' health and circuit breakers, shared by every
+    /// worker.
+    pub fn new(config: &EnvoyConfig, shared: Arc<Shared>) -> Result<HttpPlan, String> {
         let mut listeners = Vec::new();
         let mut prefixes = Vec::new();
         let mut used = vec![false; config.clusters.len()];
@@ -255,7 +295,8 @@ impl HttpPlan {
                 .map(|c| c.upstream_idle_timeout.and_then(ms))
                 .collect(),
             prefixes,
-            clusters: config.clusters.iter().map(Balancer::new).collect(),
+            clusters: config.clusters.iter().map(LiveBalancer::new).collect(),
+            shared,
             cluster_names: config.clusters.iter().map(|c| c.name.clone()).collect(),
             cluster_index: config
                 .clusters
@@ -379,6 +420,82 @@ struct Buffering {
     chunked: bool,
 }
 
+/// Circuit breaker resources a request holds (bits of [`Down::holds`]).
+const HOLDS_REQUEST: u8 = 1;
+const HOLDS_PENDING: u8 = 1 << 1;
+const HOLDS_RETRY: u8 = 1 << 2;
+
+/// A request whose route may try it again (`retry_policy`).
+struct Retry {
+    /// The request head as routed (before an endpoint's default `host`).
+    head: RequestHead,
+    /// The route's hash (RING_HASH, MAGLEV), to pick again with.
+    hash: Option<u64>,
+    /// Retries made.
+    retries: u32,
+    /// Endpoints tried (`previous_hosts`).
+    tried: Vec<u32>,
+    /// The request body as sent upstream so far, replayed by a retry.
+    body: Vec<u8>,
+    /// The body outgrew [`RETRY_BUFFER_LIMIT`]: it cannot be sent again.
+    overflow: bool,
+    /// The next try is due at this time, ms (a back-off runs).
+    at_ms: Option<u64>,
+}
+
+/// How a try ended without a response for the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TryFailure {
+    /// The connection could not be made (refused, reset, `connect_timeout`).
+    Connect,
+    /// Closed or reset before a whole response head.
+    Reset,
+    /// `per_try_timeout` passed before the response head.
+    PerTryTimeout,
+    /// A response head with this status.
+    Status(u16),
+}
+
+impl TryFailure {
+    /// What outlier detection hears of it.
+    fn outcome(self) -> Outcome {
+        match self {
+            TryFailure::Connect => Outcome::ConnectFailure,
+            TryFailure::Reset => Outcome::Reset,
+            TryFailure::PerTryTimeout => Outcome::Timeout,
+            TryFailure::Status(s) => Outcome::Status(s),
+        }
+    }
+
+    /// Whether `retry_on` covers it (Envoy's conditions: `5xx` and
+    /// `gateway-error` include every failure without a response).
+    fn retriable(self, policy: &RetryPolicy) -> bool {
+        let on = policy.retry_on;
+        let no_response = on.has(RetryOn::FIVE_XX) || on.has(RetryOn::GATEWAY_ERROR);
+        match self {
+            TryFailure::Connect => no_response || on.has(RetryOn::CONNECT_FAILURE),
+            TryFailure::Reset | TryFailure::PerTryTimeout => no_response || on.has(RetryOn::RESET),
+            TryFailure::Status(s) => {
+                (on.has(RetryOn::FIVE_XX) && s >= 500)
+                    || (on.has(RetryOn::GATEWAY_ERROR) && matches!(s, 502..=504))
+                    || (on.has(RetryOn::RETRIABLE_4XX) && s == 409)
+                    || (on.has(RetryOn::RETRIABLE_STATUS_CODES)
+                        && policy.retriable_status_codes.contains(&s))
+            }
+        }
+    }
+}
+
+/// The wait before retry `n` (from 1): Envoy's jittered exponential
+/// back-off, uniform in [0, (2^n - 1) × base], at most `max`.
+fn back_off_ms(policy: &RetryPolicy, n: u32, rng: &mut Rng) -> u64 {
+    let base = policy.base_interval.as_millis().max(1) as u64;
+    let max = policy.max_interval.as_millis().max(1) as u64;
+    let factor = (1u64 << n.min(20)) - 1;
+    let ceiling = base.saturating_mul(factor).min(max);
+    rng.below(ceiling + 1)
+}
+
 /// What a local reply carries besides its status and body.
 #[derive(Default, Clone, Copy)]
 struct Reply<'a> {
@@ -435,6 +552,23 @@ struct Down {
     stream_started_ms: u64,
     /// Bytes of the current exchange last moved, ms (`stream_idle_timeout`).
     last_activity_ms: u64,
+    /// The cluster of the current exchange.
+    cluster: u32,
+    /// Circuit breaker resources held (`HOLDS_*`).
+    holds: u8,
+    /// The route may try the request again.
+    retry: Option<Box<Retry>>,
+    /// The route's `timeout`, ms.
+    route_timeout_ms: Option<u64>,
+    /// The route's timeout expires at (it runs from the end of the
+    /// downstream request, across retries, until the response is whole).
+    rq_deadline_ms: Option<u64>,
+    /// The route's `idle_timeout`, replacing `stream_idle_timeout`
+    /// (`Some(None)`: off).
+    idle_override: Option<Option<u64>>,
+    /// In line for a connection to this endpoint (at `max_connections`),
+    /// with the request's bytes.
+    waiting: Option<(u32, Vec<u8>)>,
 }
 
 /// One upstream connection.
@@ -456,10 +590,9 @@ struct Up {
     requests: u32,
     /// In the idle pool.
     idle: bool,
-    /// The route's timeout for the request being served, ms.
-    timeout_ms: Option<u64>,
-    /// The route's timeout runs (from when the request was sent whole, as
-    /// Envoy's starts at the end of the downstream request).
+    /// The route's `per_try_timeout` for the request being served, ms.
+    per_try_ms: Option<u64>,
+    /// The per-try timeout runs (from when the request was sent whole).
     timeout_armed: bool,
     /// When the request's first bytes went out (PEAK_EWMA's latency sample).
     sent_at: Option<Instant>,
@@ -529,6 +662,10 @@ pub struct HttpProxy {
     ups: Slab<Up>,
     /// Idle upstream connections per (cluster, endpoint).
     pool: HashMap<(u32, u32), Vec<u32>>,
+    /// This worker's upstream connections per (cluster, endpoint).
+    conns: HashMap<(u32, u32), u32>,
+    /// Requests in line for a connection per (cluster, endpoint).
+    waiters: HashMap<(u32, u32), VecDeque<u32>>,
     stats: Arc<HttpStats>,
     rng: Rng,
     scratch: Vec<u8>,
@@ -568,11 +705,13 @@ impl HttpProxy {
                         n.clone(),
                         UpstreamStats {
                             endpoint_rq_active: c
+                                .all()
                                 .endpoints
                                 .iter()
                                 .map(|_| Counter::default())
                                 .collect(),
                             endpoint_rq_done: c
+                                .all()
                                 .endpoints
                                 .iter()
                                 .map(|_| Counter::default())
@@ -588,7 +727,7 @@ impl HttpProxy {
         let latency_clusters = plan
             .clusters
             .iter()
-            .map(|b| matches!(b.policy(), LbPolicy::PeakEwma(_)))
+            .map(|b| matches!(b.all().policy(), LbPolicy::PeakEwma(_)))
             .collect();
         HttpProxy {
             plan,
@@ -596,6 +735,8 @@ impl HttpProxy {
             downs: Slab::new(),
             ups: Slab::new(),
             pool: HashMap::new(),
+            conns: HashMap::new(),
+            waiters: HashMap::new(),
             stats: Arc::new(stats),
             rng: Rng(seed),
             scratch: vec![0; READ_CHUNK],
@@ -831,6 +972,7 @@ impl HttpProxy {
         d.set_cookie = None;
         let listener = d.listener;
         self.stats.listeners[listener as usize].1.downstream_rq_xx[class(status)].add(1);
+        self.end_exchange(di);
         self.arm_head_deadline(tcp, di);
     }
 
@@ -1151,33 +1293,62 @@ impl HttpProxy {
     /// last bytes moved, and `request_timeout` from its first byte while the
     /// request is still arriving. Activity does not move it (that would cost
     /// a timer operation per segment); when it fires early it is set again.
+    ///
+    /// The route's timeout and a retry's back-off also end here.
     fn rearm_stream_deadline(&mut self, tcp: &mut Stack, di: u32) {
         let Some(d) = self.downs.get(di) else {
             return;
         };
         let l = &self.plan.listeners[d.listener as usize];
-        let idle = l.stream_idle_ms.map(|i| d.last_activity_ms + i);
+        let idle = self.stream_idle_ms(d).map(|i| d.last_activity_ms + i);
         let whole = l
             .request_timeout_ms
             .filter(|_| !d.req.done())
             .map(|t| d.stream_started_ms + t);
-        let at = match (idle, whole) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let retry = d.retry.as_ref().and_then(|r| r.at_ms);
+        let at = [idle, whole, d.rq_deadline_ms, retry]
+            .into_iter()
+            .flatten()
+            .min();
         tcp.set_deadline(d.conn, at);
+    }
+
+    /// The stream idle timeout of `d`'s request: its route's `idle_timeout`,
+    /// else the listener's `stream_idle_timeout`.
+    fn stream_idle_ms(&self, d: &Down) -> Option<u64> {
+        match d.idle_override {
+            Some(route) => route,
+            None => self.plan.listeners[d.listener as usize].stream_idle_ms,
+        }
     }
 
     /// A request's deadline passed: 408 (or a reset once the response has
     /// begun), else set it again.
     fn stream_deadline(&mut self, tcp: &mut Stack, di: u32) {
+        let Some(d) = self.downs.get_mut(di) else {
+            return;
+        };
+        let now = tcp.now_ms();
+        if d.rq_deadline_ms.is_some_and(|t| now >= t) {
+            return self.route_timeout(tcp, di);
+        }
+        if let Some(r) = d.retry.as_deref_mut() {
+            if r.at_ms.is_some_and(|t| now >= t) {
+                // The back-off is over: the next try.
+                r.at_ms = None;
+                let (head, hash) = (r.head.clone(), r.hash);
+                self.start_try(tcp, di, head, hash);
+                self.rearm_stream_deadline(tcp, di);
+                self.drive(tcp, di);
+                return;
+            }
+        }
         let Some(d) = self.downs.get(di) else {
             return;
         };
         let l = &self.plan.listeners[d.listener as usize];
-        let now = tcp.now_ms();
-        let idle = l
-            .stream_idle_ms
+        let idle = self
+            .stream_idle_ms(d)
             .is_some_and(|i| now >= d.last_activity_ms + i);
         let whole = !d.req.done()
             && l.request_timeout_ms
@@ -1207,6 +1378,34 @@ impl HttpProxy {
             self.local_reply(tcp, di, 408, why, true);
             self.drive(tcp, di);
         }
+    }
+
+    /// The route's timeout passed: 504 before the response head (Envoy's
+    /// `upstream request timeout`), a reset of both sides after it.
+    fn route_timeout(&mut self, tcp: &mut Stack, di: u32) {
+        let Some(d) = self.downs.get(di) else {
+            return;
+        };
+        let ci = d.cluster as usize;
+        self.stats.clusters[ci].1.upstream_rq_timeout.add(1);
+        let started = d.response_started;
+        if let Some(ui) = d.up {
+            if let Some(u) = self.ups.get(ui).filter(|u| !u.head_done) {
+                let roll = self.rng.next_u64();
+                let ei = u.endpoint as usize;
+                self.plan.shared.report(ci, ei, Outcome::Timeout, roll);
+            }
+            self.cut_upstream(tcp, di, ui);
+        }
+        if started {
+            return self.abort_down(tcp, di);
+        }
+        let Some(d) = self.downs.get(di) else {
+            return;
+        };
+        let x = self.router_reply(d.route, d.listener as usize);
+        self.reply(tcp, di, 504, b"upstream request timeout", x);
+        self.drive(tcp, di);
     }
 
     /// A held request's delay passed: abort it or go on with its filters.
@@ -1378,7 +1577,8 @@ impl HttpProxy {
         }
     }
 
-    /// Send a routed request to an endpoint of cluster `ci`.
+    /// Send a routed request to cluster `ci`: take the request circuit
+    /// breaker, note what a retry needs, and start the first try.
     fn forward(
         &mut self,
         tcp: &mut Stack,
@@ -1387,12 +1587,15 @@ impl HttpProxy {
         head: RequestHead,
         fwd: route::Forward,
     ) {
-        let cs = &self.stats.clusters[ci].1;
-        let active = &cs.endpoint_rq_active;
-        let done = &cs.endpoint_rq_done;
         let li = self.downs.get(di).map_or(0, |d| d.listener as usize);
+        let state = &self.plan.shared.clusters[ci];
+        state.saw_traffic();
+        if !state.try_acquire(Resource::Requests) {
+            state.counters.upstream_rq_pending_overflow.add(1);
+            return self.overloaded(tcp, di, Some(fwd.route), li);
+        }
         let mut hash = None;
-        if self.plan.clusters[ci].needs_hash() {
+        if self.plan.clusters[ci].all().needs_hash() {
             let plan = &self.plan.listeners[li];
             let policies = plan
                 .routes
@@ -1408,14 +1611,79 @@ impl HttpProxy {
                 d.set_cookie = cookie;
             }
         }
+        let (retries, idle) = match self.plan.listeners[li]
+            .routes
+            .get(fwd.route)
+            .map(|sel| &sel.route.action)
+        {
+            Some(Action::Route(a)) => (a.retry_policy.is_some(), a.idle_timeout),
+            _ => (false, None),
+        };
+        let now = tcp.now_ms();
+        if let Some(d) = self.downs.get_mut(di) {
+            d.cluster = ci as u32;
+            d.holds = HOLDS_REQUEST;
+            d.route = Some(fwd.route);
+            d.route_timeout_ms = fwd.timeout_ms;
+            d.idle_override = idle.map(ms);
+            // The route's timeout runs from the end of the downstream request.
+            if d.req.done() {
+                d.rq_deadline_ms = fwd.timeout_ms.map(|t| now + t);
+            }
+            d.retry = retries.then(|| {
+                Box::new(Retry {
+                    head: head.clone(),
+                    hash,
+                    retries: 0,
+                    tried: Vec::new(),
+                    body: Vec::new(),
+                    overflow: false,
+                    at_ms: None,
+                })
+            });
+        }
+        self.rearm_stream_deadline(tcp, di);
+        self.start_try(tcp, di, head, hash);
+    }
+
+    /// Send the current request of `di` to an endpoint of its cluster: on a
+    /// pooled connection, a new one, or in line for one (circuit breakers).
+    fn start_try(&mut self, tcp: &mut Stack, di: u32, mut head: RequestHead, hash: Option<u64>) {
+        let Some(d) = self.downs.get(di) else {
+            return;
+        };
+        let (ci, li, route) = (d.cluster as usize, d.listener as usize, d.route);
+        let avoid = route
+            .and_then(|r| retry_policy(&self.plan.listeners, li, r))
+            .filter(|p| p.previous_hosts)
+            .map_or(0, |p| p.host_selection_retry_max_attempts);
+        let tried: &[u32] = d.retry.as_ref().map_or(&[], |r| &r.tried);
+        let cs = &self.stats.clusters[ci].1;
+        let (active, done) = (&cs.endpoint_rq_active, &cs.endpoint_rq_done);
+        let state = &self.plan.shared.clusters[ci];
         let balancer = &mut self.plan.clusters[ci];
-        let ei = balancer.pick_hashed(&mut self.rng, hash, |i| {
-            active[i].get().saturating_sub(done[i].get())
-        });
+        let mut picked = None;
+        // `previous_hosts`: pick again (up to host_selection_retry_max_attempts
+        // times) while the pick was tried before.
+        for _ in 0..=avoid {
+            picked = balancer.pick(state, &mut self.rng, hash, |i| {
+                active[i].get().saturating_sub(done[i].get())
+            });
+            if picked.map_or(true, |e| !tried.contains(&(e as u32))) {
+                break;
+            }
+        }
+        let Some(ei) = picked else {
+            cs.upstream_cx_none_healthy.add(1);
+            let x = self.router_reply(route, li);
+            return self.reply(tcp, di, 503, b"no healthy upstream", x);
+        };
+        if balancer.panic {
+            cs.lb_healthy_panic.add(1);
+        }
         cs.upstream_rq_total.add(1);
         cs.endpoint_rq_active[ei].add(1);
-        let endpoint = self.plan.clusters[ci].endpoints[ei];
-        let mut head = head;
+        let endpoint = balancer.all().endpoints[ei];
         if !head.headers.contains("host") {
             // An HTTP/1.0 request without Host goes upstream as HTTP/1.1,
             // which requires one: name the endpoint.
@@ -1423,74 +1691,345 @@ impl HttpProxy {
         }
         let mut out = Vec::with_capacity(512);
         codec::write_request_head(&head, &mut out);
-        let now = tcp.now_ms();
-        // A pooled connection to that endpoint, or a new one.
-        let pooled = self
-            .pool
-            .get_mut(&(ci as u32, ei as u32))
-            .and_then(Vec::pop);
-        let ui = match pooled {
-            Some(ui) => {
-                cs.upstream_cx_reused.add(1);
-                let Some(u) = self.ups.get_mut(ui) else {
-                    let x = self.router_reply(Some(fwd.route), li);
-                    return self.reply(tcp, di, 503, b"upstream connect error", x);
-                };
-                u.idle = false;
-                u.down = Some(di);
-                u.out = out;
-                u.head_done = false;
-                u.reusable = false;
-                u.requests += 1;
-                u.timeout_armed = false;
-                u.sent_at = None;
-                tcp.set_deadline(u.conn, None);
-                ui
+        if let Some(r) = self.downs.get_mut(di).and_then(|d| d.retry.as_deref_mut()) {
+            r.tried.push(ei as u32);
+            out.extend_from_slice(&r.body);
+        }
+        let key = (ci as u32, ei as u32);
+        if let Some(ui) = self.pool.get_mut(&key).and_then(Vec::pop) {
+            cs.upstream_cx_reused.add(1);
+            return self.attach(tcp, ui, di, out);
+        }
+        // A new connection: the request waits for it (pending).
+        if !state.try_acquire(Resource::Pending) {
+            state.counters.upstream_rq_pending_overflow.add(1);
+            cs.endpoint_rq_done[ei].add(1);
+            return self.overloaded(tcp, di, route, li);
+        }
+        cs.upstream_rq_pending_total.add(1);
+        if let Some(d) = self.downs.get_mut(di) {
+            d.holds |= HOLDS_PENDING;
+        }
+        if !state.try_acquire(Resource::Connections) {
+            state.counters.upstream_cx_overflow.add(1);
+            if self.conns.get(&key).copied().unwrap_or(0) > 0 {
+                // In line for one of this worker's connections to it.
+                if let Some(d) = self.downs.get_mut(di) {
+                    d.waiting = Some((ei as u32, out));
+                }
+                self.waiters.entry(key).or_default().push_back(di);
+                return;
             }
-            None => {
-                let conn = match tcp.connect(endpoint) {
-                    Ok(c) => c,
-                    Err(_) => {
-                        cs.upstream_cx_connect_fail.add(1);
-                        cs.endpoint_rq_done[ei].add(1);
-                        let x = self.router_reply(Some(fwd.route), li);
-                        return self.reply(
-                            tcp,
-                            di,
-                            503,
-                            b"upstream connect error or disconnect/reset before headers",
-                            x,
-                        );
-                    }
-                };
-                cs.upstream_cx_http1_total.add(1);
-                let ui = self.ups.insert(Up {
-                    conn,
-                    cluster: ci as u32,
-                    endpoint: ei as u32,
-                    connected: false,
-                    down: Some(di),
-                    out,
-                    buf: Vec::new(),
-                    head_done: false,
-                    reusable: false,
-                    requests: 1,
-                    idle: false,
-                    timeout_ms: None,
-                    timeout_armed: false,
-                    sent_at: None,
-                });
-                tcp.set_user(conn, tag(Side::Up(ui)));
-                tcp.set_deadline(conn, Some(now + self.plan.clusters[ci].connect_timeout_ms));
-                ui
+            // As Envoy: a first connection is made even at the limit, so
+            // that no request waits on connections another worker holds.
+            state.acquire_anyway(Resource::Connections);
+        }
+        self.open_upstream(tcp, di, ci, ei, out);
+    }
+
+    /// Open a connection to endpoint `ei` of cluster `ci` for `di`'s request
+    /// `out` (a connection circuit breaker slot is taken already).
+    fn open_upstream(&mut self, tcp: &mut Stack, di: u32, ci: usize, ei: usize, out: Vec<u8>) {
+        let cs = &self.stats.clusters[ci].1;
+        let endpoint = self.plan.clusters[ci].all().endpoints[ei];
+        let conn = match tcp.connect(endpoint) {
+            Ok(c) => c,
+            Err(_) => {
+                self.plan.shared.clusters[ci].release(Resource::Connections);
+                cs.upstream_cx_connect_fail.add(1);
+                cs.endpoint_rq_done[ei].add(1);
+                return self.try_failed(
+                    tcp,
+                    di,
+                    (ci, ei),
+                    TryFailure::Connect,
+                    b"upstream connect error or disconnect/reset before headers",
+                );
             }
         };
-        if let Some(d) = self.downs.get_mut(di) {
-            d.up = Some(ui);
-            d.route = Some(fwd.route);
+        cs.upstream_cx_http1_total.add(1);
+        *self.conns.entry((ci as u32, ei as u32)).or_default() += 1;
+        let ui = self.ups.insert(Up {
+            conn,
+            cluster: ci as u32,
+            endpoint: ei as u32,
+            connected: false,
+            down: None,
+            out: Vec::new(),
+            buf: Vec::new(),
+            head_done: false,
+            reusable: false,
+            requests: 0,
+            idle: false,
+            per_try_ms: None,
+            timeout_armed: false,
+            sent_at: None,
+        });
+        tcp.set_user(conn, tag(Side::Up(ui)));
+        let now = tcp.now_ms();
+        tcp.set_deadline(
+            conn,
+            Some(now + self.plan.clusters[ci].all().connect_timeout_ms),
+        );
+        self.attach(tcp, ui, di, out);
+    }
+
+    /// Give upstream `ui` the request `out` of `di`.
+    fn attach(&mut self, tcp: &mut Stack, ui: u32, di: u32, out: Vec<u8>) {
+        let Some(d) = self.downs.get_mut(di) else {
+            return;
+        };
+        let per_try = d
+            .route
+            .and_then(|r| retry_policy(&self.plan.listeners, d.listener as usize, r))
+            .and_then(|p| p.per_try_timeout.and_then(ms));
+        let Some(u) = self.ups.get_mut(ui) else {
+            return;
+        };
+        if u.connected {
+            // No idle or earlier per-try deadline; a connecting one keeps its
+            // connect timeout.
+            tcp.set_deadline(u.conn, None);
         }
+        u.idle = false;
+        u.down = Some(di);
+        u.out = out;
+        u.head_done = false;
+        u.reusable = false;
+        u.requests += 1;
+        u.per_try_ms = per_try;
+        u.timeout_armed = false;
+        u.sent_at = None;
+        let connected = u.connected;
+        d.up = Some(ui);
+        if connected {
+            self.not_pending(di);
+        }
+    }
+
+    /// `di`'s request no longer waits for a connection (it has one, or its
+    /// try ended): give back its pending slot.
+    fn not_pending(&mut self, di: u32) {
+        if let Some(d) = self.downs.get_mut(di) {
+            if d.holds & HOLDS_PENDING != 0 {
+                d.holds &= !HOLDS_PENDING;
+                self.plan.shared.clusters[d.cluster as usize].release(Resource::Pending);
+            }
+        }
+    }
+
+    /// 503 for a circuit breaker's overflow, marked as Envoy marks it.
+    fn overloaded(&mut self, tcp: &mut Stack, di: u32, route: Option<route::RouteRef>, li: usize) {
+        let headers = [("x-envoy-overloaded".to_owned(), b"true".to_vec())];
+        let x = Reply {
+            headers: &headers,
+            ..self.router_reply(route, li)
+        };
+        self.reply(
+            tcp,
+            di,
+            503,
+            b"upstream connect error or disconnect/reset before headers. reset reason: overflow",
+            x,
+        );
+    }
+
+    /// A try of `di`'s request on endpoint `(ci, ei)` failed with no response
+    /// for the client yet (the upstream is gone): tell outlier detection, and
+    /// try again if the route's retry policy allows, else answer `why`.
+    fn try_failed(
+        &mut self,
+        tcp: &mut Stack,
+        di: u32,
+        (ci, ei): (usize, usize),
+        failure: TryFailure,
+        why: &[u8],
+    ) {
+        let roll = self.rng.next_u64();
+        self.plan.shared.report(ci, ei, failure.outcome(), roll);
+        self.not_pending(di);
+        let Some(d) = self.downs.get_mut(di) else {
+            return;
+        };
+        d.up = None;
+        if d.response_started {
+            return self.abort_down(tcp, di);
+        }
+        if self.retry(tcp, di, failure) {
+            return;
+        }
+        let status = match failure {
+            TryFailure::Connect | TryFailure::Reset => 503,
+            TryFailure::PerTryTimeout => 504,
+            TryFailure::Status(s) => s,
+        };
+        let Some(d) = self.downs.get_mut(di) else {
+            return;
+        };
+        let li = d.listener as usize;
+        let route = d.route;
+        let x = self.router_reply(route, li);
+        self.reply(tcp, di, status, why, x);
+        self.drive(tcp, di);
+    }
+
+    /// Schedule another try of `di`'s request after `failure`, if its
+    /// route's retry policy, the retry circuit breaker and the route's
+    /// timeout allow; return whether it did. The caller has let go of the
+    /// failed try's upstream.
+    fn retry(&mut self, tcp: &mut Stack, di: u32, failure: TryFailure) -> bool {
+        let Some(d) = self.downs.get(di) else {
+            return false;
+        };
+        let (li, ci) = (d.listener as usize, d.cluster as usize);
+        let Some(route) = d.route else {
+            return false;
+        };
+        let Some(policy) = retry_policy(&self.plan.listeners, li, route) else {
+            return false;
+        };
+        let Some(r) = d.retry.as_deref() else {
+            return false;
+        };
+        if d.response_started || !failure.retriable(policy) {
+            return false;
+        }
+        let cs = &self.stats.clusters[ci].1;
+        if r.retries >= policy.num_retries {
+            cs.upstream_rq_retry_limit_exceeded.add(1);
+            return false;
+        }
+        let now = tcp.now_ms();
+        if r.overflow || d.rq_deadline_ms.is_some_and(|t| now >= t) {
+            return false;
+        }
+        let state = &self.plan.shared.clusters[ci];
+        if d.holds & HOLDS_RETRY == 0 && !state.try_acquire(Resource::Retries) {
+            state.counters.upstream_rq_retry_overflow.add(1);
+            return false;
+        }
+        let wait = back_off_ms(policy, r.retries + 1, &mut self.rng);
+        let Some(d) = self.downs.get_mut(di) else {
+            return false;
+        };
+        d.holds |= HOLDS_RETRY;
+        d.up = None;
+        if let Some(r) = d.retry.as_deref_mut() {
+            r.retries += 1;
+            r.at_ms = Some(now + wait.max(1));
+        }
+        cs.upstream_rq_retry.add(1);
+        self.rearm_stream_deadline(tcp, di);
+        true
+    }
+
+    /// Cancel `di`'s request (its client is gone) and close.
+    fn cancel(&mut self, tcp: &mut Stack, di: u32) -> bool {
+        let Some(d) = self.downs.get(di) else {
+            return false;
+        };
+        self.stats.listeners[d.listener as usize]
+            .1
+            .downstream_rq_rx_reset
+            .add(1);
+        if let Some(ui) = d.up {
+            self.cut_upstream(tcp, di, ui);
+        }
+        self.end_exchange(di);
+        if let Some(d) = self.downs.get_mut(di) {
+            d.phase = Phase::Closing;
+        }
+        true
+    }
+
+    /// The exchange of `di` is over: give back its circuit breaker
+    /// resources and forget its retry state.
+    fn end_exchange(&mut self, di: u32) {
+        let Some(d) = self.downs.get_mut(di) else {
+            return;
+        };
+        let ci = d.cluster as usize;
+        if d.holds != 0 {
+            let state = &self.plan.shared.clusters[ci];
+            for (bit, r) in [
+                (HOLDS_REQUEST, Resource::Requests),
+                (HOLDS_PENDING, Resource::Pending),
+                (HOLDS_RETRY, Resource::Retries),
+            ] {
+                if d.holds & bit != 0 {
+                    state.release(r);
+                }
+            }
+            d.holds = 0;
+        }
+        if let Some((ei, _)) = d.waiting.take() {
+            // Its place in line is skipped when its turn comes.
+            self.stats.clusters[ci].1.endpoint_rq_done[ei as usize].add(1);
+        }
+        d.retry = None;
+        d.rq_deadline_ms = None;
+        d.route_timeout_ms = None;
+        d.idle_override = None;
+    }
+
+    /// A connection to `key` closed or became free: start the first request
+    /// in line for it, if any.
+    fn serve_waiter(&mut self, tcp: &mut Stack, key: (u32, u32), free: Option<u32>) {
+        loop {
+            let Some(di) = self.waiters.get_mut(&key).and_then(VecDeque::pop_front) else {
+                if let Some(ui) = free {
+                    self.pool_up(tcp, ui, key);
+                }
+                return;
+            };
+            let Some(d) = self.downs.get_mut(di) else {
+                continue;
+            };
+            let waiting = d.cluster == key.0 && d.waiting.as_ref().is_some_and(|w| w.0 == key.1);
+            if !waiting {
+                continue;
+            }
+            let Some((_, out)) = d.waiting.take() else {
+                continue;
+            };
+            match free {
+                Some(ui) => {
+                    self.stats.clusters[key.0 as usize]
+                        .1
+                        .upstream_cx_reused
+                        .add(1);
+                    self.attach(tcp, ui, di, out);
+                }
+                None => {
+                    let state = &self.plan.shared.clusters[key.0 as usize];
+                    let ours = self.conns.get(&key).copied().unwrap_or(0);
+                    if ours > 0 && !state.try_acquire(Resource::Connections) {
+                        // Still at the limit: stay first in line.
+                        if let Some(d) = self.downs.get_mut(di) {
+                            d.waiting = Some((key.1, out));
+                        }
+                        self.waiters.entry(key).or_default().push_front(di);
+                        return;
+                    }
+                    if ours == 0 {
+                        state.acquire_anyway(Resource::Connections);
+                    }
+                    self.open_upstream(tcp, di, key.0 as usize, key.1 as usize, out);
+                }
+            }
+            self.drive(tcp, di);
+            return;
+        }
+    }
+
+    /// Put upstream `ui` in the idle pool of `key`.
+    fn pool_up(&mut self, tcp: &mut Stack, ui: u32, key: (u32, u32)) {
+        let idle = self.plan.upstream_idle_ms[key.0 as usize].map(|t| tcp.now_ms() + t);
         if let Some(u) = self.ups.get_mut(ui) {
-            u.timeout_ms = fwd.timeout_ms;
+            u.down = None;
+            u.idle = true;
+            tcp.set_deadline(u.conn, idle);
+            self.pool.entry(key).or_default().push(ui);
         }
     }
 
@@ -1499,6 +2038,17 @@ impl HttpProxy {
         let Some(d) = self.downs.get(di) else {
             return false;
         };
+        let connected =
+            d.up.and_then(|ui| self.ups.get(ui))
+                .is_some_and(|u| u.connected);
+        let sent = d.req.done() && d.buf.is_empty();
+        if !d.response_started && (sent || !connected) && tcp.recv_finished(d.conn) {
+            // The client left before its answer began (while its request
+            // waited for a connection, a retry or the response head):
+            // cancel the request and its upstream, as Envoy resets the
+            // stream on a downstream close.
+            return self.cancel(tcp, di);
+        }
         let Some(ui) = d.up else {
             return false;
         };
@@ -1524,8 +2074,15 @@ impl HttpProxy {
         if let Some(u) = self.ups.get_mut(ui) {
             if request_sent && u.out.is_empty() && !u.timeout_armed && !u.head_done {
                 u.timeout_armed = true;
-                let at = u.timeout_ms.map(|t| tcp.now_ms() + t);
+                let at = u.per_try_ms.map(|t| tcp.now_ms() + t);
                 tcp.set_deadline(u.conn, at);
+            }
+        }
+        if let Some(d) = self.downs.get_mut(di) {
+            if request_sent && d.rq_deadline_ms.is_none() && d.route_timeout_ms.is_some() {
+                // The downstream request just ended: the route's timeout runs.
+                d.rq_deadline_ms = d.route_timeout_ms.map(|t| tcp.now_ms() + t);
+                self.rearm_stream_deadline(tcp, di);
             }
         }
         // The response.
@@ -1541,6 +2098,11 @@ impl HttpProxy {
         if d.req.done() {
             return false;
         }
+        let tee = d
+            .retry
+            .as_deref_mut()
+            .filter(|r| !r.overflow)
+            .map(|r| &mut r.body);
         let moved = match move_body(
             tcp,
             d.conn,
@@ -1550,6 +2112,7 @@ impl HttpProxy {
             false,
             &mut self.scratch,
             &mut self.scratch2,
+            tee,
         ) {
             Ok(n) => n,
             Err(()) => {
@@ -1570,6 +2133,13 @@ impl HttpProxy {
         if let Some(d) = self.downs.get_mut(di) {
             if moved > 0 {
                 d.last_activity_ms = tcp.now_ms();
+            }
+            if let Some(r) = d.retry.as_deref_mut() {
+                if r.body.len() > RETRY_BUFFER_LIMIT {
+                    // Too long to keep: this request is not tried again.
+                    r.overflow = true;
+                    r.body = Vec::new();
+                }
             }
             self.stats.listeners[d.listener as usize]
                 .1
@@ -1606,7 +2176,7 @@ impl HttpProxy {
                         self.upstream_failed(
                             tcp,
                             ui,
-                            503,
+                            TryFailure::Reset,
                             "upstream connect error or disconnect/reset before headers",
                         );
                         return true;
@@ -1614,7 +2184,12 @@ impl HttpProxy {
                     return progressed;
                 }
                 Err(_) => {
-                    self.upstream_failed(tcp, ui, 502, "upstream sent a malformed response");
+                    self.upstream_failed(
+                        tcp,
+                        ui,
+                        TryFailure::Status(502),
+                        "upstream sent a malformed response",
+                    );
                     return true;
                 }
                 Ok(Some((head, n))) => {
@@ -1627,6 +2202,9 @@ impl HttpProxy {
                             }
                         }
                         continue;
+                    }
+                    if self.retry_response(tcp, di, ui, head.status) {
+                        return true;
                     }
                     self.response_head(tcp, di, ui, head);
                     return true;
@@ -1649,6 +2227,7 @@ impl HttpProxy {
             d.dechunk,
             &mut self.scratch,
             &mut self.scratch2,
+            None,
         ) {
             Ok(n) => {
                 self.stats.listeners[d.listener as usize]
@@ -1693,6 +2272,13 @@ impl HttpProxy {
             && !matches!(framing, BodyFraming::UntilClose | BodyFraming::Tunnel);
         let cs = &self.stats.clusters[u.cluster as usize].1;
         cs.upstream_rq_xx[class(head.status)].add(1);
+        if d.retry.as_ref().is_some_and(|r| r.retries > 0) {
+            cs.upstream_rq_retry_success.add(1);
+        }
+        if d.holds & HOLDS_RETRY != 0 {
+            d.holds &= !HOLDS_RETRY;
+            self.plan.shared.clusters[u.cluster as usize].release(Resource::Retries);
+        }
         self.stats.listeners[d.listener as usize].1.downstream_rq_xx[class(head.status)].add(1);
         let upgrade = head.headers.get_str("upgrade").map(str::to_owned);
         codec::remove_hop_by_hop(&mut head.headers);
@@ -1758,26 +2344,23 @@ impl HttpProxy {
             d.route = None;
             d.phase = if keep { Phase::Head } else { Phase::Closing };
         }
+        if let Some(u) = self.ups.get_mut(ui) {
+            u.down = None;
+        }
+        self.end_exchange(di);
+        self.arm_head_deadline(tcp, di);
         if reuse {
-            if let Some(u) = self.ups.get_mut(ui) {
-                u.down = None;
-                u.idle = true;
-                let idle = self.plan.upstream_idle_ms[ci].map(|t| tcp.now_ms() + t);
-                tcp.set_deadline(u.conn, idle);
-                self.pool
-                    .entry((ci as u32, ei as u32))
-                    .or_default()
-                    .push(ui);
-            }
+            // To the next request in line for it, or to the pool.
+            self.serve_waiter(tcp, (ci as u32, ei as u32), Some(ui));
         } else {
             self.drop_upstream(tcp, ui, false);
         }
-        self.arm_head_deadline(tcp, di);
         true
     }
 
-    /// The upstream failed before a response: answer `status` locally.
-    fn upstream_failed(&mut self, tcp: &mut Stack, ui: u32, status: u16, why: &str) {
+    /// Upstream `ui` failed before a response head: let it go, and retry or
+    /// answer its request (see [`HttpProxy::try_failed`]).
+    fn upstream_failed(&mut self, tcp: &mut Stack, ui: u32, failure: TryFailure, why: &str) {
         let Some(u) = self.ups.get(ui) else {
             return;
         };
@@ -1786,20 +2369,34 @@ impl HttpProxy {
         self.stats.clusters[ci].1.endpoint_rq_done[ei].add(1);
         self.drop_upstream(tcp, ui, true);
         if let Some(di) = down {
-            let Some(d) = self.downs.get_mut(di) else {
-                return;
-            };
-            d.up = None;
-            let route = d.route.take();
-            if d.response_started {
-                self.abort_down(tcp, di);
-                return;
-            }
-            let li = d.listener as usize;
-            let x = self.router_reply(route, li);
-            self.reply(tcp, di, status, why.as_bytes(), x);
-            self.drive(tcp, di);
+            self.try_failed(tcp, di, (ci, ei), failure, why.as_bytes());
         }
+    }
+
+    /// A response head with `status` arrived on `ui` for `di`: if the route
+    /// retries on it, drop the response and schedule the retry (true).
+    fn retry_response(&mut self, tcp: &mut Stack, di: u32, ui: u32, status: u16) -> bool {
+        let Some(u) = self.ups.get(ui) else {
+            return false;
+        };
+        let (ci, ei) = (u.cluster as usize, u.endpoint as usize);
+        let roll = self.rng.next_u64();
+        self.plan
+            .shared
+            .report(ci, ei, Outcome::Status(status), roll);
+        let maybe = self
+            .downs
+            .get(di)
+            .is_some_and(|d| d.retry.is_some() && !d.response_started);
+        if !maybe || !self.retry(tcp, di, TryFailure::Status(status)) {
+            return false;
+        }
+        let cs = &self.stats.clusters[ci].1;
+        cs.upstream_rq_xx[class(status)].add(1);
+        cs.endpoint_rq_done[ei].add(1);
+        // Its body is not wanted: the connection cannot be reused.
+        self.drop_upstream(tcp, ui, true);
+        true
     }
 
     /// End the exchange of `di` on upstream `ui` before its end: the request
@@ -1837,12 +2434,29 @@ impl HttpProxy {
         } else {
             tcp.close(u.conn);
         }
+        let key = (u.cluster, u.endpoint);
+        self.plan.shared.clusters[u.cluster as usize].release(Resource::Connections);
+        if let Some(n) = self.conns.get_mut(&key) {
+            *n = n.saturating_sub(1);
+        }
+        if self.waiters.get(&key).is_some_and(|w| !w.is_empty()) {
+            self.serve_waiter(tcp, key, None);
+        }
     }
 
     fn abort_down(&mut self, tcp: &mut Stack, di: u32) {
         if let Some(d) = self.downs.get(di) {
             tcp.abort(d.conn);
         }
+    }
+}
+
+/// The retry policy of route `route` on listener `li`.
+fn retry_policy(listeners: &[HcmPlan], li: usize, route: route::RouteRef) -> Option<&RetryPolicy> {
+    let sel = listeners.get(li)?.routes.get(route)?;
+    match &sel.route.action {
+        Action::Route(a) => a.retry_policy.as_ref(),
+        _ => None,
     }
 }
 
@@ -1889,6 +2503,7 @@ fn move_body(
     dechunk: bool,
     scratch: &mut [u8],
     decoded: &mut Vec<u8>,
+    mut tee: Option<&mut Vec<u8>>,
 ) -> Result<usize, ()> {
     let mut moved = 0;
     loop {
@@ -1899,6 +2514,9 @@ fn move_body(
                     let room = tcp.send_space(dst);
                     let k = (buf.len() as u64).min(*left).min(room as u64) as usize;
                     let sent = tcp.send(dst, &buf[..k]);
+                    if let Some(t) = tee.as_deref_mut() {
+                        t.extend_from_slice(&buf[..sent]);
+                    }
                     buf.drain(..sent);
                     *left -= sent as u64;
                     moved += sent;
@@ -1910,7 +2528,19 @@ fn move_body(
                     }
                     continue;
                 }
-                let n = tcp.splice_max(src, dst, usize::try_from(*left).unwrap_or(usize::MAX));
+                let most = usize::try_from(*left).unwrap_or(usize::MAX);
+                let n = match tee.as_deref_mut() {
+                    // Kept for a retry: copied through, not spliced.
+                    Some(t) => {
+                        let cap = most.min(tcp.send_space(dst)).min(scratch.len());
+                        let n = tcp.recv(src, &mut scratch[..cap]);
+                        let sent = tcp.send(dst, &scratch[..n]);
+                        debug_assert_eq!(sent, n, "at most the send space");
+                        t.extend_from_slice(&scratch[..n]);
+                        n
+                    }
+                    None => tcp.splice_max(src, dst, most),
+                };
                 *left -= n as u64;
                 moved += n;
                 if *left == 0 {
@@ -1961,6 +2591,9 @@ fn move_body(
                     done = scan.done;
                     let sent = tcp.send(dst, &buf[..consumed]);
                     debug_assert_eq!(sent, consumed, "at most `room`");
+                    if let Some(t) = tee.as_deref_mut() {
+                        t.extend_from_slice(&buf[..consumed]);
+                    }
                 }
                 buf.drain(..consumed);
                 moved += consumed;
@@ -2162,6 +2795,13 @@ impl App for HttpProxy {
             set_cookie: None,
             stream_started_ms: 0,
             last_activity_ms: 0,
+            cluster: 0,
+            holds: 0,
+            retry: None,
+            route_timeout_ms: None,
+            rq_deadline_ms: None,
+            idle_override: None,
+            waiting: None,
         });
         tcp.set_user(conn, tag(Side::Down(di)));
         self.arm_head_deadline(tcp, di);
@@ -2178,7 +2818,13 @@ impl App for HttpProxy {
                 if !u.connected && tcp.is_established(conn) {
                     u.connected = true;
                     tcp.set_deadline(conn, None);
+                    if let Some(di) = u.down {
+                        self.not_pending(di);
+                    }
                 }
+                let Some(u) = self.ups.get_mut(ui) else {
+                    return;
+                };
                 if u.idle {
                     // An idle pooled connection: the upstream closed it or
                     // sent something unasked; either way it is done.
@@ -2241,10 +2887,15 @@ impl App for HttpProxy {
                 } else if !u.connected {
                     cs.upstream_cx_connect_timeout.add(1);
                     cs.upstream_cx_connect_fail.add(1);
-                    self.upstream_failed(tcp, ui, 503, "upstream connect error or disconnect/reset before headers. reset reason: connection timeout");
+                    self.upstream_failed(tcp, ui, TryFailure::Connect, "upstream connect error or disconnect/reset before headers. reset reason: connection timeout");
                 } else {
-                    cs.upstream_rq_timeout.add(1);
-                    self.upstream_failed(tcp, ui, 504, "upstream request timeout");
+                    cs.upstream_rq_per_try_timeout.add(1);
+                    self.upstream_failed(
+                        tcp,
+                        ui,
+                        TryFailure::PerTryTimeout,
+                        "upstream request timeout",
+                    );
                 }
             }
             None => {}
@@ -2254,6 +2905,7 @@ impl App for HttpProxy {
     fn closed(&mut self, tcp: &mut Stack, conn: ConnId, how: Close) {
         match Self::side_of(tcp, conn) {
             Some(Side::Down(di)) => {
+                self.end_exchange(di);
                 let Some(d) = self.downs.remove(di) else {
                     return;
                 };
@@ -2274,12 +2926,17 @@ impl App for HttpProxy {
                         .upstream_cx_connect_fail
                         .add(1);
                 }
+                let failure = if u.connected {
+                    TryFailure::Reset
+                } else {
+                    TryFailure::Connect
+                };
                 match u.down {
                     Some(_) if how != Close::Graceful || !u.head_done => {
                         self.upstream_failed(
                             tcp,
                             ui,
-                            503,
+                            failure,
                             "upstream connect error or disconnect/reset before headers",
                         );
                     }
