@@ -34,10 +34,13 @@
 # share the load CPUs and may set the ceiling on requests/s; CPU per request still
 # compares the proxies.
 #
-#   sudo scripts/bench_http.sh [--quick] [--core N] [--only zerohop|haproxy|nginx]
+#   sudo scripts/bench_http.sh [--quick] [--core N] [--only zerohop|haproxy|nginx] [--resilience]
 #     --quick   1 run of 3 s per proxy instead of 3 runs of 10 s
 #     --core N  the CPU for the proxy (default 1)
 #     --only P  measure only zerohop, only haproxy or only nginx
+#     --resilience  zerohop's route retries (5xx,reset,connect-failure) and its cluster
+#               has an HTTP health check (every 1 s), outlier detection and circuit
+#               breakers: what those cost per request
 #   ZEROHOP_BIN=PATH  use this zerohop binary instead of building target/release/zerohop
 #
 # Runs scripts/setup.sh first (packages, hugepages); nginx is not among its packages:
@@ -50,6 +53,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/bench_lib.sh
 . scripts/bench_lib.sh
 
+RESILIENCE=0
+bench_extra_arg() {
+  case $1 in
+    --resilience) RESILIENCE=1 ;;
+    *) return 1 ;;
+  esac
+}
 bench_parse_args zerohop haproxy nginx -- "$@"
 bench_init
 CONNS=50
@@ -101,6 +111,16 @@ body=$(in_ns "$NS_U" curl -sS -m 3 "http://$UPSTREAM:$UPSTREAM_PORT/" 2>&1) || t
 
 # --- the proxies ---------------------------------------------------------------------
 
+ROUTE_EXTRA='' CLUSTER_EXTRA=''
+if ((RESILIENCE)); then
+  ROUTE_EXTRA=', retry_policy: { retry_on: "5xx,reset,connect-failure", num_retries: 2 }'
+  CLUSTER_EXTRA="
+    health_checks:
+    - { timeout: 1s, interval: 1s, unhealthy_threshold: 3, healthy_threshold: 1,
+        no_traffic_interval: 1s, http_health_check: { path: / } }
+    outlier_detection: { consecutive_5xx: 5 }
+    circuit_breakers: { thresholds: [{ max_connections: 1024, max_requests: 1024 }] }"
+fi
 {
   zh_dataplane_yaml
   cat <<EOF
@@ -121,7 +141,7 @@ static_resources:
               domains: ["*"]
               routes:
               - match: { prefix: "/" }
-                route: { cluster: up }
+                route: { cluster: up$ROUTE_EXTRA }
           http_filters:
           - name: envoy.filters.http.router
             typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
@@ -134,7 +154,7 @@ static_resources:
       cluster_name: up
       endpoints:
       - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: $UPSTREAM, port_value: $UPSTREAM_PORT } } }
+        - endpoint: { address: { socket_address: { address: $UPSTREAM, port_value: $UPSTREAM_PORT } } }$CLUSTER_EXTRA
 EOF
 } >"$TMP/zerohop.yaml"
 
