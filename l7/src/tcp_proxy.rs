@@ -348,6 +348,15 @@ impl TcpProxy {
         self.plan.clusters[ci].pick(state, &mut self.rng, None, |i| active[i].active())
     }
 
+    /// Tell outlier detection how a connection to endpoint `ei` of cluster
+    /// `ci` went.
+    fn report(&mut self, (ci, ei): (u32, u32), outcome: Outcome) {
+        let roll = self.rng.next_u64();
+        self.plan
+            .shared
+            .report(ci as usize, ei as usize, outcome, roll);
+    }
+
     fn session_of(&self, tcp: &Stack, conn: ConnId) -> Option<(usize, Side)> {
         let user = tcp.user(conn)?;
         if user == 0 {
@@ -500,13 +509,8 @@ impl App for TcpProxy {
             if side == Side::Up && !s.up_connected && tcp.is_established(conn) {
                 s.up_connected = true;
                 tcp.set_deadline(conn, None);
-                let roll = self.rng.next_u64();
-                self.plan.shared.report(
-                    s.cluster as usize,
-                    s.endpoint as usize,
-                    Outcome::Connected,
-                    roll,
-                );
+                let at = (s.cluster, s.endpoint);
+                self.report(at, Outcome::Connected);
             }
         }
         self.pump(tcp, idx);
@@ -596,13 +600,7 @@ impl App for TcpProxy {
                 if failed {
                     c.upstream_cx_connect_fail.add(1);
                     e.cx_connect_fail.add(1);
-                    let roll = self.rng.next_u64();
-                    self.plan.shared.report(
-                        s.cluster as usize,
-                        s.endpoint as usize,
-                        Outcome::ConnectFailure,
-                        roll,
-                    );
+                    self.report((s.cluster, s.endpoint), Outcome::ConnectFailure);
                 } else if matches!(how, Close::Reset | Close::TimedOut) {
                     c.upstream_cx_destroy_remote.add(1);
                 }

@@ -477,17 +477,8 @@ impl Shared {
         };
         match outcome {
             Outcome::ConnectFailure | Outcome::Reset | Outcome::Timeout if split => {
-                let n = h.consecutive_local.fetch_add(1, Ordering::AcqRel) + 1;
-                if n == od.consecutive_local_origin_failure {
-                    self.eject(
-                        ci,
-                        ei,
-                        EjectReason::ConsecutiveLocalOriginFailure,
-                        od.enforcing_consecutive_local_origin_failure,
-                        roll,
-                    );
-                }
-                return;
+                let reason = EjectReason::ConsecutiveLocalOriginFailure;
+                return self.count(&h.consecutive_local, (ci, ei), reason, roll);
             }
             Outcome::Status(_) | Outcome::Connected if split => reset(&h.consecutive_local),
             _ => {}
@@ -498,39 +489,46 @@ impl Shared {
         if status >= 500 {
             let gateway = matches!(status, 502..=504);
             if gateway {
-                let n = h.consecutive_gateway.fetch_add(1, Ordering::AcqRel) + 1;
-                if n == od.consecutive_gateway_failure {
-                    self.eject(
-                        ci,
-                        ei,
-                        EjectReason::ConsecutiveGatewayFailure,
-                        od.enforcing_consecutive_gateway_failure,
-                        roll,
-                    );
-                }
+                let reason = EjectReason::ConsecutiveGatewayFailure;
+                self.count(&h.consecutive_gateway, (ci, ei), reason, roll);
             } else {
                 reset(&h.consecutive_gateway);
             }
-            let n = h.consecutive_5xx.fetch_add(1, Ordering::AcqRel) + 1;
-            if n == od.consecutive_5xx {
-                self.eject(
-                    ci,
-                    ei,
-                    EjectReason::Consecutive5xx,
-                    od.enforcing_consecutive_5xx,
-                    roll >> 7,
-                );
-            }
+            let reason = EjectReason::Consecutive5xx;
+            self.count(&h.consecutive_5xx, (ci, ei), reason, roll >> 7);
         } else {
             reset(&h.consecutive_5xx);
             reset(&h.consecutive_gateway);
         }
     }
 
-    fn eject(&self, ci: usize, ei: usize, reason: EjectReason, enforcing: u32, roll: u64) {
+    /// One more failure in a row of `reason`'s kind on endpoint `ei`;
+    /// eject it when the count reaches the detector's threshold.
+    fn count(&self, count: &AtomicU32, (ci, ei): (usize, usize), reason: EjectReason, roll: u64) {
+        let Some(od) = self.clusters.get(ci).and_then(|c| c.outlier.as_ref()) else {
+            return;
+        };
+        let threshold = match reason {
+            EjectReason::Consecutive5xx => od.consecutive_5xx,
+            EjectReason::ConsecutiveGatewayFailure => od.consecutive_gateway_failure,
+            EjectReason::ConsecutiveLocalOriginFailure => od.consecutive_local_origin_failure,
+        };
+        if count.fetch_add(1, Ordering::AcqRel) + 1 == threshold {
+            self.eject(ci, ei, reason, roll);
+        }
+    }
+
+    fn eject(&self, ci: usize, ei: usize, reason: EjectReason, roll: u64) {
         let c = &self.clusters[ci];
         let Some(od) = &c.outlier else {
             return;
+        };
+        let enforcing = match reason {
+            EjectReason::Consecutive5xx => od.enforcing_consecutive_5xx,
+            EjectReason::ConsecutiveGatewayFailure => od.enforcing_consecutive_gateway_failure,
+            EjectReason::ConsecutiveLocalOriginFailure => {
+                od.enforcing_consecutive_local_origin_failure
+            }
         };
         let k = &c.counters;
         let (detected, enforced) = match reason {
