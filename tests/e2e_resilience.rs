@@ -1,6 +1,7 @@
 //! End-to-end: the resilience features of zerohop's HTTP proxy, against real upstream
 //! servers that die, fail, hang and come back: active health checks, outlier
-//! detection, route and per-try timeouts with retries, and circuit breakers.
+//! detection, route and per-try timeouts with retries, route idle timeouts, and circuit
+//! breakers; and health checks and outlier detection on a `tcp_proxy` cluster.
 //!
 //! Same topology as `e2e_http_proxy.rs` ([`ProxyTopology`]): clients in C, zerohop in
 //! P on two `net_af_packet` ports, servers in U. The servers are
@@ -9,6 +10,7 @@
 //! `--log`, a `request METHOD PATH` line per request, so a test sees which requests
 //! reached which host). Steady load comes from `tests/fixtures/resilience/load.py`,
 //! which paces its requests (unlike wrk) and counts every answer and every error.
+//! The `tcp_proxy` tests use the echo servers and clients of `tests/fixtures/tcp/`.
 //!
 //! zerohop's main thread logs each health change within about 50 ms
 //! (`cluster hc: endpoint 10.0.1.2:9002: health check failed: unhealthy (2/3 healthy)`)
@@ -61,10 +63,8 @@ fn cluster(name: &str, ports: &[u16], extra: &str) -> String {
     )
 }
 
-/// The whole config: the `dataplane` of [`ProxyTopology`], listener `ingress` on
-/// 0.0.0.0:[`LISTENER_PORT`] with `routes` (entries of `routes:`, each line indented 14
-/// spaces) and `clusters` (each from [`cluster`]).
-fn config(topo: &ProxyTopology, routes: &str, clusters: &str) -> String {
+/// The `dataplane` section of [`ProxyTopology`]: one worker, ports `down` and `up`.
+fn dataplane(topo: &ProxyTopology) -> String {
     let (down, up) = (topo.veth_c.proxy_if(), topo.veth_u.proxy_if());
     format!(
         r#"dataplane:
@@ -78,19 +78,27 @@ fn config(topo: &ProxyTopology, routes: &str, clusters: &str) -> String {
     - name: up
       device: "net_af_packet1,iface={up}"
       address: {PROXY_UP}/24
-static_resources:
-  listeners:
-  - name: ingress
+"#,
+        core = worker_core(),
+    )
+}
+
+/// An entry of `listeners:`: listener `name` on 0.0.0.0:`port` with an HTTP connection
+/// manager (stat_prefix `name`) with `hcm_extra` (its keys, each line indented ten
+/// spaces) and `routes` (entries of `routes:`, each line indented 14 spaces).
+fn http_listener(name: &str, port: u16, hcm_extra: &str, routes: &str) -> String {
+    format!(
+        r#"  - name: {name}
     address:
-      socket_address: {{ address: 0.0.0.0, port_value: {LISTENER_PORT} }}
+      socket_address: {{ address: 0.0.0.0, port_value: {port} }}
     filter_chains:
     - filters:
       - name: envoy.filters.network.http_connection_manager
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
+          stat_prefix: {name}
           codec_type: AUTO
-          route_config:
+{hcm_extra}          route_config:
             name: local
             virtual_hosts:
             - name: main
@@ -100,9 +108,27 @@ static_resources:
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-{clusters}"#,
-        core = worker_core(),
+"#
+    )
+}
+
+/// A config of [`dataplane`], `listeners` (entries of `listeners:`) and `clusters`
+/// (each from [`cluster`]).
+fn config_of(topo: &ProxyTopology, listeners: &str, clusters: &str) -> String {
+    format!(
+        "{}static_resources:\n  listeners:\n{listeners}  clusters:\n{clusters}",
+        dataplane(topo)
+    )
+}
+
+/// The whole config: the `dataplane` of [`ProxyTopology`], listener `ingress` on
+/// 0.0.0.0:[`LISTENER_PORT`] with `routes` (entries of `routes:`, each line indented 14
+/// spaces) and `clusters` (each from [`cluster`]).
+fn config(topo: &ProxyTopology, routes: &str, clusters: &str) -> String {
+    config_of(
+        topo,
+        &http_listener("ingress", LISTENER_PORT, "", routes),
+        clusters,
     )
 }
 
@@ -907,6 +933,169 @@ fn route_timeout_answers_504_and_per_try_timeout_retries_to_the_fast_host() {
     assert_stat_eq(&log, "http.ingress.downstream_rq_2xx", 10);
 }
 
+// ---- Route idle timeout ----
+
+/// How late the slow upstream of the idle-timeout test answers.
+const IDLE_SLOW_DELAY: Duration = Duration::from_millis(3000);
+/// The route `idle_timeout` that is shorter than the connection manager's.
+const ROUTE_IDLE: Duration = Duration::from_millis(500);
+/// The route `idle_timeout` that is longer than the connection manager's.
+const LONG_ROUTE_IDLE: Duration = Duration::from_secs(5);
+/// The `stream_idle_timeout` of the second listener (the first has Envoy's 300 s).
+const SHORT_STREAM_IDLE: Duration = Duration::from_secs(1);
+const SHORT_LISTENER_PORT: u16 = 8081;
+
+/// GET `path` from C on zerohop's listener `port` with curl (bounded by `max_time_s`).
+fn get_on(topo: &ProxyTopology, port: u16, path: &str, max_time_s: u32) -> Answer {
+    let u = format!("http://{PROXY_DOWN}:{port}{path}");
+    let max_time = max_time_s.to_string();
+    let out = topo.ns_c.run(
+        "curl",
+        &[
+            "-sS",
+            "--noproxy",
+            "*",
+            "--max-time",
+            &max_time,
+            "-w",
+            WRITE_OUT,
+            &u,
+        ],
+        Duration::from_secs(u64::from(max_time_s) + 20),
+    );
+    let text = out.stdout_str();
+    let mut answers = parse_answers(&text);
+    assert_eq!(
+        answers.len(),
+        1,
+        "curl {u} ({}): {}\n{text}",
+        describe(out.status),
+        out.stderr
+    );
+    answers.remove(0)
+}
+
+/// A route's `idle_timeout` replaces the connection manager's `stream_idle_timeout`
+/// for its requests, both ways. One upstream answers every request 3 s late; every
+/// route sends to it with the route timeout off (`timeout: 0s`), so only idle timers
+/// can cut a request short. The same routes are served by two listeners:
+/// - `ingress`, with the default `stream_idle_timeout` (300 s): on the route with
+///   `idle_timeout: 0.5s` the client gets 408 `stream timeout` after 0.5 s; on the
+///   route without one, the same request waits and gets the upstream's 200 after 3 s
+///   (so the 408 was the route's timer, not some other limit);
+/// - `short`, with `stream_idle_timeout: 1s`: on the route with `idle_timeout: 5s`,
+///   the 200 after 3 s (the route's timer replaced the listener's shorter one, rather
+///   than running beside it); on the route without one, 408 after 1 s (the listener's timer runs).
+///
+/// The four requests run at once; each reached the upstream (the 408s were sent while
+/// it sat on the request). Times are curl's own.
+#[test]
+fn route_idle_timeout_replaces_the_stream_idle_timeout() {
+    if !require_root() {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let topo = ProxyTopology::new();
+    let port = 9004;
+    let delay = IDLE_SLOW_DELAY.as_millis().to_string();
+    let slow = upstream(&topo.ns_u, "slow", port, &["--delay-ms", &delay]);
+    let routes = format!(
+        r#"              - match: {{ prefix: "/idle/" }}
+                route: {{ cluster: slow, timeout: 0s, idle_timeout: {idle} }}
+              - match: {{ prefix: "/long/" }}
+                route: {{ cluster: slow, timeout: 0s, idle_timeout: {long} }}
+              - match: {{ prefix: "/plain/" }}
+                route: {{ cluster: slow, timeout: 0s }}
+"#,
+        idle = secs(ROUTE_IDLE),
+        long = secs(LONG_ROUTE_IDLE),
+    );
+    let short_hcm = format!(
+        "          stream_idle_timeout: {}\n",
+        secs(SHORT_STREAM_IDLE)
+    );
+    let listeners = http_listener("ingress", LISTENER_PORT, "", &routes)
+        + &http_listener("short", SHORT_LISTENER_PORT, &short_hcm, &routes);
+    let mut z = Zerohop::start_in(
+        Some(&topo.ns_p),
+        &config_of(&topo, &listeners, &cluster("slow", &[port], "")),
+    );
+    z.wait_ready(READY_TIMEOUT);
+
+    // (listener port, path, whether the idle timer should fire, after how long).
+    let cases = [
+        (LISTENER_PORT, "/idle/ingress", Some(ROUTE_IDLE)),
+        (LISTENER_PORT, "/plain/ingress", None),
+        (SHORT_LISTENER_PORT, "/long/short", None),
+        (SHORT_LISTENER_PORT, "/plain/short", Some(SHORT_STREAM_IDLE)),
+    ];
+    let answers: Vec<Answer> = std::thread::scope(|s| {
+        let topo = &topo;
+        let running: Vec<_> = cases
+            .iter()
+            .map(|&(port, path, _)| s.spawn(move || get_on(topo, port, path, 10)))
+            .collect();
+        running
+            .into_iter()
+            .map(|h| h.join().expect("curl thread"))
+            .collect()
+    });
+    for (&(port, path, fires), a) in cases.iter().zip(&answers) {
+        eprintln!(":{port}{path}: {} after {:?}", a.code, a.time);
+        match fires {
+            Some(idle) => {
+                assert!(
+                    a.code == 408 && a.body == "stream timeout",
+                    ":{port}{path}: want 408 `stream timeout` after {idle:?}: {a:?}\n\
+                     zerohop log:\n{}",
+                    z.log()
+                );
+                let (low, high) = (idle - Duration::from_millis(50), idle + SLACK);
+                assert!(
+                    a.time >= low && a.time <= high,
+                    ":{port}{path}: 408 after {:?}, want {low:?} to {high:?}",
+                    a.time
+                );
+            }
+            None => {
+                assert!(
+                    a.code == 200 && a.name == "slow",
+                    ":{port}{path}: want the upstream's 200 after {IDLE_SLOW_DELAY:?} \
+                     (no idle timer should fire): {a:?}\nzerohop log:\n{}",
+                    z.log()
+                );
+                let (low, high) = (
+                    IDLE_SLOW_DELAY - Duration::from_millis(50),
+                    IDLE_SLOW_DELAY + 2 * SLACK,
+                );
+                assert!(
+                    a.time >= low && a.time <= high,
+                    ":{port}{path}: 200 after {:?}, want {low:?} to {high:?}",
+                    a.time
+                );
+            }
+        }
+    }
+    // Every request reached the upstream: the 408s cut requests it was sitting on.
+    for &(_, path, _) in &cases {
+        assert_eq!(
+            requests_seen(&slow, path),
+            1,
+            "{path} should have reached the upstream once:\n{}",
+            slow.output()
+        );
+    }
+
+    let log = stop(z);
+    for listener in ["ingress", "short"] {
+        assert_stat_eq(&log, &format!("http.{listener}.downstream_rq_timeout"), 1);
+        assert_stat_eq(&log, &format!("http.{listener}.downstream_rq_2xx"), 1);
+        assert_stat_eq(&log, &format!("http.{listener}.downstream_rq_4xx"), 1);
+    }
+    // The route timeout was off: no 504.
+    assert_stat_eq(&log, "cluster.slow.upstream_rq_timeout", 0);
+}
+
 // ---- Circuit breakers ----
 
 const MAX_PENDING: usize = 10;
@@ -1172,4 +1361,285 @@ fn circuit_breaker_pending_overflow_is_immediate_503() {
         n5xx >= 3,
         "three overflow 503s, downstream_rq_5xx={n5xx}\n{log}"
     );
+}
+
+// ---- tcp_proxy: health checks and outlier detection ----
+
+const TCP_LISTENER_PORT: u16 = 8000;
+/// What the TCP health check sends, and wants back from the echo servers.
+const HC_PAYLOAD: &[u8] = b"zerohop health check\n";
+
+/// The config of a `tcp_proxy` test: the [`dataplane`], listener `l4` on
+/// 0.0.0.0:[`TCP_LISTENER_PORT`] whose `tcp_proxy` sends every connection to cluster
+/// `to`, and `clusters` (each from [`cluster`]).
+fn tcp_config(topo: &ProxyTopology, to: &str, clusters: &str) -> String {
+    let listener = format!(
+        r#"  - name: l4
+    address:
+      socket_address: {{ address: 0.0.0.0, port_value: {TCP_LISTENER_PORT} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: l4
+          cluster: {to}
+"#
+    );
+    config_of(topo, &listener, clusters)
+}
+
+/// Start `server.py echo` on `UPSTREAM:port` in U.
+fn echo_server(topo: &ProxyTopology, port: u16) -> LoggedProcess {
+    tcp_server_py(
+        &topo.ns_u,
+        "echo",
+        UPSTREAM,
+        &["--port", &port.to_string()],
+        SERVER_READY,
+    )
+}
+
+/// Open `n` connections at once through the `tcp_proxy` listener from C, each echoing
+/// its own 64 bytes (`client.py echo`); its `result` line.
+fn echo_through(topo: &ProxyTopology, z: &Zerohop, n: usize) -> ClientResult {
+    let conns = n.to_string();
+    let argv = tcp_client_argv(
+        "echo",
+        PROXY_DOWN,
+        TCP_LISTENER_PORT,
+        &["--conns", &conns, "--size", "64", "--timeout", "5"],
+    );
+    run_tcp_client(&topo.ns_c, z, &argv, Duration::from_secs(30))
+}
+
+/// `bytes` as a health check `Payload`'s `text` (hex).
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The `cx_total` of endpoint `UPSTREAM:port` of cluster `c` at exit: connections the
+/// `tcp_proxy` sent it (health checks are not counted).
+fn endpoint_cx(log: &str, c: &str, port: u16) -> u64 {
+    stat0(
+        log,
+        &format!("cluster.{c}.endpoint.{UPSTREAM}:{port}.cx_total"),
+    )
+}
+
+/// A `tcp_proxy` to cluster `tcphc`, three echo servers health-checked over TCP every
+/// 0.5 s (send a payload, want it back; unhealthy after 2 failures in a row). All
+/// three pass; one is killed and its checks fail (connection refused) until it is
+/// marked unhealthy. Then 30 connections at once through the proxy each echo their
+/// payload: all succeed, none went to the dead endpoint (`tcp_proxy` makes one
+/// connection attempt and does not retry, so a balancer blind to health would reset
+/// about a third of them), and the two live endpoints share them.
+#[test]
+fn tcp_proxy_skips_an_endpoint_its_tcp_health_check_failed() {
+    if !require_root() {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let topo = ProxyTopology::new();
+    let ports = [9001, 9002, 9003];
+    let mut servers: Vec<LoggedProcess> = ports.iter().map(|&p| echo_server(&topo, p)).collect();
+    let payload = hex(HC_PAYLOAD);
+    let extra = format!(
+        r#"    health_checks:
+    - timeout: {timeout}
+      interval: {interval}
+      no_traffic_interval: {interval}
+      unhealthy_threshold: {UNHEALTHY_THRESHOLD}
+      healthy_threshold: 1
+      tcp_health_check:
+        send: {{ text: "{payload}" }}
+        receive: [{{ text: "{payload}" }}]
+"#,
+        timeout = secs(HC_TIMEOUT),
+        interval = secs(HC_INTERVAL),
+    );
+    let mut z = Zerohop::start_in(
+        Some(&topo.ns_p),
+        &tcp_config(&topo, "tcphc", &cluster("tcphc", &ports, &extra)),
+    );
+    z.wait_ready(READY_TIMEOUT);
+
+    // The echoed payload passes the checks: every endpoint becomes healthy.
+    for &port in &ports {
+        wait_log(
+            &z,
+            0,
+            &[&endpoint_tag("tcphc", port), "health check passed: healthy"],
+            Duration::from_secs(5),
+        );
+    }
+    wait_log(
+        &z,
+        0,
+        &["cluster tcphc: ", "(3/3 healthy)"],
+        Duration::from_secs(5),
+    );
+
+    // Kill the second server: two failed checks an interval apart mark it unhealthy.
+    let dead = ports[1];
+    let mark = z.log().len();
+    servers[1].kill();
+    let killed = Instant::now();
+    let (line, seen) = wait_log(
+        &z,
+        mark,
+        &[
+            &endpoint_tag("tcphc", dead),
+            "health check failed: unhealthy",
+        ],
+        HC_INTERVAL * (UNHEALTHY_THRESHOLD + 1) + SLACK + Duration::from_secs(3),
+    );
+    eprintln!("{dead} marked unhealthy {:?} after it died", seen - killed);
+    assert!(line.contains("(2/3 healthy)"), "{line}");
+
+    const CONNS: usize = 30;
+    let r = echo_through(&topo, &z, CONNS);
+    eprintln!(
+        "{CONNS} connections after the health check failed: {} verified, {} failed ({})",
+        r.get("verified"),
+        r.get("failed"),
+        r.get("secs")
+    );
+    assert!(
+        r.num("verified") as usize == CONNS && r.num("failed") == 0.0,
+        "every connection should have gone to a live endpoint and echoed its payload \
+         ({}):\n{}\nzerohop log:\n{}",
+        r.get("first_error"),
+        r.stdout,
+        z.log()
+    );
+
+    let log = stop(z);
+    assert_eq!(
+        endpoint_cx(&log, "tcphc", dead),
+        0,
+        "the unhealthy endpoint got connections\n{log}"
+    );
+    for port in [ports[0], ports[2]] {
+        let n = endpoint_cx(&log, "tcphc", port);
+        assert!(
+            n >= 10,
+            "{UPSTREAM}:{port} took {n} of {CONNS} connections, round robin over two \
+             should give it about half\n{log}"
+        );
+    }
+    assert_stat_eq(&log, "cluster.tcphc.upstream_cx_total", CONNS as u64);
+    assert_stat_eq(&log, "cluster.tcphc.upstream_cx_connect_fail", 0);
+    assert_stat_eq(&log, "cluster.tcphc.upstream_cx_none_healthy", 0);
+    assert_stat_eq(&log, "tcp.l4.downstream_cx_total", CONNS as u64);
+    // Only the dead endpoint failed its checks.
+    for port in [ports[0], ports[2]] {
+        let tag = endpoint_tag("tcphc", port);
+        assert!(
+            !log.lines()
+                .any(|l| l.contains(&tag) && l.contains("health check failed")),
+            "{UPSTREAM}:{port} failed its health checks\n{log}"
+        );
+    }
+    let (success, failure, network) = (
+        stat0(&log, "cluster.tcphc.health_check.success"),
+        stat0(&log, "cluster.tcphc.health_check.failure"),
+        stat0(&log, "cluster.tcphc.health_check.network_failure"),
+    );
+    let counts = format!("success {success} failure {failure} network {network}");
+    eprintln!("health checks: {counts}");
+    assert!(success >= 3, "{counts}\n{log}");
+    assert!(failure >= u64::from(UNHEALTHY_THRESHOLD), "{counts}\n{log}");
+    assert!(
+        network >= u64::from(UNHEALTHY_THRESHOLD) && network <= failure,
+        "{counts}\n{log}"
+    );
+    assert_stat_eq(&log, "cluster.tcphc.membership_total", 3);
+    assert_stat_eq(&log, "cluster.tcphc.membership_healthy", 2);
+}
+
+/// A `tcp_proxy` to cluster `tcpod`: two echo servers and a port nothing listens on
+/// (connection refused), with outlier detection on local-origin failures (2 in a row,
+/// `split_external_local_origin_errors`, 30 s ejections) and no health check. Six
+/// connections at once: round robin sends two to the closed port, both reset, and
+/// their two connect failures eject it. Then 20 more connections all echo their
+/// payload (the ejected endpoint gets none).
+#[test]
+fn tcp_proxy_outlier_detection_ejects_a_refusing_endpoint() {
+    if !require_root() {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let topo = ProxyTopology::new();
+    let (closed, ports) = (9003, [9001, 9002, 9003]);
+    let _servers: Vec<LoggedProcess> = ports[..2].iter().map(|&p| echo_server(&topo, p)).collect();
+    let extra = r#"    outlier_detection:
+      consecutive_local_origin_failure: 2
+      split_external_local_origin_errors: true
+      interval: 1s
+      base_ejection_time: 30s
+      max_ejection_percent: 100
+"#;
+    let mut z = Zerohop::start_in(
+        Some(&topo.ns_p),
+        &tcp_config(&topo, "tcpod", &cluster("tcpod", &ports, extra)),
+    );
+    z.wait_ready(READY_TIMEOUT);
+
+    let first = echo_through(&topo, &z, 6);
+    eprintln!(
+        "6 connections: {} verified, {} failed ({})",
+        first.get("verified"),
+        first.get("failed"),
+        first.get("secs")
+    );
+    assert!(
+        first.num("failed") == 2.0,
+        "round robin over three should send 2 of 6 connections to the closed port, \
+         reset: {}\nzerohop log:\n{}",
+        first.stdout,
+        z.log()
+    );
+    let (line, _) = wait_log(
+        &z,
+        0,
+        &[
+            &endpoint_tag("tcpod", closed),
+            "ejected by outlier detection (consecutive_local_origin_failure)",
+        ],
+        Duration::from_secs(2),
+    );
+    assert!(line.contains("for 30000 ms"), "{line}");
+
+    let after = echo_through(&topo, &z, 20);
+    eprintln!(
+        "20 connections after the ejection: {} verified, {} failed ({})",
+        after.get("verified"),
+        after.get("failed"),
+        after.get("secs")
+    );
+    assert!(
+        after.num("verified") == 20.0 && after.num("failed") == 0.0,
+        "the ejected endpoint still took connections ({}):\n{}\nzerohop log:\n{}",
+        after.get("first_error"),
+        after.stdout,
+        z.log()
+    );
+
+    let log = stop(z);
+    assert_eq!(endpoint_cx(&log, "tcpod", closed), 2, "{log}");
+    assert_stat_eq(
+        &log,
+        &format!("cluster.tcpod.endpoint.{UPSTREAM}:{closed}.cx_connect_fail"),
+        2,
+    );
+    assert_stat_eq(&log, "cluster.tcpod.upstream_cx_connect_fail", 2);
+    assert_stat_eq(&log, "tcp.l4.downstream_cx_total", 26);
+    assert_stat_eq(
+        &log,
+        "cluster.tcpod.outlier_detection.ejections_enforced_consecutive_local_origin_failure",
+        1,
+    );
+    assert_stat_eq(&log, "cluster.tcpod.outlier_detection.ejections_active", 1);
+    assert_stat_eq(&log, "cluster.tcpod.membership_healthy", 2);
 }
