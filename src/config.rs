@@ -80,8 +80,8 @@
 //! [`zerohop_l7::config::EnvoyConfig`] (its errors name the YAML path and, in the usual
 //! block-style file, the line). What ties it to `dataplane` is checked here: a listener
 //! binds to `0.0.0.0` or to an L3 port's address, and every cluster endpoint is on a
-//! connected subnet or covered by a route. Envoy's `admin` section is still rejected:
-//! the admin API is not built yet.
+//! connected subnet or covered by a route. Envoy's `admin` section sets where the admin
+//! API listens (a kernel socket, see `crate::admin`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -133,7 +133,10 @@ const PROTOCOL_UDP: u8 = 17;
 /// Top-level sections that Envoy-style configs carry and that zerohop will read once the
 /// features behind them exist. They get their own error, so that a user who copies an
 /// Envoy config learns that the section is not supported yet rather than misspelt.
-const FUTURE_SECTIONS: &[&str] = &["admin"];
+const FUTURE_SECTIONS: &[&str] = &["dynamic_resources", "layered_runtime"];
+
+/// Envoy's `admin` section (where the admin API listens), in both spellings.
+const ADMIN_SECTIONS: &[&str] = &["admin"];
 
 /// Top-level Envoy sections zerohop reads, in both spellings Envoy accepts (proto3 JSON
 /// also takes lowerCamelCase); [`zerohop_l7::config::EnvoyConfig`] parses them.
@@ -173,9 +176,8 @@ const DATAPLANE_KEYS: &[&str] = &[
 pub struct Config {
     /// The DPDK side: cores, memory, ports and how packets flow between them.
     pub dataplane: DataplaneConfig,
-    /// Envoy's `static_resources`: listeners and clusters. Empty when the file has no
-    /// such section; `admin` is always `None` (the section is rejected until the admin
-    /// API exists).
+    /// Envoy's `static_resources` (listeners and clusters; empty when the file has no
+    /// such section) and `admin` (where the admin API listens; `None` without one).
     #[serde(skip)]
     pub envoy: EnvoyConfig,
 }
@@ -190,6 +192,8 @@ struct RawConfig {
     dataplane: DataplaneConfig,
     #[serde(default, rename = "static_resources", alias = "staticResources")]
     _static_resources: de::IgnoredAny,
+    #[serde(default, rename = "admin")]
+    _admin: de::IgnoredAny,
 }
 
 /// The DPDK side of zerohop: which CPUs poll, which devices they poll, and the sizes of
@@ -1394,9 +1398,8 @@ pub enum ConfigError {
     Parse { origin: String, message: String },
     /// A top-level section zerohop will support but does not yet.
     #[error(
-        "{origin}: {key}{}: not supported yet: zerohop reads only the `dataplane` and \
-         `static_resources` sections so far (the admin API is still being built); remove \
-         `{key}` from this file",
+        "{origin}: {key}{}: not supported yet: zerohop reads only the `dataplane`, \
+         `static_resources` and `admin` sections so far; remove `{key}` from this file",
         at_line(*.line)
     )]
     Unsupported {
@@ -1545,7 +1548,10 @@ impl Config {
                     .map(|s| s.trim_end().to_owned())
                     .unwrap_or_else(|_| format!("{other:?}")),
             };
-            if key == "dataplane" || ENVOY_SECTIONS.contains(&key.as_str()) {
+            if key == "dataplane"
+                || ENVOY_SECTIONS.contains(&key.as_str())
+                || ADMIN_SECTIONS.contains(&key.as_str())
+            {
                 continue;
             }
             let line = zerohop_l7::config::top_level_key_line(text, &key);
@@ -1693,21 +1699,23 @@ fn load_envoy(
     for (key, value) in top {
         if key
             .as_str()
-            .is_some_and(|key| ENVOY_SECTIONS.contains(&key))
+            .is_some_and(|key| ENVOY_SECTIONS.contains(&key) || ADMIN_SECTIONS.contains(&key))
         {
             envoy.insert(key.clone(), value.clone());
         }
     }
-    // One section at most: serde has said "duplicate field" for both spellings already.
-    let Some(static_resources) = envoy.values().next() else {
+    if envoy.is_empty() {
         return Ok(EnvoyConfig::default());
-    };
+    }
+    // One section at most: serde has said "duplicate field" for both spellings already.
+    let static_resources = ENVOY_SECTIONS.iter().find_map(|key| envoy.get(*key));
+    let admin = ADMIN_SECTIONS.iter().find_map(|key| envoy.get(*key));
     let blanked = envoy_lines_only(text);
     match serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&blanked) {
         Ok(serde_yaml_ng::Value::Mapping(tree)) if tree == envoy => {
             EnvoyConfig::from_yaml(&blanked, origin)
         }
-        _ => EnvoyConfig::from_value(Some(static_resources), None, origin),
+        _ => EnvoyConfig::from_value(static_resources, admin, origin),
     }
 }
 
@@ -1726,7 +1734,7 @@ fn envoy_lines_only(text: &str) -> String {
         if starts_key {
             let key = line.split(':').next().unwrap_or("").trim();
             let key = key.trim_matches(|c| c == '"' || c == '\'');
-            keep = ENVOY_SECTIONS.contains(&key);
+            keep = ENVOY_SECTIONS.contains(&key) || ADMIN_SECTIONS.contains(&key);
         }
         if keep {
             out.push_str(line);
@@ -2563,12 +2571,15 @@ dataplane:
 
     #[test]
     fn top_level_sections() {
-        let text = format!("{BASE}admin:\n  address: x\n");
+        let text = format!("{BASE}layered_runtime:\n  layers: []\n");
         let err = error(&text);
         assert!(matches!(err, ConfigError::Unsupported { .. }), "{err:?}");
         message(
             &text,
-            &["admin at line 9: not supported yet", "remove `admin`"],
+            &[
+                "layered_runtime at line 9: not supported yet",
+                "remove `layered_runtime`",
+            ],
         );
         // static_resources is read now; an empty one is no listeners and no clusters.
         for section in ["static_resources", "staticResources"] {
@@ -3814,11 +3825,19 @@ static_resources:
     }
 
     #[test]
-    fn proxy_config_with_admin_is_unsupported() {
+    fn proxy_config_with_admin_sets_the_admin_address() {
         let text = format!("{PROXY}admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 9901 }} }}\n");
-        let err = error(&text);
-        assert!(matches!(err, ConfigError::Unsupported { .. }), "{err:?}");
-        message(&text, &["admin at line 34: not supported yet", "admin API"]);
+        let config = parse(&text).unwrap();
+        let admin = config.envoy.admin.expect("an admin section");
+        assert_eq!(admin.address, "127.0.0.1:9901".parse().unwrap());
+        // First in the file too.
+        let first = parse(&format!(
+            "admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 9901 }} }}\n{PROXY}"
+        ))
+        .unwrap();
+        assert_eq!(first.envoy.admin, Some(admin));
+        let err = error(&format!("{PROXY}admin:\n  address: x\n"));
+        assert!(matches!(err, ConfigError::Envoy(_)), "{err:?}");
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! engine lives in the `zerohop-dataplane` crate, generic over its `Port` and
 //! `Buffer` traits, which `dpdk` implements for real NIC queues and mbufs.
 
+pub mod admin;
 pub mod config;
 pub mod dpdk;
+pub mod introspect;
 pub mod runtime;

@@ -22,6 +22,10 @@ struct Cli {
     /// Log level (Envoy's names).
     #[arg(short = 'l', long, value_enum, default_value_t = LogLevel::Info)]
     log_level: LogLevel,
+    /// On SIGTERM or the admin API's `/quitquitquit`: seconds open connections
+    /// may take to finish before zerohop exits (Envoy's flag).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    drain_time_s: f64,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -71,8 +75,16 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Mode::Serve => runtime::run(&config, &cli.config_path)
-            .with_context(|| format!("zerohop -c {}", cli.config_path.display())),
+        Mode::Serve => {
+            let drain_time = std::time::Duration::try_from_secs_f64(cli.drain_time_s)
+                .context("--drain-time-s: a number of seconds, 0 or more")?;
+            runtime::run(
+                &config,
+                &cli.config_path,
+                runtime::RunOptions { drain_time },
+            )
+        }
+        .with_context(|| format!("zerohop -c {}", cli.config_path.display())),
     }
 }
 

@@ -7,11 +7,12 @@
 //! Locals are declared in start-up order, so an early `?` unwinds the same way.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use tracing::{error, info, warn};
@@ -23,13 +24,16 @@ use zerohop_dataplane::l3::{build_graph_with_tcp, AclStats, L3Context, L3Policy,
 use zerohop_dataplane::stats::port_totals;
 use zerohop_dataplane::worker::{L3Stage, PortMode, Worker};
 use zerohop_dataplane::{WorkerStats, VECTOR_SIZE};
+use zerohop_l7::access_log::AccessLogs;
 use zerohop_l7::app::{L7Plan, L7Stats, L7};
 use zerohop_l7::health::{Change, Shared};
 use zerohop_tcpstack::ports::{RssSteering, MICROSOFT_RSS_KEY};
 use zerohop_tcpstack::{Handoff, Stack, TcpInput, TcpParams, TcpStats};
 
+use crate::admin::Admin;
 use crate::config::{self, Config, DataplaneConfig, Device, Hugepages};
 use crate::dpdk::{self, DpdkQueue, Eal, Mbuf, Mempool, Port, PortConfig};
+use crate::introspect::Process;
 
 /// Per-lcore mempool cache size (DPDK's maximum is 512).
 const MEMPOOL_CACHE: u32 = 256;
@@ -223,6 +227,8 @@ struct Workers {
     tcp: Vec<TcpCounters>,
     /// The clusters' health and circuit breakers, shared by the workers.
     shared: Arc<Shared>,
+    /// The access logs the workers queue records for.
+    logs: Arc<AccessLogs>,
     cores: Vec<usize>,
 }
 
@@ -408,11 +414,11 @@ fn tcp_part(
     worker: usize,
     handoff: Option<Handoff<Mbuf>>,
     rss: Option<RssSteering>,
-    shared: &Arc<Shared>,
+    (shared, logs): (&Arc<Shared>, &AccessLogs),
 ) -> Result<Option<TcpPart>> {
     let dp = &config.dataplane;
     // Worker 0 runs the active health checks and reviews outlier ejections.
-    let plan = L7Plan::new(&config.envoy, shared.clone(), worker == 0)
+    let plan = L7Plan::new(&config.envoy, shared.clone(), worker == 0, logs)
         .map_err(|e| anyhow!("routes: {e}"))?;
     if plan.is_empty() {
         return Ok(None);
@@ -503,6 +509,7 @@ fn start_workers(
         l3: Vec::new(),
         tcp: Vec::new(),
         shared: Arc::new(Shared::new(&config.envoy)),
+        logs: Arc::new(AccessLogs::new(&config.envoy).map_err(|e| anyhow!("access_log: {e}"))?),
         cores: dp.cores.clone(),
     };
     // Segments for another worker's upstream connections go to it.
@@ -547,7 +554,14 @@ fn start_workers(
         let sync = syncs.get_mut(i).and_then(Option::take);
         let handoff = handoffs.get_mut(i).and_then(Option::take);
         let tcp = match &plan.fib {
-            Some(fib) => tcp_part(config, fib, i, handoff, steering.clone(), &workers.shared)?,
+            Some(fib) => tcp_part(
+                config,
+                fib,
+                i,
+                handoff,
+                steering.clone(),
+                (&workers.shared, &workers.logs),
+            )?,
             None => None,
         };
         let (l3, tcp_stats) = l3_stage(config, plan, ports, pool, sync, tcp)?;
@@ -602,15 +616,35 @@ fn start_workers(
 
 /// Run the dataplane until SIGINT or SIGTERM; return an error for anything
 /// that stops it from starting or leaks on the way out.
-pub fn run(config: &Config, config_path: &Path) -> Result<()> {
+/// How the process stops.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// On SIGTERM or `/quitquitquit`: how long open connections may take to
+    /// finish before the workers stop (Envoy's `--drain-time-s`).
+    pub drain_time: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> RunOptions {
+        RunOptions {
+            drain_time: Duration::from_secs(5),
+        }
+    }
+}
+
+pub fn run(config: &Config, config_path: &Path, options: RunOptions) -> Result<()> {
     let dp = &config.dataplane;
     let available = available_cpus();
     config.check_cores(&available)?;
 
+    // SIGINT stops at once; SIGTERM (and /quitquitquit) drains first.
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone()).context("install signal handler")?;
-    }
+    let term = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())
+        .context("install signal handler")?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, term.clone())
+        .context("install signal handler")?;
+    let config_text = std::fs::read_to_string(config_path).unwrap_or_default();
 
     let nports_by_socket_guess = dp.ports.len();
     let total_mbufs = u64::from(mbufs_needed(dp, nports_by_socket_guess));
@@ -741,18 +775,75 @@ pub fn run(config: &Config, config_path: &Path) -> Result<()> {
         workers.cores
     );
 
-    while !stop.load(Ordering::Relaxed) {
+    let port_hw: Arc<Vec<[AtomicU64; 7]>> =
+        Arc::new(ports.iter().map(|_| Default::default()).collect());
+    let mempools: Arc<Vec<(String, AtomicU64)>> = Arc::new(
+        pools
+            .values()
+            .map(|p| (p.name().to_owned(), AtomicU64::new(0)))
+            .collect(),
+    );
+    let quit = Arc::new(AtomicBool::new(false));
+    let process = Arc::new(Process {
+        ports: dp.ports.iter().map(|p| p.name.clone()).collect(),
+        port_hw: port_hw.clone(),
+        mempools: mempools.clone(),
+        workers: workers.stats.clone(),
+        cores: workers.cores.clone(),
+        l3: workers.l3.clone(),
+        tcp: workers.tcp.clone(),
+        shared: workers.shared.clone(),
+        logs: workers.logs.clone(),
+        envoy: config.envoy.clone(),
+        config_text,
+        hz: dpdk::cycles_hz().max(1) as f64,
+        quit: quit.clone(),
+    });
+    let admin = match config.envoy.admin {
+        Some(a) => Some(Admin::start(SocketAddr::V4(a.address), process.clone())?),
+        None => None,
+    };
+    let log_writer = LogWriter::start(workers.logs.clone())?;
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            info!("signal received: stopping workers");
+            break;
+        }
         if workers.any_finished() {
             stop.store(true, Ordering::SeqCst);
             workers.stop_and_join()?;
             bail!("a worker thread exited unexpectedly");
         }
+        if drain_until.is_none() && (term.load(Ordering::Relaxed) || quit.load(Ordering::Relaxed)) {
+            info!(
+                "draining: listeners closed; open connections have {} s to finish",
+                options.drain_time.as_secs_f64()
+            );
+            workers.shared.drain();
+            drain_until = Some(Instant::now() + options.drain_time);
+        }
+        if let Some(until) = drain_until {
+            let open = downstream_open(&workers);
+            if open == 0 {
+                info!("drained: no connection open; stopping workers");
+                break;
+            }
+            if Instant::now() >= until {
+                info!("drain time over with {open} connection(s) open; stopping workers");
+                break;
+            }
+        }
         log_health_events(&workers.shared);
+        snapshot(&ports, &port_hw, &pools, &mempools);
         std::thread::sleep(Duration::from_millis(50));
     }
+    drop(admin);
+    drop(process);
     log_health_events(&workers.shared);
-    info!("signal received: stopping workers");
     workers.stop_and_join()?;
+    // After the workers, so that their last records are written too.
+    drop(log_writer);
     report(&ports, &workers);
     report_l3(dp, &workers);
     report_tcp(&workers);
@@ -899,9 +990,97 @@ fn report_tcp(workers: &Workers) {
     }
     if !workers.tcp.is_empty() {
         sums.extend(workers.shared.values());
+        sums.extend(workers.logs.values());
     }
     for (name, v) in sums {
         info!("stat {name}: {v}");
+    }
+}
+
+/// The access log writer thread: formats and writes what the workers queue.
+struct LogWriter {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl LogWriter {
+    /// Start it, unless no listener logs.
+    fn start(logs: Arc<AccessLogs>) -> Result<Option<LogWriter>> {
+        if logs.is_empty() {
+            return Ok(None);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("zh-access-log".to_owned())
+            .spawn(move || loop {
+                let done = flag.load(Ordering::Acquire);
+                let written = logs.flush();
+                for e in logs.take_errors() {
+                    warn!("access log: {e}");
+                }
+                if done {
+                    return;
+                }
+                if written == 0 {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+            .context("spawn the access log writer")?;
+        Ok(Some(LogWriter {
+            stop,
+            handle: Some(handle),
+        }))
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Downstream connections open now, over every listener and worker.
+fn downstream_open(workers: &Workers) -> u64 {
+    workers
+        .tcp
+        .iter()
+        .flat_map(|(_, p)| p.values())
+        .filter(|(name, _)| name.ends_with(".downstream_cx_active"))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// Copy what only the main thread reads (device counters, mempools) where
+/// the admin API finds it.
+fn snapshot(
+    ports: &[Port],
+    port_hw: &[[AtomicU64; 7]],
+    pools: &BTreeMap<i32, Arc<Mempool>>,
+    mempools: &[(String, AtomicU64)],
+) {
+    for (port, hw) in ports.iter().zip(port_hw) {
+        let Ok(s) = port.stats() else {
+            continue;
+        };
+        let values = [
+            s.ipackets,
+            s.opackets,
+            s.ibytes,
+            s.obytes,
+            s.imissed,
+            s.ierrors,
+            s.rx_nombuf,
+        ];
+        for (slot, v) in hw.iter().zip(values) {
+            slot.store(v, Ordering::Relaxed);
+        }
+    }
+    for (pool, (_, in_use)) in pools.values().zip(mempools) {
+        in_use.store(u64::from(pool.in_use()), Ordering::Relaxed);
     }
 }
 

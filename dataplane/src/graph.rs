@@ -20,6 +20,7 @@
 //! Pending vectors are allocated once and reused; a node never allocates per
 //! packet in steady state.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::stats::Counter;
@@ -241,6 +242,9 @@ pub struct GraphStats {
     pub nodes: Vec<NodeStats>,
     /// Trace records of the first N packets.
     pub trace: Mutex<Vec<TraceRecord>>,
+    /// Packets to trace from now on, asked for by another thread (the admin
+    /// API); the worker takes it over at its next poll.
+    pub trace_request: AtomicUsize,
 }
 
 impl GraphStats {
@@ -535,6 +539,7 @@ impl<B: Buffer, C> GraphBuilder<B, C> {
         let stats = Arc::new(GraphStats {
             nodes,
             trace: Mutex::new(Vec::new()),
+            trace_request: AtomicUsize::new(0),
         });
         let polling = (0..count).filter(|&i| self.nodes[i].polls()).collect();
         Ok(Graph {
@@ -630,6 +635,9 @@ impl<B: Buffer, C> Graph<B, C> {
     /// Call [`Node::poll`] on every node that [`Node::polls`], then run the
     /// graph over what they produced (see [`Graph::run`]).
     pub fn poll(&mut self, ctx: &mut C, flush: &mut dyn FnMut(u16, &mut PacketVector<B>)) {
+        if self.stats.trace_request.load(Ordering::Relaxed) != 0 {
+            self.trace_left = self.stats.trace_request.swap(0, Ordering::AcqRel);
+        }
         for &i in &self.polling {
             let mut out = output(
                 &mut self.pending,

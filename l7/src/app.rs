@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use zerohop_tcpstack::{App, Close, ConnId, Listen, Stack};
 
+use crate::access_log::AccessLogs;
 use crate::config::EnvoyConfig;
 use crate::health::checker::HealthChecker;
 use crate::health::Shared;
@@ -35,7 +36,15 @@ impl L7Plan {
     /// `shared` is the clusters' state every worker shares (one per process);
     /// `checks` is true for the one worker that runs the active health checks
     /// and reviews outlier ejections.
-    pub fn new(config: &EnvoyConfig, shared: Arc<Shared>, checks: bool) -> Result<L7Plan, String> {
+    ///
+    /// `logs`: the access logs (one per process); each listener's sink goes to
+    /// its proxy.
+    pub fn new(
+        config: &EnvoyConfig,
+        shared: Arc<Shared>,
+        checks: bool,
+        logs: &AccessLogs,
+    ) -> Result<L7Plan, String> {
         let checker = if checks {
             {
                 // Jitter differs from process to process (the point of jitter).
@@ -49,8 +58,8 @@ impl L7Plan {
             None
         };
         Ok(L7Plan {
-            tcp: ProxyPlan::new(config, shared.clone()),
-            http: HttpPlan::new(config, shared.clone())?,
+            tcp: ProxyPlan::new(config, shared.clone(), logs),
+            http: HttpPlan::new(config, shared.clone(), logs)?,
             shared,
             checker,
             lead: checks,
@@ -94,6 +103,9 @@ pub struct L7 {
     checker: Option<HealthChecker>,
     /// Review outlier ejections (worker 0).
     reviews: Option<Arc<Shared>>,
+    shared: Arc<Shared>,
+    /// The drain has begun here.
+    drained: bool,
 }
 
 impl L7 {
@@ -106,6 +118,8 @@ impl L7 {
             http: HttpProxy::new(plan.http, first_http, seed.rotate_left(29)),
             checker: plan.checker,
             reviews,
+            shared: plan.shared,
+            drained: false,
         }
     }
 
@@ -170,6 +184,11 @@ impl App for L7 {
     }
 
     fn poll(&mut self, tcp: &mut Stack) {
+        if !self.drained && self.shared.draining() {
+            self.drained = true;
+            tcp.set_accepting(false);
+            self.http.drain(tcp);
+        }
         if let Some(c) = self.checker.as_mut() {
             c.poll(tcp);
         }

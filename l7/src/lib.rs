@@ -10,10 +10,12 @@
 //! The crate sits in the dependency order `dataplane ← tcpstack ← l7 ← zerohop`.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod app;
 pub mod cluster;
 pub mod config;
 pub mod health;
+pub mod histogram;
 pub mod http;
 pub mod tcp_proxy;
 

@@ -5,9 +5,10 @@ use std::net::SocketAddrV4;
 use std::time::Duration;
 
 use serde_yaml_ng::Value;
+use zerohop_l7::access_log::DEFAULT_FORMAT;
 use zerohop_l7::config::{
-    AddressRole, CircuitBreakers, Cluster, Endpoint, EnvoyConfig, EnvoyConfigError, LbPolicy,
-    NetworkFilter, PeakEwmaConfig, Percent, Problem, RingHashConfig, TcpProxy,
+    AccessLog, AddressRole, CircuitBreakers, Cluster, Endpoint, EnvoyConfig, EnvoyConfigError,
+    LbPolicy, NetworkFilter, PeakEwmaConfig, Percent, Problem, RingHashConfig, TcpProxy,
     DEFAULT_CHOICE_COUNT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HEALTHY_PANIC_THRESHOLD,
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_MINIMUM_RING_SIZE,
     DEFAULT_PEAK_EWMA_RTT, DEFAULT_UPSTREAM_IDLE_TIMEOUT, MAX_RING_SIZE,
@@ -123,6 +124,7 @@ fn envoy_tcp_proxy_example_loads_unchanged() {
             stat_prefix: "destination".to_owned(),
             cluster: "service_backend".to_owned(),
             idle_timeout: Some(Duration::from_secs(300)),
+            access_log: Vec::new(),
         })
     );
     assert_eq!(
@@ -1207,9 +1209,9 @@ fn unknown_fields_name_their_path() {
         ),
         (
             "          stat_prefix: tcp\n",
-            "          stat_prefix: tcp\n          access_log: []\n",
-            "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.access_log",
-            "unknown field `access_log`, expected one of `statPrefix`, `stat_prefix`, `cluster`",
+            "          stat_prefix: tcp\n          max_connect_attempts: 2\n",
+            "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.max_connect_attempts",
+            "unknown field `max_connect_attempts`, expected one of `statPrefix`, `stat_prefix`, `cluster`",
         ),
         (
             "          stat_prefix: tcp\n",
@@ -1988,6 +1990,309 @@ fn tcp_proxy_fields() {
         no_clusters,
         &format!("{path}.cluster"),
         &["unknown cluster `c` (no clusters are defined)"],
+    );
+}
+
+/// MINIMAL with `access_log: [entries]` on its tcp_proxy (flow style).
+fn with_access_log(entries: &str) -> String {
+    edit(
+        MINIMAL,
+        "          cluster: c\n",
+        &format!("          cluster: c\n          access_log: [{entries}]\n"),
+    )
+}
+
+/// A file logger on `path` with `fields` after its `@type`.
+fn file_log(fields: &str) -> String {
+    format!(
+        "{{ name: envoy.access_loggers.file, typed_config: {{ \"@type\": \
+         type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, {fields} }} }}"
+    )
+}
+
+fn access_logs_of(text: &str) -> Vec<AccessLog> {
+    match load_both(text).unwrap_or_else(|e| panic!("{e}")).listeners[0]
+        .filter
+        .clone()
+    {
+        NetworkFilter::TcpProxy(t) => t.access_log,
+        other => panic!("not a tcp_proxy: {other:?}"),
+    }
+}
+
+fn one_log(path: &str, format: &str) -> Vec<AccessLog> {
+    vec![AccessLog {
+        path: path.to_owned(),
+        format: format.to_owned(),
+    }]
+}
+
+const AL: &str =
+    "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.access_log[0]";
+
+fn al_path(rest: &str) -> String {
+    format!("{AL}{rest}")
+}
+
+#[test]
+fn access_logs_load() {
+    assert!(access_logs_of(MINIMAL).is_empty());
+    let format = "[%START_TIME%] %DOWNSTREAM_REMOTE_ADDRESS% %UPSTREAM_HOST% %BYTES_SENT%\\n";
+    let expected = "[%START_TIME%] %DOWNSTREAM_REMOTE_ADDRESS% %UPSTREAM_HOST% %BYTES_SENT%\n";
+    for fields in [
+        format!("path: /var/log/a.log, log_format: {{ text_format_source: {{ inline_string: \"{format}\" }} }}"),
+        format!("path: /var/log/a.log, log_format: {{ text_format: \"{format}\" }}"),
+        // Deprecated in Envoy v3, still honoured.
+        format!("path: /var/log/a.log, format: \"{format}\""),
+        format!("path: /var/log/a.log, log_format: {{ text_format: \"{format}\", omit_empty_values: false }}"),
+    ] {
+        assert_eq!(
+            access_logs_of(&with_access_log(&file_log(&fields))),
+            one_log("/var/log/a.log", expected),
+            "{fields}"
+        );
+    }
+    // No format: Envoy's default (an empty deprecated `format` is proto3's unset).
+    for fields in ["path: /var/log/a.log", "path: /var/log/a.log, format: \"\""] {
+        assert_eq!(
+            access_logs_of(&with_access_log(&file_log(fields))),
+            one_log("/var/log/a.log", DEFAULT_FORMAT),
+        );
+    }
+    // /dev/stdout as a file.
+    assert_eq!(
+        access_logs_of(&with_access_log(&file_log("path: /dev/stdout"))),
+        one_log("/dev/stdout", DEFAULT_FORMAT),
+    );
+    // The stdout and stderr loggers, by @type or (without typed_config) by name.
+    let stdout = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog";
+    let stderr = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog";
+    for (entry, path, format) in [
+        (format!("{{ name: x, typed_config: {{ \"@type\": {stdout} }} }}"), "/dev/stdout", DEFAULT_FORMAT),
+        (
+            format!("{{ typed_config: {{ \"@type\": {stderr}, log_format: {{ text_format: \"%DURATION%\" }} }} }}"),
+            "/dev/stderr",
+            "%DURATION%",
+        ),
+        ("{ name: envoy.access_loggers.stdout }".to_owned(), "/dev/stdout", DEFAULT_FORMAT),
+        ("{ name: envoy.access_loggers.stderr, typed_config: {} }".to_owned(), "/dev/stderr", DEFAULT_FORMAT),
+    ] {
+        assert_eq!(access_logs_of(&with_access_log(&entry)), one_log(path, format), "{entry}");
+    }
+    // `@type` anywhere in the mapping, camelCase names, several loggers in order.
+    let logs = access_logs_of(&with_access_log(
+        "{ typedConfig: { path: /a, \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, logFormat: { textFormatSource: { inlineString: \"%DURATION%\" } } } }, \
+         { typed_config: { logFormat: { textFormat: \"%BYTES_SENT%\" }, \"@type\": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog } }",
+    ));
+    assert_eq!(
+        logs,
+        vec![
+            AccessLog {
+                path: "/a".to_owned(),
+                format: "%DURATION%".to_owned()
+            },
+            AccessLog {
+                path: "/dev/stdout".to_owned(),
+                format: "%BYTES_SENT%".to_owned()
+            },
+        ]
+    );
+}
+
+#[test]
+fn access_log_errors() {
+    let tc = al_path(".typed_config");
+    // The file logger's path.
+    let problem = problem_at(&with_access_log(&file_log("format: x")), &tc);
+    assert!(
+        matches!(problem, Problem::Missing { field: "path", .. }),
+        "{problem}"
+    );
+    assert!(
+        problem
+            .to_string()
+            .contains("e.g. `path: /var/log/zerohop/access.log`"),
+        "{problem}"
+    );
+    let problem = problem_at(
+        &with_access_log(&file_log("path: \"\"")),
+        &al_path(".typed_config.path"),
+    );
+    assert!(
+        matches!(problem, Problem::Empty { field: "path", .. }),
+        "{problem}"
+    );
+    for entry in [
+        "{ name: envoy.access_loggers.file }",
+        "{}",
+        "{ name: envoy.access_loggers.file, typed_config: {} }",
+    ] {
+        let problem = problem_at(&with_access_log(entry), AL);
+        assert!(
+            matches!(
+                problem,
+                Problem::Missing {
+                    field: "typed_config",
+                    ..
+                }
+            ),
+            "{entry}: {problem}"
+        );
+    }
+    let problem = problem_at(&with_access_log("{ typed_config: { path: /a } }"), &tc);
+    assert!(
+        matches!(problem, Problem::Missing { field: "@type", .. }),
+        "{problem}"
+    );
+
+    // Formats.
+    for (fields, at, expected) in [
+        (
+            "path: /a, json_format: { a: b }",
+            ".json_format",
+            "`json_format` is not supported yet; JSON access logs are not supported yet",
+        ),
+        (
+            "path: /a, typed_json_format: { a: b }",
+            ".typed_json_format",
+            "`typed_json_format` is not supported yet",
+        ),
+        (
+            "path: /a, log_format: { json_format: { a: b } }",
+            ".log_format.json_format",
+            "`json_format` is not supported yet; JSON access logs",
+        ),
+        (
+            "path: /a, format: x, log_format: { text_format: y }",
+            ".log_format",
+            "`log_format` cannot be set together with `format`",
+        ),
+        (
+            "path: /a, log_format: { text_format: x, text_format_source: { inline_string: y } }",
+            ".log_format.text_format_source",
+            "cannot be set together with `text_format`",
+        ),
+        (
+            "path: /a, log_format: {}",
+            ".log_format",
+            "one of text_format, json_format and text_format_source is required",
+        ),
+        (
+            "path: /a, log_format: { text_format: \"\" }",
+            ".log_format.text_format",
+            "`text_format` is empty",
+        ),
+        (
+            "path: /a, log_format: { text_format_source: {} }",
+            ".log_format.text_format_source",
+            "`inline_string` is missing; write the text inline",
+        ),
+        (
+            "path: /a, log_format: { text_format_source: { inline_string: \"\" } }",
+            ".log_format.text_format_source.inline_string",
+            "`inline_string` is empty",
+        ),
+        (
+            "path: /a, log_format: { text_format_source: { filename: /f } }",
+            ".log_format.text_format_source.filename",
+            "`filename` is not supported yet",
+        ),
+        (
+            "path: /a, log_format: { text_format: x, omit_empty_values: true }",
+            ".log_format.omit_empty_values",
+            "`omit_empty_values` is not supported yet",
+        ),
+        (
+            "path: /a, log_format: { text_format: x, formatters: [] }",
+            ".log_format.formatters",
+            "`formatters` is not supported yet",
+        ),
+        (
+            "path: /a, log_format: { text_format_source: { inline_string: \"%FOO%\" } }",
+            ".log_format.text_format_source.inline_string",
+            "invalid access log format: unknown command %FOO%; zerohop supports %START_TIME%",
+        ),
+        (
+            "path: /a, format: \"100% done\"",
+            ".format",
+            "invalid access log format: the `%` at byte 3 starts no command",
+        ),
+        (
+            "path: /a, log_format: { text_format: \"%PROTOCOL\" }",
+            ".log_format.text_format",
+            "not closed with `%`",
+        ),
+        (
+            "path: /a, format: \"%START_TIME(%q)%\"",
+            ".format",
+            "`%q` in %START_TIME(%q)% is not a time specifier",
+        ),
+    ] {
+        error_at(
+            &with_access_log(&file_log(fields)),
+            &format!("{tc}{at}"),
+            &[expected],
+        );
+    }
+
+    // Loggers zerohop does not have.
+    for (url, expected) in [
+        (
+            "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
+            "this access logger is not supported yet; zerohop supports type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+        ),
+        (
+            "envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "a type URL starts with `type.googleapis.com/`; write type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+        ),
+        ("type.googleapis.com/envoy.config.accesslog.v2.FileAccessLog", "this is the v2 API"),
+        ("type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", "this is not an access logger zerohop knows"),
+    ] {
+        for entry in [
+            format!("{{ name: x, typed_config: {{ \"@type\": {url}, path: /a }} }}"),
+            format!("{{ name: x, typed_config: {{ path: /a, \"@type\": {url} }} }}"),
+        ] {
+            error_at(
+                &with_access_log(&entry),
+                &al_path(".typed_config.@type"),
+                &[&format!("unsupported access logger type `{url}`: {expected}")],
+            );
+        }
+    }
+    error_at(
+        &with_access_log("{ name: envoy.access_loggers.http_grpc }"),
+        &al_path(".name"),
+        &["unsupported access logger `envoy.access_loggers.http_grpc`: zerohop supports envoy.access_loggers.file, envoy.access_loggers.stdout and envoy.access_loggers.stderr so far"],
+    );
+    let problem = problem_at(
+        &with_access_log(
+            "{ name: envoy.access_loggers.stdout, filter: { status_code_filter: {} } }",
+        ),
+        &al_path(".filter"),
+    );
+    assert!(
+        problem
+            .to_string()
+            .starts_with("`filter` is not supported yet; zerohop logs every request"),
+        "{problem}"
+    );
+    // Unknown fields, as everywhere.
+    error_at(
+        &with_access_log(&file_log("path: /a, flush_interval: 1s")),
+        &al_path(".typed_config.flush_interval"),
+        &["unknown field `flush_interval`, expected one of `path`, `format`"],
+    );
+    error_at(
+        &with_access_log(&file_log(
+            "path: /a, log_format: { text_format: x, content_type: text/plain }",
+        )),
+        &al_path(".typed_config.log_format.content_type"),
+        &["unknown field `content_type`"],
+    );
+    error_at(
+        &with_access_log("{ name: envoy.access_loggers.stdout, extension: 1 }"),
+        &al_path(".extension"),
+        &["unknown field `extension`, expected one of `name`, `filter`"],
     );
 }
 

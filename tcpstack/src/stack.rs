@@ -641,6 +641,8 @@ pub struct Stack {
     flows: FlowTable<Conn>,
     timers: TimerWheel<u64>,
     listeners: Vec<(Listen, u32)>,
+    /// Listeners accept new connections (false while draining).
+    accepting: bool,
     ports: EphemeralPorts,
     params: TcpParams,
     fib: Arc<Fib>,
@@ -721,6 +723,7 @@ impl Stack {
             flows: FlowTable::new(params.max_connections).map_err(cap)?,
             timers: TimerWheel::new(now_ms, params.max_connections).map_err(cap)?,
             listeners: Vec::new(),
+            accepting: true,
             ports,
             params,
             fib,
@@ -748,6 +751,13 @@ impl Stack {
     /// Accept connections on `listen`.
     pub fn listen(&mut self, listen: Listen) {
         self.listeners.push((listen, 0));
+    }
+
+    /// Stop (or resume) accepting connections on every listener: a SYN to a
+    /// listener is then answered with a reset, as to a closed port, and the
+    /// connections open now go on (a drain).
+    pub fn set_accepting(&mut self, on: bool) {
+        self.accepting = on;
     }
 
     /// Return the connections open now.
@@ -1169,6 +1179,9 @@ impl Stack {
     }
 
     fn passive_open(&mut self, key: FlowKey) -> Option<ConnId> {
+        if !self.accepting {
+            return None;
+        }
         let li = self.listener_for(key.local)?;
         let limit = self.params.listener_connection_limit;
         if limit > 0 && self.listeners[li].1 >= limit {

@@ -80,6 +80,15 @@ use super::{
     DEFAULT_RETRY_BUDGET_PERCENT,
 };
 
+// Access logs of an http_connection_manager or a tcp_proxy.
+use super::raw::{
+    access_logger_type, AccessLoggerType, RawAccessLog, RawAccessLogTypedConfig, RawDataSource,
+    RawFileAccessLog, RawStreamAccessLog, RawSubstitutionFormatString, FILE_ACCESS_LOG_NAME,
+    FILE_ACCESS_LOG_TYPE_URL, STDERR_ACCESS_LOG_NAME, STDOUT_ACCESS_LOG_NAME,
+};
+use super::AccessLog;
+use crate::access_log::{check_format, DEFAULT_FORMAT, STDERR_PATH, STDOUT_PATH};
+
 /// Accepted spellings of the top-level keys ([`super::SECTIONS`]): proto3 JSON also takes
 /// lowerCamelCase.
 const SECTION_SPELLINGS: &[&str] = &["static_resources", "staticResources", "admin"];
@@ -619,6 +628,7 @@ impl Builder<'_> {
         }
         let cluster_hint = "set it to the name of a cluster in static_resources.clusters";
         let cluster = self.required(raw.cluster, path, "cluster", cluster_hint)?;
+        let access_log = self.access_logs(raw.access_log, path)?;
         let idle_timeout = match raw.idle_timeout {
             None => Some(DEFAULT_IDLE_TIMEOUT),
             Some(timeout) if timeout.0 == Duration::ZERO => None,
@@ -628,6 +638,7 @@ impl Builder<'_> {
             stat_prefix,
             cluster,
             idle_timeout,
+            access_log,
         })
     }
 
@@ -1548,6 +1559,7 @@ impl Builder<'_> {
         };
         let route_config = self.route_config(route_config, &format!("{path}.route_config"))?;
         let http_filters = self.http_filters(raw.http_filters, path)?;
+        let access_log = self.access_logs(raw.access_log, path)?;
         let idle_timeout = Self::timeout(
             raw.common_http_protocol_options
                 .and_then(|o| o.idle_timeout),
@@ -1601,6 +1613,7 @@ impl Builder<'_> {
             use_remote_address: raw.use_remote_address.unwrap_or(false),
             xff_num_trusted_hops,
             generate_request_id: raw.generate_request_id.unwrap_or(true),
+            access_log,
         })
     }
 
@@ -4015,6 +4028,287 @@ impl Builder<'_> {
     }
 }
 
+/// Access logs.
+impl Builder<'_> {
+    /// Check the `access_log` list of the http_connection_manager or tcp_proxy at
+    /// `parent`.
+    fn access_logs(
+        &self,
+        raw: Option<Vec<RawAccessLog>>,
+        parent: &str,
+    ) -> Result<Vec<AccessLog>, EnvoyConfigError> {
+        let mut logs = Vec::new();
+        for (i, log) in raw.unwrap_or_default().into_iter().enumerate() {
+            logs.push(self.access_log(log, &format!("{parent}.access_log[{i}]"))?);
+        }
+        Ok(logs)
+    }
+
+    /// Check one `AccessLog` (at `path`).
+    fn access_log(&self, raw: RawAccessLog, path: &str) -> Result<AccessLog, EnvoyConfigError> {
+        let example = format!(
+            "e.g. `{{ name: {FILE_ACCESS_LOG_NAME}, typed_config: {{ \"@type\": \
+             {FILE_ACCESS_LOG_TYPE_URL}, path: /var/log/zerohop/access.log }} }}`"
+        );
+        if raw.filter.is_some() {
+            return Err(self.invalid(
+                format!("{path}.filter"),
+                Problem::NotSupported {
+                    field: "filter",
+                    hint: "zerohop logs every request (every connection, for a tcp_proxy); \
+                           remove `filter`"
+                        .to_owned(),
+                },
+            ));
+        }
+        let typed_config_path = format!("{path}.typed_config");
+        let typed_config = match raw.typed_config {
+            Some(RawAccessLogTypedConfig::Deferred(mapping)) if mapping.is_empty() => None,
+            Some(RawAccessLogTypedConfig::Deferred(mut mapping)) => {
+                let Some(url) = mapping.remove(TYPE_KEY) else {
+                    return Err(self.invalid(
+                        typed_config_path,
+                        Problem::Missing {
+                            field: "@type",
+                            hint: format!("Envoy v3 selects the logger by it; {example}"),
+                        },
+                    ));
+                };
+                let url_path = format!("{typed_config_path}.{TYPE_KEY}");
+                let url: String = self.deserialize(&url, &url_path)?;
+                let rest = Value::Mapping(mapping);
+                let at = &typed_config_path;
+                match access_logger_type(&url) {
+                    Ok(AccessLoggerType::File) => {
+                        Some(RawAccessLogTypedConfig::File(self.deserialize(&rest, at)?))
+                    }
+                    Ok(stream) => Some(RawAccessLogTypedConfig::Stream(
+                        stream,
+                        self.deserialize(&rest, at)?,
+                    )),
+                    Err(message) => return Err(self.schema(url_path, message)),
+                }
+            }
+            other => other,
+        };
+        match typed_config {
+            Some(RawAccessLogTypedConfig::File(raw)) => {
+                self.file_access_log(raw, &typed_config_path)
+            }
+            Some(RawAccessLogTypedConfig::Stream(kind, raw)) => {
+                self.stream_access_log(kind, raw, &typed_config_path)
+            }
+            // Resolved above.
+            Some(RawAccessLogTypedConfig::Deferred(_)) | None => {
+                // Without a typed_config, Envoy finds the logger by its name, with an
+                // empty config: the stream loggers work so, the file logger lacks its
+                // path.
+                let kind = match raw.name.as_deref() {
+                    Some(STDOUT_ACCESS_LOG_NAME) => AccessLoggerType::Stdout,
+                    Some(STDERR_ACCESS_LOG_NAME) => AccessLoggerType::Stderr,
+                    Some(FILE_ACCESS_LOG_NAME) | None => {
+                        return Err(self.invalid(
+                            path.to_owned(),
+                            Problem::Missing {
+                                field: "typed_config",
+                                hint: format!("the file logger needs its `path` there; {example}"),
+                            },
+                        ))
+                    }
+                    Some(name) => {
+                        return Err(self.schema(
+                            format!("{path}.name"),
+                            format!(
+                                "unsupported access logger `{name}`: zerohop supports \
+                                 {FILE_ACCESS_LOG_NAME}, {STDOUT_ACCESS_LOG_NAME} and \
+                                 {STDERR_ACCESS_LOG_NAME} so far; {example}"
+                            ),
+                        ))
+                    }
+                };
+                self.stream_access_log(kind, RawStreamAccessLog::default(), &typed_config_path)
+            }
+        }
+    }
+
+    /// Check a `FileAccessLog` (at `path`, its typed_config).
+    fn file_access_log(
+        &self,
+        raw: RawFileAccessLog,
+        path: &str,
+    ) -> Result<AccessLog, EnvoyConfigError> {
+        let file = self.required(
+            raw.path,
+            path,
+            "path",
+            "the file to append the log to, e.g. `path: /var/log/zerohop/access.log` (or \
+             /dev/stdout)",
+        )?;
+        let formats = "format, json_format, typed_json_format and log_format";
+        self.one_of(
+            path,
+            formats,
+            &[
+                ("format", raw.format.is_some()),
+                ("json_format", raw.json_format.is_some()),
+                ("typed_json_format", raw.typed_json_format.is_some()),
+                ("log_format", raw.log_format.is_some()),
+            ],
+        )?;
+        for (field, set) in [
+            ("json_format", raw.json_format.is_some()),
+            ("typed_json_format", raw.typed_json_format.is_some()),
+        ] {
+            if set {
+                return Err(self.invalid(format!("{path}.{field}"), json_not_supported(field)));
+            }
+        }
+        let format = match (raw.format, raw.log_format) {
+            // An empty `format` is proto3's unset string: Envoy's default.
+            (Some(format), _) if !format.is_empty() => {
+                self.access_log_format(format, &format!("{path}.format"))?
+            }
+            (_, Some(log_format)) => {
+                self.substitution_format_string(log_format, &format!("{path}.log_format"))?
+            }
+            _ => DEFAULT_FORMAT.to_owned(),
+        };
+        Ok(AccessLog { path: file, format })
+    }
+
+    /// Check a `StdoutAccessLog` or `StderrAccessLog` (at `path`).
+    fn stream_access_log(
+        &self,
+        kind: AccessLoggerType,
+        raw: RawStreamAccessLog,
+        path: &str,
+    ) -> Result<AccessLog, EnvoyConfigError> {
+        let format = match raw.log_format {
+            Some(log_format) => {
+                self.substitution_format_string(log_format, &format!("{path}.log_format"))?
+            }
+            None => DEFAULT_FORMAT.to_owned(),
+        };
+        let path = if kind == AccessLoggerType::Stderr {
+            STDERR_PATH
+        } else {
+            STDOUT_PATH
+        };
+        Ok(AccessLog {
+            path: path.to_owned(),
+            format,
+        })
+    }
+
+    /// Check a `SubstitutionFormatString` (at `path`): one of its text formats.
+    fn substitution_format_string(
+        &self,
+        raw: RawSubstitutionFormatString,
+        path: &str,
+    ) -> Result<String, EnvoyConfigError> {
+        let fields = "text_format, json_format and text_format_source";
+        let hint = "write the line's format, e.g. `text_format_source: { inline_string: \
+                    \"[%START_TIME%] %REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE%\\n\" }`";
+        let set = self.one_of(
+            path,
+            fields,
+            &[
+                ("text_format", raw.text_format.is_some()),
+                ("json_format", raw.json_format.is_some()),
+                ("text_format_source", raw.text_format_source.is_some()),
+            ],
+        )?;
+        if raw.json_format.is_some() {
+            return Err(self.invalid(
+                format!("{path}.json_format"),
+                json_not_supported("json_format"),
+            ));
+        }
+        if raw.omit_empty_values == Some(true) {
+            return Err(self.invalid(
+                format!("{path}.omit_empty_values"),
+                Problem::NotSupported {
+                    field: "omit_empty_values",
+                    hint: "a missing value is written `-`; remove `omit_empty_values`".to_owned(),
+                },
+            ));
+        }
+        if raw.formatters.is_some() {
+            return Err(self.invalid(
+                format!("{path}.formatters"),
+                Problem::NotSupported {
+                    field: "formatters",
+                    hint: "zerohop has no formatter extensions; use the built-in commands"
+                        .to_owned(),
+                },
+            ));
+        }
+        if let Some(text) = raw.text_format {
+            let text = self.required(Some(text), path, "text_format", hint)?;
+            return self.access_log_format(text, &format!("{path}.text_format"));
+        }
+        let Some(source) = raw.text_format_source else {
+            debug_assert!(set.is_none());
+            return Err(self.invalid(
+                path.to_owned(),
+                Problem::NoneOf {
+                    fields,
+                    hint: hint.to_owned(),
+                },
+            ));
+        };
+        let text = self.inline_string(source, &format!("{path}.text_format_source"), hint)?;
+        self.access_log_format(text, &format!("{path}.text_format_source.inline_string"))
+    }
+
+    /// Read a `DataSource` (at `path`) that must be an `inline_string`, not empty.
+    fn inline_string(
+        &self,
+        raw: RawDataSource,
+        path: &str,
+        hint: &str,
+    ) -> Result<String, EnvoyConfigError> {
+        let inline_hint = format!("write the text inline; {hint}");
+        for (field, set) in [
+            ("filename", raw.filename.is_some()),
+            ("inline_bytes", raw.inline_bytes.is_some()),
+            ("environment_variable", raw.environment_variable.is_some()),
+        ] {
+            if set {
+                return Err(self.invalid(
+                    format!("{path}.{field}"),
+                    Problem::NotSupported {
+                        field,
+                        hint: inline_hint,
+                    },
+                ));
+            }
+        }
+        self.required(raw.inline_string, path, "inline_string", &inline_hint)
+    }
+
+    /// Check an access log format (at `path`).
+    fn access_log_format(&self, text: String, path: &str) -> Result<String, EnvoyConfigError> {
+        match check_format(&text) {
+            Ok(()) => Ok(text),
+            Err(reason) => {
+                Err(self.invalid(path.to_owned(), Problem::BadAccessLogFormat { reason }))
+            }
+        }
+    }
+}
+
+/// Why a JSON access log format is refused.
+fn json_not_supported(field: &'static str) -> Problem {
+    Problem::NotSupported {
+        field,
+        hint: "JSON access logs are not supported yet; write a text format, e.g. \
+               `log_format: { text_format_source: { inline_string: \"[%START_TIME%] \
+               %REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE%\\n\" } }`"
+            .to_owned(),
+    }
+}
+
 /// Whether `name` is an HTTP token (RFC 9110 §5.6.2), as header names are.
 fn is_token(name: &str) -> bool {
     !name.is_empty()
@@ -4931,10 +5225,10 @@ static_resources:
         );
         error_at(&no_route_config, &path(".rds"), &["use an inline"]);
         let message = error_at(
-            &with_hcm("access_log: []"),
-            &path(".access_log"),
+            &with_hcm("server_name: zerohop"),
+            &path(".server_name"),
             &[
-                "unknown field `access_log`",
+                "unknown field `server_name`",
                 "rejects a field it does not support",
             ],
         );
@@ -5184,6 +5478,97 @@ static_resources:
             &filters("[{ name: r, is_optional: true }]"),
             &format!("{at}[0].is_optional"),
             &["unknown field `is_optional`"],
+        );
+    }
+
+    #[test]
+    fn access_logs_on_the_hcm() {
+        assert!(hcm(&load_both(BASE).unwrap()).access_log.is_empty());
+        let config = load_both(&with_hcm(
+            "access_log:\n          - name: envoy.access_loggers.file\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n              path: /var/log/access.log\n              log_format:\n                text_format_source:\n                  inline_string: \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %RESPONSE_CODE% %REQ(X-REQUEST-ID)%\\n\"\n          - name: envoy.access_loggers.stdout\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog\n          - name: envoy.access_loggers.file\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog\n              path: /var/log/default.log",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            hcm(&config).access_log,
+            vec![
+                AccessLog {
+                    path: "/var/log/access.log".to_owned(),
+                    format: "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %RESPONSE_CODE% \
+                             %REQ(X-REQUEST-ID)%\n"
+                        .to_owned(),
+                },
+                AccessLog {
+                    path: STDOUT_PATH.to_owned(),
+                    format: DEFAULT_FORMAT.to_owned(),
+                },
+                AccessLog {
+                    path: "/var/log/default.log".to_owned(),
+                    format: DEFAULT_FORMAT.to_owned(),
+                },
+            ]
+        );
+        // camelCase, and `@type` after the other keys.
+        let config = load_both(&with_hcm(
+            "accessLog: [{ typedConfig: { path: /a, format: \"%DURATION%\", \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog } }]",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            hcm(&config).access_log,
+            vec![AccessLog {
+                path: "/a".to_owned(),
+                format: "%DURATION%".to_owned(),
+            }]
+        );
+    }
+
+    #[test]
+    fn access_log_errors_on_the_hcm_name_their_path() {
+        let file =
+            "\"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog";
+        error_at(
+            &with_hcm(&format!(
+                "access_log: [{{ typed_config: {{ {file}, path: /a, log_format: {{ text_format: \"%REQ(:METHOD)% %FOO%\" }} }} }}]"
+            )),
+            &path(".access_log[0].typed_config.log_format.text_format"),
+            &["invalid access log format: unknown command %FOO%; zerohop supports %START_TIME%"],
+        );
+        error_at(
+            &with_hcm(&format!(
+                "access_log: [{{ typed_config: {{ {file}, path: /a }} }}, {{ typed_config: {{ {file}, path: /b, json_format: {{ a: \"%DURATION%\" }} }} }}]"
+            )),
+            &path(".access_log[1].typed_config.json_format"),
+            &["`json_format` is not supported yet; JSON access logs are not supported yet"],
+        );
+        error_at(
+            &with_hcm(
+                "access_log: [{ name: grpc, typed_config: { \"@type\": type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig, common_config: {} } }]",
+            ),
+            &path(".access_log[0].typed_config.@type"),
+            &["unsupported access logger type `type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig`: this access logger is not supported yet"],
+        );
+        let problem = problem_at(
+            &with_hcm(&format!(
+                "access_log: [{{ filter: {{ status_code_filter: {{}} }}, typed_config: {{ {file}, path: /a }} }}]"
+            )),
+            &path(".access_log[0].filter"),
+        );
+        assert!(
+            matches!(
+                problem,
+                Problem::NotSupported {
+                    field: "filter",
+                    ..
+                }
+            ),
+            "{problem}"
+        );
+        let problem = problem_at(
+            &with_hcm(&format!("access_log: [{{ typed_config: {{ {file} }} }}]")),
+            &path(".access_log[0].typed_config"),
+        );
+        assert!(
+            matches!(problem, Problem::Missing { field: "path", .. }),
+            "{problem}"
         );
     }
 

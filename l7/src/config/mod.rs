@@ -38,6 +38,15 @@
 //!           stat_prefix: destination       # required
 //!           cluster: service_backend       # required; must name a cluster below
 //!           idle_timeout: 300s             # optional; default 3600s, "0s" turns it off
+//!           access_log:                    # optional; also on an http_connection_manager
+//!           - name: envoy.access_loggers.file   # optional; or envoy.access_loggers.stdout
+//!             typed_config:
+//!               "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+//!               path: /var/log/zerohop/access.log  # required; /dev/stdout works too
+//!               log_format:                # optional; default: Envoy's default format
+//!                 text_format_source: { inline_string: "[%START_TIME%] %UPSTREAM_HOST%\n" }
+//!                                          # or text_format: "..."; or, deprecated,
+//!                                          # `format: "..."` instead of log_format
 //!   clusters:
 //!   - name: service_backend                # required, unique
 //!     type: STATIC                         # optional (STATIC is Envoy's default too)
@@ -285,6 +294,8 @@ pub use raw::{
 };
 pub use resilience::*;
 
+pub use raw::{FILE_ACCESS_LOG_TYPE_URL, STDERR_ACCESS_LOG_TYPE_URL, STDOUT_ACCESS_LOG_TYPE_URL};
+
 /// Envoy's default `connect_timeout` for a cluster.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Envoy's default `idle_timeout` for a `tcp_proxy`.
@@ -357,6 +368,21 @@ pub struct TcpProxy {
     /// direction; `None` when the config sets `0s`, which turns the timeout off.
     /// [`DEFAULT_IDLE_TIMEOUT`] when the config leaves it out.
     pub idle_timeout: Option<Duration>,
+    /// `access_log`: one line per connection, when it ends.
+    pub access_log: Vec<AccessLog>,
+}
+
+/// An `access_log` entry of an http_connection_manager or a tcp_proxy: Envoy's file
+/// logger (`envoy.access_loggers.file`), or its stdout/stderr logger as a file logger
+/// on [`crate::access_log::STDOUT_PATH`] / [`crate::access_log::STDERR_PATH`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLog {
+    /// `path`: the file to append to (created if missing).
+    pub path: String,
+    /// The text format (`log_format.text_format_source.inline_string`,
+    /// `log_format.text_format` or the deprecated `format`), checked when the config
+    /// loads; [`crate::access_log::DEFAULT_FORMAT`] (Envoy's) when none is given.
+    pub format: String,
 }
 
 /// `envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`:
@@ -396,6 +422,8 @@ pub struct HttpConnectionManager {
     pub xff_num_trusted_hops: u32,
     /// `generate_request_id`: add an `x-request-id` to requests without one. Default true.
     pub generate_request_id: bool,
+    /// `access_log`: one line per request, when it ends.
+    pub access_log: Vec<AccessLog>,
 }
 
 /// `HttpConnectionManager.CodecType`, the values zerohop supports.
@@ -1499,6 +1527,8 @@ pub enum Problem {
         max: Duration,
         base: Duration,
     },
+    #[error("invalid access log format: {reason}")]
+    BadAccessLogFormat { reason: String },
 }
 
 /// The `retry_on` conditions: `a, b and c`.

@@ -308,6 +308,175 @@ pub(crate) struct RawTcpProxy {
     pub weighted_clusters: Option<IgnoredAny>,
     #[serde(default, alias = "idleTimeout")]
     pub idle_timeout: Option<ProtoDuration>,
+    #[serde(default, alias = "accessLog")]
+    pub access_log: Option<Vec<RawAccessLog>>,
+}
+
+/// The name of Envoy's file access logger.
+pub const FILE_ACCESS_LOG_NAME: &str = "envoy.access_loggers.file";
+/// The name of Envoy's stdout access logger.
+pub const STDOUT_ACCESS_LOG_NAME: &str = "envoy.access_loggers.stdout";
+/// The name of Envoy's stderr access logger.
+pub const STDERR_ACCESS_LOG_NAME: &str = "envoy.access_loggers.stderr";
+
+/// The type URL of the file access logger's config.
+pub const FILE_ACCESS_LOG_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog";
+/// The type URL of the stdout access logger's config.
+pub const STDOUT_ACCESS_LOG_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog";
+/// The type URL of the stderr access logger's config.
+pub const STDERR_ACCESS_LOG_TYPE_URL: &str =
+    "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog";
+
+/// `envoy.config.accesslog.v3.AccessLog`, of an http_connection_manager or a tcp_proxy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping (Envoy\'s AccessLog)")]
+pub(crate) struct RawAccessLog {
+    /// An annotation when there is a `typed_config`; selects the logger without one.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Not supported; present so that its error can say why.
+    #[serde(default)]
+    pub filter: Option<IgnoredAny>,
+    #[serde(default, alias = "typedConfig")]
+    pub typed_config: Option<RawAccessLogTypedConfig>,
+}
+
+/// An access logger's `typed_config`, dispatched on its `@type` as [`RawTypedConfig`] is.
+#[derive(Debug)]
+pub(crate) enum RawAccessLogTypedConfig {
+    File(RawFileAccessLog),
+    /// The stdout or the stderr logger (same fields).
+    Stream(AccessLoggerType, RawStreamAccessLog),
+    Deferred(Mapping),
+}
+
+/// The access loggers zerohop knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AccessLoggerType {
+    File,
+    Stdout,
+    Stderr,
+}
+
+/// Return the access logger a `typed_config` type URL selects, or a message saying why
+/// none is.
+pub(crate) fn access_logger_type(url: &str) -> Result<AccessLoggerType, String> {
+    match url {
+        FILE_ACCESS_LOG_TYPE_URL => return Ok(AccessLoggerType::File),
+        STDOUT_ACCESS_LOG_TYPE_URL => return Ok(AccessLoggerType::Stdout),
+        STDERR_ACCESS_LOG_TYPE_URL => return Ok(AccessLoggerType::Stderr),
+        _ => {}
+    }
+    let supported = format!(
+        "zerohop supports {FILE_ACCESS_LOG_TYPE_URL}, {STDOUT_ACCESS_LOG_TYPE_URL} and \
+         {STDERR_ACCESS_LOG_TYPE_URL} so far"
+    );
+    let name = url.rsplit('/').next().unwrap_or(url);
+    let reason = if let Some(known) = [
+        FILE_ACCESS_LOG_TYPE_URL,
+        STDOUT_ACCESS_LOG_TYPE_URL,
+        STDERR_ACCESS_LOG_TYPE_URL,
+    ]
+    .into_iter()
+    .find(|known| known.strip_prefix("type.googleapis.com/") == Some(name))
+    {
+        format!("a type URL starts with `type.googleapis.com/`; write {known}")
+    } else if name == "envoy.config.accesslog.v2.FileAccessLog" {
+        format!("this is the v2 API, which Envoy has removed; write {FILE_ACCESS_LOG_TYPE_URL}")
+    } else if name.starts_with("envoy.extensions.access_loggers.") {
+        format!("this access logger is not supported yet; {supported}")
+    } else {
+        format!("this is not an access logger zerohop knows; {supported}")
+    };
+    Err(format!("unsupported access logger type `{url}`: {reason}"))
+}
+
+impl TypedConfig for RawAccessLogTypedConfig {
+    type Kind = AccessLoggerType;
+    const EXPECTING: &'static str =
+        "a mapping with an `@type` key, such as `\"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog`";
+
+    fn kind(url: &str) -> Result<AccessLoggerType, String> {
+        access_logger_type(url)
+    }
+
+    fn read<'de, A: MapAccess<'de>>(kind: AccessLoggerType, map: A) -> Result<Self, A::Error> {
+        let map = MapAccessDeserializer::new(map);
+        match kind {
+            AccessLoggerType::File => {
+                RawFileAccessLog::deserialize(map).map(RawAccessLogTypedConfig::File)
+            }
+            stream => RawStreamAccessLog::deserialize(map)
+                .map(|raw| RawAccessLogTypedConfig::Stream(stream, raw)),
+        }
+    }
+
+    fn deferred(mapping: Mapping) -> Self {
+        RawAccessLogTypedConfig::Deferred(mapping)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawAccessLogTypedConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(TypedConfigVisitor::<RawAccessLogTypedConfig>(PhantomData))
+    }
+}
+
+/// `envoy.extensions.access_loggers.file.v3.FileAccessLog`, without its `@type`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping (Envoy\'s FileAccessLog)")]
+pub(crate) struct RawFileAccessLog {
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Deprecated in Envoy v3 in favour of `log_format`, still honoured.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// Not supported; present so that its error can say why.
+    #[serde(default, alias = "jsonFormat")]
+    pub json_format: Option<IgnoredAny>,
+    /// Not supported; present so that its error can say why.
+    #[serde(default, alias = "typedJsonFormat")]
+    pub typed_json_format: Option<IgnoredAny>,
+    #[serde(default, alias = "logFormat")]
+    pub log_format: Option<RawSubstitutionFormatString>,
+}
+
+/// `envoy.extensions.access_loggers.stream.v3.StdoutAccessLog` (or `StderrAccessLog`),
+/// without its `@type`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping (Envoy\'s StdoutAccessLog)"
+)]
+pub(crate) struct RawStreamAccessLog {
+    #[serde(default, alias = "logFormat")]
+    pub log_format: Option<RawSubstitutionFormatString>,
+}
+
+/// `envoy.config.core.v3.SubstitutionFormatString`: text formats only. `content_type`
+/// and `json_format_options` are not supported: unknown fields.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping (Envoy\'s SubstitutionFormatString)"
+)]
+pub(crate) struct RawSubstitutionFormatString {
+    /// Deprecated in Envoy v3 in favour of `text_format_source`, still honoured.
+    #[serde(default, alias = "textFormat")]
+    pub text_format: Option<String>,
+    /// Not supported; present so that its error can say why.
+    #[serde(default, alias = "jsonFormat")]
+    pub json_format: Option<IgnoredAny>,
+    #[serde(default, alias = "textFormatSource")]
+    pub text_format_source: Option<RawDataSource>,
+    /// `false` only; present so that `true` can say why.
+    #[serde(default, alias = "omitEmptyValues")]
+    pub omit_empty_values: Option<bool>,
+    /// Not supported; present so that its error can say why.
+    #[serde(default)]
+    pub formatters: Option<IgnoredAny>,
 }
 
 /// `envoy.config.cluster.v3.Cluster`.
@@ -1517,6 +1686,8 @@ pub(crate) struct RawHttpConnectionManager {
     pub xff_num_trusted_hops: Option<Unsigned>,
     #[serde(default, alias = "generateRequestId")]
     pub generate_request_id: Option<bool>,
+    #[serde(default, alias = "accessLog")]
+    pub access_log: Option<Vec<RawAccessLog>>,
 }
 
 /// `HttpConnectionManager.CodecType`, of which zerohop supports AUTO and HTTP1.

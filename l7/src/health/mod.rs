@@ -369,6 +369,9 @@ pub struct Shared {
     pub events_dropped: SharedCounter,
     /// Next outlier review per cluster, ms on this clock.
     next_review_ms: Vec<AtomicU64>,
+    /// The process drains: listeners stop accepting, connections close
+    /// after their current answer.
+    draining: AtomicBool,
 }
 
 impl Shared {
@@ -392,7 +395,19 @@ impl Shared {
                     AtomicU64::new(ms)
                 })
                 .collect(),
+            draining: AtomicBool::new(false),
         }
+    }
+
+    /// Start draining (SIGTERM, the admin API); workers see it on their next
+    /// loop.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether the process drains.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// Milliseconds since this state was made (the clock of ejections).

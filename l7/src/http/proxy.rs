@@ -33,12 +33,14 @@ use zerohop_tcpstack::{App, Close, ConnId, Listen, Stack};
 use super::codec::{self, BodyFraming, ChunkedScanner, Method, RequestHead, ResponseHead, Version};
 use super::filter::{self, FilterPlan, FilterStats, Verdict};
 use super::route::{self, RouteTable};
+use crate::access_log::{AccessLogs, Record, ResponseFlags, Sink};
 use crate::cluster::LiveBalancer;
 use crate::config::{
     Action, ClusterSpecifier, EnvoyConfig, HashPolicy, HashSource, HttpConnectionManager, LbPolicy,
     NetworkFilter, RetryOn, RetryPolicy, RETRY_BUFFER_LIMIT,
 };
 use crate::health::{Outcome, Resource, Shared};
+use crate::histogram::Histogram;
 
 /// Bytes read from a connection at a time.
 const READ_CHUNK: usize = 16 * 1024;
@@ -68,6 +70,8 @@ pub struct HcmStats {
     pub rq_redirect: Counter,
     /// The listener's HTTP filters' counters, in filter order.
     pub filters: Vec<FilterStats>,
+    /// From a request's first byte to the end of its answer.
+    pub downstream_rq_time: Histogram,
 }
 
 /// Counters of one cluster's HTTP traffic on one worker.
@@ -100,6 +104,39 @@ pub struct UpstreamStats {
     /// Requests in flight per endpoint (LEAST_REQUEST's load).
     pub endpoint_rq_active: Vec<Counter>,
     pub endpoint_rq_done: Vec<Counter>,
+    /// From a try's request going to its connection to the end of its
+    /// response.
+    pub upstream_rq_time: Histogram,
+    /// Per endpoint: an EWMA of `upstream_rq_time`, µs, as `f64` bits (the
+    /// admin API's `/clusters`).
+    pub endpoint_latency_ewma: Vec<std::sync::atomic::AtomicU64>,
+}
+
+/// The weight of a new sample in an endpoint's latency EWMA.
+const EWMA_WEIGHT: f64 = 0.1;
+
+impl UpstreamStats {
+    /// Fold a response time of endpoint `ei` into its EWMA (one writer).
+    fn observe(&self, ei: usize, us: u64) {
+        use std::sync::atomic::Ordering;
+        self.upstream_rq_time.record(us);
+        if let Some(e) = self.endpoint_latency_ewma.get(ei) {
+            let old = f64::from_bits(e.load(Ordering::Relaxed));
+            let new = if old == 0.0 {
+                us as f64
+            } else {
+                old + EWMA_WEIGHT * (us as f64 - old)
+            };
+            e.store(new.to_bits(), Ordering::Relaxed);
+        }
+    }
+
+    /// Endpoint `ei`'s latency EWMA, µs (0 before any response).
+    pub fn latency_ewma_us(&self, ei: usize) -> f64 {
+        self.endpoint_latency_ewma.get(ei).map_or(0.0, |e| {
+            f64::from_bits(e.load(std::sync::atomic::Ordering::Relaxed))
+        })
+    }
 }
 
 /// One worker's HTTP counters, readable by the main thread without locks.
@@ -213,6 +250,33 @@ impl HttpStats {
     }
 }
 
+impl HttpStats {
+    /// Every histogram as (Envoy stat name, samples per bucket, sum µs); the
+    /// buckets are [`crate::histogram::BOUNDS_US`].
+    pub fn histograms(&self) -> Vec<(String, Vec<u64>, u64)> {
+        let mut v = Vec::new();
+        for (prefix, l) in &self.listeners {
+            let h = &l.downstream_rq_time;
+            v.push((
+                format!("http.{prefix}.downstream_rq_time"),
+                h.counts(),
+                h.sum_us(),
+            ));
+        }
+        for (i, (name, c)) in self.clusters.iter().enumerate() {
+            if self.used.get(i).copied().unwrap_or(true) {
+                let h = &c.upstream_rq_time;
+                v.push((
+                    format!("cluster.{name}.upstream_rq_time"),
+                    h.counts(),
+                    h.sum_us(),
+                ));
+            }
+        }
+        v
+    }
+}
+
 fn class(status: u16) -> usize {
     usize::from(status / 100).clamp(1, 5) - 1
 }
@@ -232,6 +296,8 @@ struct HcmPlan {
     use_remote_address: bool,
     xff_num_trusted_hops: u32,
     generate_request_id: bool,
+    /// The listener's access logs.
+    log: Option<Sink>,
 }
 
 /// The HTTP proxy's plan, built once from the config.
@@ -265,15 +331,21 @@ impl HttpPlan {
     ///
     /// `shared`: the clusters' health and circuit breakers, shared by every
     /// worker.
-    pub fn new(config: &EnvoyConfig, shared: Arc<Shared>) -> Result<HttpPlan, String> {
+    pub fn new(
+        config: &EnvoyConfig,
+        shared: Arc<Shared>,
+        logs: &AccessLogs,
+    ) -> Result<HttpPlan, String> {
         let mut listeners = Vec::new();
         let mut prefixes = Vec::new();
         let mut used = vec![false; config.clusters.len()];
-        for l in &config.listeners {
+        for (i, l) in config.listeners.iter().enumerate() {
             let NetworkFilter::HttpConnectionManager(h) = &l.filter else {
                 continue;
             };
-            listeners.push(hcm_plan(l.address, h)?);
+            let mut plan = hcm_plan(l.address, h)?;
+            plan.log = logs.sink(i);
+            listeners.push(plan);
             prefixes.push(h.stat_prefix.clone());
             for name in routed_clusters(h) {
                 if let Some(i) = config.clusters.iter().position(|c| c.name == name) {
@@ -355,6 +427,7 @@ fn hcm_plan(address: SocketAddrV4, h: &HttpConnectionManager) -> Result<HcmPlan,
         use_remote_address: h.use_remote_address,
         xff_num_trusted_hops: h.xff_num_trusted_hops,
         generate_request_id: h.generate_request_id,
+        log: None,
     })
 }
 
@@ -441,6 +514,18 @@ struct Retry {
     overflow: bool,
     /// The next try is due at this time, ms (a back-off runs).
     at_ms: Option<u64>,
+}
+
+/// What the access log needs of a request, kept only on listeners that log.
+struct LogState {
+    start_time: std::time::SystemTime,
+    started: Instant,
+    request_headers: Vec<Option<String>>,
+    response_headers: Vec<Option<String>>,
+    /// The status sent to the client (0: none yet).
+    status: u16,
+    upstream: Option<SocketAddr>,
+    cluster: Option<Arc<str>>,
 }
 
 /// How a try ended without a response for the client.
@@ -569,6 +654,18 @@ struct Down {
     /// In line for a connection to this endpoint (at `max_connections`),
     /// with the request's bytes.
     waiting: Option<(u32, Vec<u8>)>,
+    /// The current request began (`downstream_rq_time`).
+    rq_started: Option<Instant>,
+    /// The current try went to its connection (`upstream_rq_time`).
+    try_started: Option<Instant>,
+    /// The current request's access log state (listeners that log).
+    log: Option<Box<LogState>>,
+    /// Envoy's response flags of the current request
+    /// ([`ResponseFlags`] bits).
+    flags: u32,
+    /// Body bytes of the current request passed on, and of its response.
+    body_rx: u64,
+    body_tx: u64,
 }
 
 /// One upstream connection.
@@ -715,6 +812,12 @@ impl HttpProxy {
                                 .endpoints
                                 .iter()
                                 .map(|_| Counter::default())
+                                .collect(),
+                            endpoint_latency_ewma: c
+                                .all()
+                                .endpoints
+                                .iter()
+                                .map(|_| Default::default())
                                 .collect(),
                             ..UpstreamStats::default()
                         },
@@ -915,7 +1018,7 @@ impl HttpProxy {
                 d.req = Body::Done;
             }
         }
-        let close = x.close || !d.req.done() || !d.keep_alive;
+        let close = x.close || !d.req.done() || !d.keep_alive || self.plan.shared.draining();
         let plan = &self.plan.listeners[d.listener as usize];
         let encoders = x.encoders.min(plan.filters.len());
         let mutate = x.route.is_some() || (encoders > 0 && plan.filters.has_encoders());
@@ -971,7 +1074,16 @@ impl HttpProxy {
         d.buffering = None;
         d.set_cookie = None;
         let listener = d.listener;
-        self.stats.listeners[listener as usize].1.downstream_rq_xx[class(status)].add(1);
+        let hs = &self.stats.listeners[listener as usize].1;
+        hs.downstream_rq_xx[class(status)].add(1);
+        d.try_started = None;
+        d.body_tx += body.len() as u64;
+        if let Some(l) = d.log.as_deref_mut() {
+            l.status = status;
+        }
+        if let Some(t) = d.rq_started.take() {
+            hs.downstream_rq_time.record(t.elapsed().as_micros() as u64);
+        }
         self.end_exchange(di);
         self.arm_head_deadline(tcp, di);
     }
@@ -1038,6 +1150,25 @@ impl HttpProxy {
         let now = tcp.now_ms();
         d.stream_started_ms = d.head_started_ms.unwrap_or(now);
         d.last_activity_ms = now;
+        d.rq_started = Some(Instant::now());
+        d.flags = 0;
+        d.body_rx = 0;
+        d.body_tx = 0;
+        d.log = plan.log.as_ref().map(|sink| {
+            Box::new(LogState {
+                start_time: std::time::SystemTime::now(),
+                started: Instant::now(),
+                request_headers: sink
+                    .wanted_headers()
+                    .iter()
+                    .map(|h| request_header(&head, h))
+                    .collect(),
+                response_headers: Vec::new(),
+                status: 0,
+                upstream: None,
+                cluster: None,
+            })
+        });
         self.rearm_stream_deadline(tcp, di);
         self.run_filters(tcp, di, head, 0);
     }
@@ -1366,6 +1497,9 @@ impl HttpProxy {
         }
         if let Some(d) = self.downs.get_mut(di) {
             d.held = None;
+            if idle {
+                d.flags |= ResponseFlags::STREAM_IDLE_TIMEOUT;
+            }
         }
         if started {
             self.abort_down(tcp, di);
@@ -1383,9 +1517,10 @@ impl HttpProxy {
     /// The route's timeout passed: 504 before the response head (Envoy's
     /// `upstream request timeout`), a reset of both sides after it.
     fn route_timeout(&mut self, tcp: &mut Stack, di: u32) {
-        let Some(d) = self.downs.get(di) else {
+        let Some(d) = self.downs.get_mut(di) else {
             return;
         };
+        d.flags |= ResponseFlags::UPSTREAM_REQUEST_TIMEOUT;
         let ci = d.cluster as usize;
         self.stats.clusters[ci].1.upstream_rq_timeout.add(1);
         let started = d.response_started;
@@ -1462,6 +1597,7 @@ impl HttpProxy {
         match decision {
             route::Decision::NotFound => {
                 hs.no_route.add(1);
+                d.flags |= ResponseFlags::NO_ROUTE_FOUND;
                 let x = self.router_reply(None, li);
                 self.reply(tcp, di, 404, b"", x);
             }
@@ -1675,6 +1811,9 @@ impl HttpProxy {
         }
         let Some(ei) = picked else {
             cs.upstream_cx_none_healthy.add(1);
+            if let Some(d) = self.downs.get_mut(di) {
+                d.flags |= ResponseFlags::NO_HEALTHY_UPSTREAM;
+            }
             let x = self.router_reply(route, li);
             return self.reply(tcp, di, 503, b"no healthy upstream", x);
         };
@@ -1802,6 +1941,22 @@ impl HttpProxy {
         u.sent_at = None;
         let connected = u.connected;
         d.up = Some(ui);
+        d.try_started = Some(Instant::now());
+        if let Some(l) = d.log.as_deref_mut() {
+            let ci = u.cluster as usize;
+            l.upstream = self.plan.clusters[ci]
+                .all()
+                .endpoints
+                .get(u.endpoint as usize)
+                .map(|e| SocketAddr::V4(*e));
+            if l.cluster.is_none() {
+                l.cluster = self
+                    .plan
+                    .cluster_names
+                    .get(ci)
+                    .map(|n| Arc::from(n.as_str()));
+            }
+        }
         if connected {
             self.not_pending(di);
         }
@@ -1820,6 +1975,9 @@ impl HttpProxy {
 
     /// 503 for a circuit breaker's overflow, marked as Envoy marks it.
     fn overloaded(&mut self, tcp: &mut Stack, di: u32, route: Option<route::RouteRef>, li: usize) {
+        if let Some(d) = self.downs.get_mut(di) {
+            d.flags |= ResponseFlags::UPSTREAM_OVERFLOW;
+        }
         let headers = [("x-envoy-overloaded".to_owned(), b"true".to_vec())];
         let x = Reply {
             headers: &headers,
@@ -1858,14 +2016,16 @@ impl HttpProxy {
         if self.retry(tcp, di, failure) {
             return;
         }
-        let status = match failure {
-            TryFailure::Connect | TryFailure::Reset => 503,
-            TryFailure::PerTryTimeout => 504,
-            TryFailure::Status(s) => s,
+        let (status, flag) = match failure {
+            TryFailure::Connect => (503, ResponseFlags::UPSTREAM_CONNECTION_FAILURE),
+            TryFailure::Reset => (503, ResponseFlags::UPSTREAM_CONNECTION_TERMINATION),
+            TryFailure::PerTryTimeout => (504, ResponseFlags::UPSTREAM_REQUEST_TIMEOUT),
+            TryFailure::Status(s) => (s, ResponseFlags::UPSTREAM_PROTOCOL_ERROR),
         };
         let Some(d) = self.downs.get_mut(di) else {
             return;
         };
+        d.flags |= flag;
         let li = d.listener as usize;
         let route = d.route;
         let x = self.router_reply(route, li);
@@ -1897,6 +2057,9 @@ impl HttpProxy {
         let cs = &self.stats.clusters[ci].1;
         if r.retries >= policy.num_retries {
             cs.upstream_rq_retry_limit_exceeded.add(1);
+            if let Some(d) = self.downs.get_mut(di) {
+                d.flags |= ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED;
+            }
             return false;
         }
         let now = tcp.now_ms();
@@ -1925,9 +2088,10 @@ impl HttpProxy {
 
     /// Cancel `di`'s request (its client is gone) and close.
     fn cancel(&mut self, tcp: &mut Stack, di: u32) -> bool {
-        let Some(d) = self.downs.get(di) else {
+        let Some(d) = self.downs.get_mut(di) else {
             return false;
         };
+        d.flags |= ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION;
         self.stats.listeners[d.listener as usize]
             .1
             .downstream_rq_rx_reset
@@ -1945,6 +2109,7 @@ impl HttpProxy {
     /// The exchange of `di` is over: give back its circuit breaker
     /// resources and forget its retry state.
     fn end_exchange(&mut self, di: u32) {
+        self.log_request(di);
         let Some(d) = self.downs.get_mut(di) else {
             return;
         };
@@ -1970,6 +2135,36 @@ impl HttpProxy {
         d.rq_deadline_ms = None;
         d.route_timeout_ms = None;
         d.idle_override = None;
+    }
+
+    /// Queue `di`'s access log record, if its listener logs and a request is
+    /// in progress.
+    fn log_request(&mut self, di: u32) {
+        let Some(d) = self.downs.get_mut(di) else {
+            return;
+        };
+        let Some(l) = d.log.take() else {
+            return;
+        };
+        let plan = &self.plan.listeners[d.listener as usize];
+        let Some(sink) = &plan.log else {
+            return;
+        };
+        sink.push(Record {
+            start_time: l.start_time,
+            duration_ms: l.started.elapsed().as_millis() as u64,
+            protocol: if d.http10 { "HTTP/1.0" } else { "HTTP/1.1" },
+            response_code: l.status,
+            response_flags: ResponseFlags(d.flags),
+            bytes_received: d.body_rx,
+            bytes_sent: d.body_tx,
+            upstream_host: l.upstream,
+            upstream_cluster: l.cluster,
+            downstream_remote: d.client,
+            downstream_local: SocketAddr::V4(plan.address),
+            request_headers: l.request_headers,
+            response_headers: l.response_headers,
+        });
     }
 
     /// A connection to `key` closed or became free: start the first request
@@ -2133,6 +2328,7 @@ impl HttpProxy {
         if let Some(d) = self.downs.get_mut(di) {
             if moved > 0 {
                 d.last_activity_ms = tcp.now_ms();
+                d.body_rx += moved as u64;
             }
             if let Some(r) = d.retry.as_deref_mut() {
                 if r.body.len() > RETRY_BUFFER_LIMIT {
@@ -2236,6 +2432,7 @@ impl HttpProxy {
                     .add(n as u64);
                 if n > 0 {
                     d.last_activity_ms = tcp.now_ms();
+                    d.body_tx += n as u64;
                 }
                 progressed |= n > 0;
             }
@@ -2268,6 +2465,10 @@ impl HttpProxy {
         }
         let framing = codec::response_framing(&head, &d.method);
         let tunnel = matches!(framing, BodyFraming::Tunnel);
+        if self.plan.shared.draining() {
+            // Draining: this is the connection's last response.
+            d.keep_alive = false;
+        }
         u.reusable = codec::keep_alive(head.version, &head.headers)
             && !matches!(framing, BodyFraming::UntilClose | BodyFraming::Tunnel);
         let cs = &self.stats.clusters[u.cluster as usize].1;
@@ -2315,6 +2516,14 @@ impl HttpProxy {
         } else {
             Version::Http11
         };
+        if let (Some(l), Some(sink)) = (d.log.as_deref_mut(), &plan.log) {
+            l.status = head.status;
+            l.response_headers = sink
+                .wanted_response_headers()
+                .iter()
+                .map(|h| head.headers.get_str(h).map(str::to_owned))
+                .collect();
+        }
         codec::write_response_head(&head, version, &mut d.out);
         d.resp = Body::of(framing);
         d.response_started = true;
@@ -2338,8 +2547,20 @@ impl HttpProxy {
             && u.buf.is_empty()
             && limit.map_or(true, |max| u.requests < max);
         let (ci, ei) = (u.cluster as usize, u.endpoint as usize);
-        self.stats.clusters[ci].1.endpoint_rq_done[ei].add(1);
+        let cs = &self.stats.clusters[ci].1;
+        cs.endpoint_rq_done[ei].add(1);
         if let Some(d) = self.downs.get_mut(di) {
+            let now = Instant::now();
+            if let Some(t) = d.try_started.take() {
+                cs.observe(ei, now.duration_since(t).as_micros() as u64);
+            }
+            if let Some(t) = d.rq_started.take() {
+                let us = now.duration_since(t).as_micros() as u64;
+                self.stats.listeners[d.listener as usize]
+                    .1
+                    .downstream_rq_time
+                    .record(us);
+            }
             d.up = None;
             d.route = None;
             d.phase = if keep { Phase::Head } else { Phase::Closing };
@@ -2444,10 +2665,41 @@ impl HttpProxy {
         }
     }
 
+    /// Start a drain: close the connections that wait for a request head
+    /// and have none begun; the others close after their current answer
+    /// (which says `Connection: close`).
+    pub fn drain(&mut self, tcp: &mut Stack) {
+        let idle: Vec<u32> = (0..self.downs.items.len() as u32)
+            .filter(|&di| {
+                self.downs
+                    .get(di)
+                    .is_some_and(|d| d.phase == Phase::Head && d.buf.is_empty())
+            })
+            .collect();
+        for di in idle {
+            if let Some(d) = self.downs.get_mut(di) {
+                d.phase = Phase::Closing;
+            }
+            self.drive(tcp, di);
+        }
+    }
+
     fn abort_down(&mut self, tcp: &mut Stack, di: u32) {
         if let Some(d) = self.downs.get(di) {
             tcp.abort(d.conn);
         }
+    }
+}
+
+/// Request header `name` for the access log: a header, or one of the
+/// pseudo-headers `:method`, `:path`, `:authority`, `:scheme`.
+fn request_header(head: &RequestHead, name: &str) -> Option<String> {
+    match name {
+        ":method" => Some(head.method.as_str().to_owned()),
+        ":path" => Some(head.target.clone()),
+        ":authority" => head.headers.get_str("host").map(str::to_owned),
+        ":scheme" => Some("http".to_owned()),
+        _ => head.headers.get_str(name).map(str::to_owned),
     }
 }
 
@@ -2802,6 +3054,12 @@ impl App for HttpProxy {
             rq_deadline_ms: None,
             idle_override: None,
             waiting: None,
+            rq_started: None,
+            try_started: None,
+            log: None,
+            flags: 0,
+            body_rx: 0,
+            body_tx: 0,
         });
         tcp.set_user(conn, tag(Side::Down(di)));
         self.arm_head_deadline(tcp, di);
@@ -2905,6 +3163,11 @@ impl App for HttpProxy {
     fn closed(&mut self, tcp: &mut Stack, conn: ConnId, how: Close) {
         match Self::side_of(tcp, conn) {
             Some(Side::Down(di)) => {
+                if let Some(d) = self.downs.get_mut(di) {
+                    if d.up.is_some() || d.log.as_ref().is_some_and(|l| l.status == 0) {
+                        d.flags |= ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION;
+                    }
+                }
                 self.end_exchange(di);
                 let Some(d) = self.downs.remove(di) else {
                     return;
