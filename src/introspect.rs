@@ -207,6 +207,8 @@ impl Introspect for Process {
                     if let Some((_, u)) = p.http.clusters.get(ci) {
                         rq_total += u.endpoint_rq_active.get(ei).map_or(0, |x| x.get());
                         rq_done += u.endpoint_rq_done.get(ei).map_or(0, |x| x.get());
+                        cx_total += u.endpoint_cx_total.get(ei).map_or(0, |x| x.get());
+                        cx_closed += u.endpoint_cx_closed.get(ei).map_or(0, |x| x.get());
                         let ewma = u.latency_ewma_us(ei);
                         if ewma > 0.0 {
                             ewma_sum += ewma;

@@ -830,7 +830,12 @@ pub fn run(config: &Config, config_path: &Path, options: RunOptions) -> Result<(
                 break;
             }
             if Instant::now() >= until {
-                info!("drain time over with {open} connection(s) open; stopping workers");
+                info!("drain time over with {open} connection(s) open: resetting them");
+                // The workers reset them on their next loop; give the resets
+                // time to leave before the ports close.
+                workers.shared.abort_all();
+                std::thread::sleep(Duration::from_millis(100));
+                info!("stopping workers");
                 break;
             }
         }
@@ -1035,10 +1040,22 @@ impl LogWriter {
 }
 
 impl Drop for LogWriter {
+    /// Write what is queued and stop; a writer stuck on its file (a full
+    /// pipe, a hung NFS mount) is left behind after 2 s rather than holding
+    /// up the exit.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        if let Some(h) = self.handle.take() {
+        let Some(h) = self.handle.take() else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !h.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if h.is_finished() {
             let _ = h.join();
+        } else {
+            warn!("access log: the writer is stuck writing; exiting without it");
         }
     }
 }

@@ -106,6 +106,8 @@ pub struct L7 {
     shared: Arc<Shared>,
     /// The drain has begun here.
     drained: bool,
+    /// Every connection was reset here.
+    aborted: bool,
 }
 
 impl L7 {
@@ -120,6 +122,7 @@ impl L7 {
             reviews,
             shared: plan.shared,
             drained: false,
+            aborted: false,
         }
     }
 
@@ -188,6 +191,11 @@ impl App for L7 {
             self.drained = true;
             tcp.set_accepting(false);
             self.http.drain(tcp);
+        }
+        if !self.aborted && self.shared.aborting() {
+            self.aborted = true;
+            self.http.abort_all(tcp);
+            self.tcp.abort_all(tcp);
         }
         if let Some(c) = self.checker.as_mut() {
             c.poll(tcp);

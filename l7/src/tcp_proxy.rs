@@ -370,6 +370,16 @@ impl TcpProxy {
         self.sessions.len() - self.free.len()
     }
 
+    /// Reset every connection (a drain whose time is over): the peers learn
+    /// at once rather than from their own timeouts.
+    pub fn abort_all(&mut self, tcp: &mut Stack) {
+        for s in self.sessions.iter().flatten() {
+            for conn in [s.down, s.up].into_iter().flatten() {
+                tcp.abort(conn);
+            }
+        }
+    }
+
     /// Pick a live endpoint of cluster `ci`; `None` when none is.
     fn pick(&mut self, ci: usize) -> Option<usize> {
         let active = &self.stats.clusters[ci].2.endpoints;

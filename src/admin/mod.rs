@@ -14,7 +14,7 @@ pub mod format;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -28,6 +28,8 @@ const MAX_HEAD: usize = 16 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the accept loop looks at its stop flag.
 const POLL: Duration = Duration::from_millis(20);
+/// Connections served at once (one thread each); more are answered 503.
+const MAX_CLIENTS: usize = 16;
 
 /// What the admin API reads from, and asks of, the running process.
 pub trait Introspect: Send + Sync {
@@ -74,10 +76,11 @@ impl Admin {
             .context("admin: non-blocking listener")?;
         let address = listener.local_addr().unwrap_or(address);
         let stop = Arc::new(AtomicBool::new(false));
-        let state = Server {
+        let state = Arc::new(Server {
             process,
+            clients: AtomicUsize::new(0),
             healthcheck_failed: AtomicBool::new(false),
-        };
+        });
         let flag = stop.clone();
         let handle = std::thread::Builder::new()
             .name("zh-admin".to_owned())
@@ -108,6 +111,8 @@ impl Drop for Admin {
 
 struct Server {
     process: Arc<dyn Introspect>,
+    /// Connections being served now.
+    clients: AtomicUsize,
     /// `POST /healthcheck/fail` was called (and not undone by `/healthcheck/ok`).
     healthcheck_failed: AtomicBool,
 }
@@ -147,10 +152,31 @@ POST /trace?packets=N        trace the next N packets of each worker\n\
 GET  /trace                  the packet trace\n";
 
 impl Server {
-    fn run(&self, listener: &TcpListener, stop: &AtomicBool) {
+    /// Accept connections and serve each on a thread of its own, so that a
+    /// slow client holds up no one else.
+    fn run(self: Arc<Self>, listener: &TcpListener, stop: &AtomicBool) {
         while !stop.load(Ordering::Relaxed) {
             match listener.accept() {
-                Ok((stream, _)) => self.serve(stream),
+                Ok((mut stream, _)) => {
+                    if self.clients.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
+                        self.clients.fetch_sub(1, Ordering::AcqRel);
+                        let _ = stream.set_nonblocking(false);
+                        let _ = stream.set_write_timeout(Some(READ_TIMEOUT));
+                        write_answer(&mut stream, &Answer::text(503, "busy\n"), false);
+                        continue;
+                    }
+                    let server = self.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name("zh-admin-conn".to_owned())
+                        .spawn(move || {
+                            server.serve(stream);
+                            server.clients.fetch_sub(1, Ordering::AcqRel);
+                        });
+                    if let Err(e) = spawned {
+                        self.clients.fetch_sub(1, Ordering::AcqRel);
+                        warn!("admin: cannot start a thread for a client: {e}");
+                    }
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     std::thread::sleep(POLL);
                 }
@@ -164,27 +190,13 @@ impl Server {
 
     fn serve(&self, mut stream: TcpStream) {
         let _ = stream.set_nonblocking(false);
-        let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
         let _ = stream.set_write_timeout(Some(READ_TIMEOUT));
-        let answer = match read_head(&mut stream) {
-            Ok(Some((method, target))) => self.route(&method, &target),
-            Ok(None) => Answer::text(400, "bad request\n"),
+        let (answer, head_only) = match read_head(&mut stream) {
+            Ok(Some((method, target))) => (self.route(&method, &target), method == "HEAD"),
+            Ok(None) => (Answer::text(400, "bad request\n"), false),
             Err(_) => return,
         };
-        let head = format!(
-            "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\n{}connection: close\r\n\r\n",
-            answer.status,
-            reason(answer.status),
-            answer.content_type,
-            answer.body.len(),
-            answer
-                .allow
-                .map_or_else(String::new, |a| format!("allow: {a}\r\n")),
-        );
-        let _ = stream
-            .write_all(head.as_bytes())
-            .and_then(|()| stream.write_all(answer.body.as_bytes()));
-        let _ = stream.shutdown(std::net::Shutdown::Write);
+        write_answer(&mut stream, &answer, head_only);
     }
 
     fn route(&self, method: &str, target: &str) -> Answer {
@@ -260,6 +272,29 @@ impl Server {
     }
 }
 
+/// Write `answer` and close. A HEAD request's answer has no body (its
+/// `content-length` is the body's all the same).
+fn write_answer(stream: &mut TcpStream, answer: &Answer, head_only: bool) {
+    let head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\n{}connection: close\r\n\r\n",
+        answer.status,
+        reason(answer.status),
+        answer.content_type,
+        answer.body.len(),
+        answer
+            .allow
+            .map_or_else(String::new, |a| format!("allow: {a}\r\n")),
+    );
+    let _ = stream.write_all(head.as_bytes()).and_then(|()| {
+        if head_only {
+            Ok(())
+        } else {
+            stream.write_all(answer.body.as_bytes())
+        }
+    });
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+}
+
 fn not_allowed(allow: &'static str) -> Answer {
     Answer {
         allow: Some(allow),
@@ -280,7 +315,14 @@ fn trace_packets(query: &str) -> Option<usize> {
 fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<(String, String)>> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
+    // The whole head within READ_TIMEOUT, not each read.
+    let deadline = std::time::Instant::now() + READ_TIMEOUT;
     loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left))?;
         let n = stream.read(&mut chunk)?;
         if n == 0 {
             return Ok(None);

@@ -372,6 +372,8 @@ pub struct Shared {
     /// The process drains: listeners stop accepting, connections close
     /// after their current answer.
     draining: AtomicBool,
+    /// The drain's time is over: reset what is still open.
+    aborting: AtomicBool,
 }
 
 impl Shared {
@@ -396,7 +398,18 @@ impl Shared {
                 })
                 .collect(),
             draining: AtomicBool::new(false),
+            aborting: AtomicBool::new(false),
         }
+    }
+
+    /// Reset every connection still open (the end of a drain).
+    pub fn abort_all(&self) {
+        self.aborting.store(true, Ordering::Release);
+    }
+
+    /// Whether connections are to be reset.
+    pub fn aborting(&self) -> bool {
+        self.aborting.load(Ordering::Relaxed)
     }
 
     /// Start draining (SIGTERM, the admin API); workers see it on their next

@@ -107,6 +107,9 @@ pub struct UpstreamStats {
     /// From a try's request going to its connection to the end of its
     /// response.
     pub upstream_rq_time: Histogram,
+    /// Connections opened to each endpoint, and closed.
+    pub endpoint_cx_total: Vec<Counter>,
+    pub endpoint_cx_closed: Vec<Counter>,
     /// Per endpoint: an EWMA of `upstream_rq_time`, µs, as `f64` bits (the
     /// admin API's `/clusters`).
     pub endpoint_latency_ewma: Vec<std::sync::atomic::AtomicU64>,
@@ -818,6 +821,18 @@ impl HttpProxy {
                                 .endpoints
                                 .iter()
                                 .map(|_| Default::default())
+                                .collect(),
+                            endpoint_cx_total: c
+                                .all()
+                                .endpoints
+                                .iter()
+                                .map(|_| Counter::default())
+                                .collect(),
+                            endpoint_cx_closed: c
+                                .all()
+                                .endpoints
+                                .iter()
+                                .map(|_| Counter::default())
                                 .collect(),
                             ..UpstreamStats::default()
                         },
@@ -1887,6 +1902,9 @@ impl HttpProxy {
             }
         };
         cs.upstream_cx_http1_total.add(1);
+        if let Some(c) = cs.endpoint_cx_total.get(ei) {
+            c.add(1);
+        }
         *self.conns.entry((ci as u32, ei as u32)).or_default() += 1;
         let ui = self.ups.insert(Up {
             conn,
@@ -2645,10 +2663,11 @@ impl HttpProxy {
                 v.retain(|&x| x != ui);
             }
         }
-        self.stats.clusters[u.cluster as usize]
-            .1
-            .upstream_cx_destroy
-            .add(1);
+        let cs = &self.stats.clusters[u.cluster as usize].1;
+        cs.upstream_cx_destroy.add(1);
+        if let Some(c) = cs.endpoint_cx_closed.get(u.endpoint as usize) {
+            c.add(1);
+        }
         tcp.set_user(u.conn, 0);
         if reset {
             tcp.abort(u.conn);
@@ -2681,6 +2700,16 @@ impl HttpProxy {
                 d.phase = Phase::Closing;
             }
             self.drive(tcp, di);
+        }
+    }
+
+    /// Reset every connection, both sides (a drain whose time is over).
+    pub fn abort_all(&mut self, tcp: &mut Stack) {
+        for d in self.downs.items.iter().flatten() {
+            tcp.abort(d.conn);
+        }
+        for u in self.ups.items.iter().flatten() {
+            tcp.abort(u.conn);
         }
     }
 
