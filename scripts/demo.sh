@@ -221,6 +221,8 @@ dataplane:
     - { port: a3, action: permit }
   tcp: { delayed_ack_ms: 0 }
 # Envoy v3: zerohop terminates TCP on its L3 addresses and proxies it.
+admin:   # the admin API: a kernel socket on zhdP's loopback
+  address: { socket_address: { address: 127.0.0.1, port_value: 9901 } }
 static_resources:
   listeners:
   - name: web
@@ -292,6 +294,9 @@ static_resources:
         - endpoint: { address: { socket_address: { address: 10.201.2.1, port_value: 5201 } } }
   - name: api
     connect_timeout: 1s
+    health_checks:   # from worker 0, through the dataplane
+    - { timeout: 1s, interval: 1s, no_traffic_interval: 1s, unhealthy_threshold: 2,
+        healthy_threshold: 1, http_health_check: { path: /api/health } }
     load_assignment:
       cluster_name: api
       endpoints:
@@ -436,6 +441,29 @@ sed 's/^/      /' <<<"$split"
 api=$(awk '$2 == "api" { print $1 }' <<<"$split")
 ((${api:-0} >= 60 && ${api:-0} <= 95)) || fail "the 80/20 split sent ${api:-0} of 100 to api"
 ok "zerohop parsed each request, picked a route and a cluster, and reused its upstream connections"
+
+step "the admin API (http://127.0.0.1:9901 in $NS_ZH): Prometheus stats, clusters, runtime"
+admin() { ip netns exec "$NS_ZH" curl -sS --fail --noproxy '*' --max-time 5 "http://127.0.0.1:9901$1"; }
+printf '    [%s] $ curl http://127.0.0.1:9901/stats/prometheus | grep ...\n' "$NS_ZH"
+prom=$(admin /stats/prometheus) || fail "GET /stats/prometheus"
+grep -E '^envoy_http_downstream_rq_total|^envoy_cluster_upstream_rq_total|^envoy_cluster_upstream_rq_time_(count|bucket\{envoy_cluster_name="api",le="(1|5)"\})|^envoy_cluster_membership_healthy|^zerohop_dataplane_port_rx_packets' \
+  <<<"$prom" | sed 's/^/      /'
+grep -Eq '^envoy_http_downstream_rq_total\{envoy_http_conn_manager_prefix="http"\} 104$' <<<"$prom" ||
+  fail "Prometheus: the HTTP listener should count 104 requests"
+printf '    [%s] $ curl http://127.0.0.1:9901/clusters | grep api\n' "$NS_ZH"
+# The api upstream started after zerohop, so its first checks failed; one
+# passing check (every second) makes it healthy.
+for _ in {1..50}; do
+  clusters=$(admin /clusters) || fail "GET /clusters"
+  grep -q '^api::10.201.2.1:9101::health_flags::healthy$' <<<"$clusters" && break
+  sleep 0.1
+done
+grep '^api::' <<<"$clusters" | sed 's/^/      /'
+grep -q '^api::10.201.2.1:9101::health_flags::healthy$' <<<"$clusters" ||
+  fail "the health-checked api endpoint should be healthy"
+printf '    [%s] $ curl http://127.0.0.1:9901/runtime/nodes\n' "$NS_ZH"
+admin /runtime/nodes | sed 's/^/      /' || fail "GET /runtime/nodes"
+ok "the traffic above, live: Envoy's metric names, endpoint health, per-node cycles"
 
 step "stop zerohop (SIGTERM)"
 kill -TERM "$ZH_PID"
