@@ -444,13 +444,6 @@ ok "zerohop parsed each request, picked a route and a cluster, and reused its up
 
 step "the admin API (http://127.0.0.1:9901 in $NS_ZH): Prometheus stats, clusters, runtime"
 admin() { ip netns exec "$NS_ZH" curl -sS --fail --noproxy '*' --max-time 5 "http://127.0.0.1:9901$1"; }
-printf '    [%s] $ curl http://127.0.0.1:9901/stats/prometheus | grep ...\n' "$NS_ZH"
-prom=$(admin /stats/prometheus) || fail "GET /stats/prometheus"
-grep -E '^envoy_http_downstream_rq_total|^envoy_cluster_upstream_rq_total|^envoy_cluster_upstream_rq_time_(count|bucket\{envoy_cluster_name="api",le="(1|5)"\})|^envoy_cluster_membership_healthy|^zerohop_dataplane_port_rx_packets' \
-  <<<"$prom" | sed 's/^/      /'
-grep -Eq '^envoy_http_downstream_rq_total\{envoy_http_conn_manager_prefix="http"\} 104$' <<<"$prom" ||
-  fail "Prometheus: the HTTP listener should count 104 requests"
-printf '    [%s] $ curl http://127.0.0.1:9901/clusters | grep api\n' "$NS_ZH"
 # The api upstream started after zerohop, so its first checks failed; one
 # passing check (every second) makes it healthy.
 for _ in {1..50}; do
@@ -458,6 +451,13 @@ for _ in {1..50}; do
   grep -q '^api::10.201.2.1:9101::health_flags::healthy$' <<<"$clusters" && break
   sleep 0.1
 done
+printf '    [%s] $ curl http://127.0.0.1:9901/stats/prometheus | grep ...\n' "$NS_ZH"
+prom=$(admin /stats/prometheus) || fail "GET /stats/prometheus"
+grep -E '^envoy_http_downstream_rq_total|^envoy_cluster_upstream_rq_total|^envoy_cluster_upstream_rq_time_(count|bucket\{envoy_cluster_name="api",le="(1|5)"\})|^envoy_cluster_membership_healthy|^zerohop_dataplane_port_rx_packets' \
+  <<<"$prom" | sed 's/^/      /'
+grep -Eq '^envoy_http_downstream_rq_total\{envoy_http_conn_manager_prefix="http"\} 104$' <<<"$prom" ||
+  fail "Prometheus: the HTTP listener should count 104 requests"
+printf '    [%s] $ curl http://127.0.0.1:9901/clusters | grep api\n' "$NS_ZH"
 grep '^api::' <<<"$clusters" | sed 's/^/      /'
 grep -q '^api::10.201.2.1:9101::health_flags::healthy$' <<<"$clusters" ||
   fail "the health-checked api endpoint should be healthy"
