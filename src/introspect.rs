@@ -5,7 +5,9 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::Sender;
 
 use zerohop_dataplane::graph::{format_trace, GraphStats};
 use zerohop_dataplane::l3::AclStats;
@@ -42,31 +44,77 @@ pub struct Process {
     pub workers: Vec<Arc<WorkerStats>>,
     pub cores: Vec<usize>,
     pub l3: Vec<(Arc<GraphStats>, Arc<AclStats>)>,
-    pub tcp: Vec<(Arc<TcpStats>, L7Stats)>,
-    pub shared: Arc<Shared>,
-    pub logs: Arc<AccessLogs>,
-    pub envoy: EnvoyConfig,
-    /// The configuration file as loaded.
-    pub config_text: String,
+    /// Per worker that proxies: its TCP stack's counters.
+    pub tcp: Vec<Arc<TcpStats>>,
+    /// The proxies' side, which a reload changes.
+    pub view: Arc<Mutex<View>>,
     /// Cycle counter frequency, Hz.
     pub hz: f64,
     /// Set by `/quitquitquit`; the main thread drains and exits.
     pub quit: Arc<AtomicBool>,
+    /// `/reload`: the main thread reloads and answers on the channel given.
+    pub reload: Sender<Sender<Result<String, String>>>,
 }
 
-impl Process {
-    /// Envoy-named stats summed over workers, in a fixed order.
-    fn l7_values(&self) -> Vec<(String, u64)> {
+/// The configuration in effect and the proxies' counters of every
+/// generation (a reload adds one), for the admin API and the exit report.
+/// Only the main and admin threads lock it; workers never do.
+pub struct View {
+    /// Per configuration generation, per worker: the proxies' counters.
+    pub generations: Vec<Vec<L7Stats>>,
+    /// The current generation's clusters (health, circuit breakers).
+    pub shared: Arc<Shared>,
+    /// Every generation's access logs (older ones may still get records).
+    pub logs: Vec<Arc<AccessLogs>>,
+    /// The configuration in effect, and its file's text.
+    pub envoy: EnvoyConfig,
+    pub config_text: String,
+}
+
+impl View {
+    /// The proxies' Envoy-named stats summed over workers and generations
+    /// (by name: a reload may add or remove listeners and clusters), in the
+    /// order first seen; then the current clusters' shared state and the
+    /// access logs' counters.
+    pub fn values(&self) -> Vec<(String, u64)> {
         let mut sums: Vec<(String, u64)> = Vec::new();
-        for (_, p) in &self.tcp {
-            for (i, (name, v)) in p.values().into_iter().enumerate() {
-                match sums.get_mut(i) {
-                    Some(s) => s.1 += v,
-                    None => sums.push((name, v)),
+        let mut index: std::collections::HashMap<String, usize> = Default::default();
+        for l in self.generations.iter().flatten() {
+            for (name, v) in l.values() {
+                match index.get(&name) {
+                    Some(&i) => sums[i].1 += v,
+                    None => {
+                        index.insert(name.clone(), sums.len());
+                        sums.push((name, v));
+                    }
                 }
             }
         }
+        if !self.generations.is_empty() {
+            sums.extend(self.shared.values());
+            for l in &self.logs {
+                sums.extend(l.values());
+            }
+        }
         sums
+    }
+
+    /// Downstream connections open now, over every listener, worker and
+    /// generation.
+    pub fn downstream_open(&self) -> u64 {
+        self.generations
+            .iter()
+            .flatten()
+            .flat_map(L7Stats::values)
+            .filter(|(name, _)| name.ends_with(".downstream_cx_active"))
+            .map(|(_, v)| v)
+            .sum()
+    }
+}
+
+impl Process {
+    fn view(&self) -> std::sync::MutexGuard<'_, View> {
+        self.view.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn dataplane_values(&self, v: &mut Vec<(String, u64)>) {
@@ -108,7 +156,7 @@ impl Process {
             ));
         }
         let mut tcp: Vec<(&'static str, u64)> = Vec::new();
-        for (t, _) in &self.tcp {
+        for t in &self.tcp {
             for (i, (name, x)) in t.values().into_iter().enumerate() {
                 match tcp.get_mut(i) {
                     Some(s) => s.1 += x,
@@ -135,7 +183,8 @@ impl Process {
 
     fn histograms(&self) -> Vec<Histogram> {
         let mut out: Vec<Histogram> = Vec::new();
-        for (_, p) in &self.tcp {
+        let view = self.view();
+        for p in view.generations.iter().flatten() {
             for (name, counts, sum_us) in p.http.histograms() {
                 match out.iter_mut().find(|h| h.name == name) {
                     Some(h) => {
@@ -177,18 +226,18 @@ fn health_flags(flags: u8) -> String {
 
 impl Introspect for Process {
     fn stats(&self) -> (Vec<(String, u64)>, Vec<Histogram>) {
-        let mut v = self.l7_values();
-        if !self.tcp.is_empty() {
-            v.extend(self.shared.values());
-            v.extend(self.logs.values());
-        }
+        let mut v = self.view().values();
         self.dataplane_values(&mut v);
         (v, self.histograms())
     }
 
     fn clusters(&self) -> String {
         let mut out = String::new();
-        for (ci, c) in self.shared.clusters.iter().enumerate() {
+        let view = self.view();
+        // Counters of the current generation's workers (the cluster indices
+        // are its config's).
+        let current = view.generations.last().map_or(&[][..], Vec::as_slice);
+        for (ci, c) in view.shared.clusters.iter().enumerate() {
             let name = &c.name;
             let cb = &c.limits;
             for (k, x) in [
@@ -199,11 +248,11 @@ impl Introspect for Process {
             ] {
                 let _ = writeln!(out, "{name}::default_priority::{k}::{x}");
             }
-            let weights = self.envoy.clusters.get(ci).map(|c| &c.endpoints);
+            let weights = view.envoy.clusters.get(ci).map(|c| &c.endpoints);
             for (ei, (addr, host)) in c.endpoints.iter().zip(&c.hosts).enumerate() {
                 let (mut rq_total, mut rq_done, mut cx_total, mut cx_closed) = (0, 0, 0, 0);
                 let (mut ewma_sum, mut ewma_n) = (0.0, 0);
-                for (_, p) in &self.tcp {
+                for p in current {
                     if let Some((_, u)) = p.http.clusters.get(ci) {
                         rq_total += u.endpoint_rq_active.get(ei).map_or(0, |x| x.get());
                         rq_done += u.endpoint_rq_done.get(ei).map_or(0, |x| x.get());
@@ -246,7 +295,7 @@ impl Introspect for Process {
     }
 
     fn config_dump(&self) -> String {
-        self.config_text.clone()
+        self.view().config_text.clone()
     }
 
     fn runtime_nodes(&self) -> String {
@@ -330,16 +379,25 @@ impl Introspect for Process {
     }
 
     fn draining(&self) -> bool {
-        self.shared.draining()
+        self.view().shared.draining()
     }
 
     fn drain_listeners(&self) {
-        self.shared.drain();
+        self.view().shared.drain();
     }
 
     fn quit(&self) {
-        self.shared.drain();
+        self.view().shared.drain();
         self.quit.store(true, Ordering::Release);
+    }
+
+    fn reload(&self) -> Result<String, String> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.reload
+            .send(tx)
+            .map_err(|_| "zerohop is stopping".to_owned())?;
+        rx.recv_timeout(std::time::Duration::from_secs(30))
+            .map_err(|_| "the reload did not finish within 30 s".to_owned())?
     }
 }
 

@@ -10,11 +10,12 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use crossbeam_channel::Sender;
 use tracing::{error, info, warn};
 use zerohop_dataplane::acl::{Acl, AclAction, AclRule};
 use zerohop_dataplane::fib::{Fib, FibBuilder};
@@ -25,7 +26,7 @@ use zerohop_dataplane::stats::port_totals;
 use zerohop_dataplane::worker::{L3Stage, PortMode, Worker};
 use zerohop_dataplane::{WorkerStats, VECTOR_SIZE};
 use zerohop_l7::access_log::AccessLogs;
-use zerohop_l7::app::{L7Plan, L7Stats, L7};
+use zerohop_l7::app::{Generation, L7Plan, L7Stats, L7};
 use zerohop_l7::health::{Change, Shared};
 use zerohop_tcpstack::ports::{RssSteering, MICROSOFT_RSS_KEY};
 use zerohop_tcpstack::{Handoff, Stack, TcpInput, TcpParams, TcpStats};
@@ -33,7 +34,7 @@ use zerohop_tcpstack::{Handoff, Stack, TcpInput, TcpParams, TcpStats};
 use crate::admin::Admin;
 use crate::config::{self, Config, DataplaneConfig, Device, Hugepages};
 use crate::dpdk::{self, DpdkQueue, Eal, Mbuf, Mempool, Port, PortConfig};
-use crate::introspect::Process;
+use crate::introspect::{Process, View};
 
 /// Per-lcore mempool cache size (DPDK's maximum is 512).
 const MEMPOOL_CACHE: u32 = 256;
@@ -229,6 +230,8 @@ struct Workers {
     shared: Arc<Shared>,
     /// The access logs the workers queue records for.
     logs: Arc<AccessLogs>,
+    /// Per worker that proxies: where its reloads go.
+    reloads: Vec<Sender<Generation>>,
     cores: Vec<usize>,
 }
 
@@ -400,10 +403,18 @@ fn random_seed() -> u64 {
 type TcpCounters = (Arc<TcpStats>, L7Stats);
 
 /// One worker's TCP node and the counters the main thread reads.
+type TcpNode = (
+    Box<dyn zerohop_dataplane::graph::Node<Mbuf, L3Context<Mbuf>>>,
+    Arc<TcpStats>,
+    L7Stats,
+);
+
+/// A [`TcpNode`] and where its worker takes reloads from.
 type TcpPart = (
     Box<dyn zerohop_dataplane::graph::Node<Mbuf, L3Context<Mbuf>>>,
     Arc<TcpStats>,
     L7Stats,
+    Sender<Generation>,
 );
 
 /// Build worker `worker`'s tcp-input node with its proxy, if the config has
@@ -434,12 +445,14 @@ fn tcp_part(
     for l in plan.listens() {
         stack.listen(l);
     }
-    let proxy = L7::new(plan, seed.rotate_left(17));
+    let (reload_tx, reload_rx) = crossbeam_channel::bounded(4);
+    let proxy = L7::with_reloads(Generation::new(plan, seed.rotate_left(17)), Some(reload_rx));
     let (tcp_stats, proxy_stats) = (stack.stats().clone(), proxy.stats());
     Ok(Some((
         Box::new(TcpInput::new(stack, proxy, handoff)),
         tcp_stats,
         proxy_stats,
+        reload_tx,
     )))
 }
 
@@ -450,7 +463,7 @@ fn l3_stage(
     ports: &[Port],
     pool: &Arc<Mempool>,
     sync: Option<NeighbourSync>,
-    tcp: Option<TcpPart>,
+    tcp: Option<TcpNode>,
 ) -> Result<(Option<L3Stage<Mbuf>>, Option<TcpCounters>)> {
     let dp = &config.dataplane;
     let Some(fib) = &plan.fib else {
@@ -510,6 +523,7 @@ fn start_workers(
         tcp: Vec::new(),
         shared: Arc::new(Shared::new(&config.envoy)),
         logs: Arc::new(AccessLogs::new(&config.envoy).map_err(|e| anyhow!("access_log: {e}"))?),
+        reloads: Vec::new(),
         cores: dp.cores.clone(),
     };
     // Segments for another worker's upstream connections go to it.
@@ -564,6 +578,10 @@ fn start_workers(
             )?,
             None => None,
         };
+        let tcp = tcp.map(|(node, t, p, reloads)| {
+            workers.reloads.push(reloads);
+            (node, t, p)
+        });
         let (l3, tcp_stats) = l3_stage(config, plan, ports, pool, sync, tcp)?;
         if let Some(t) = tcp_stats {
             workers.tcp.push(t);
@@ -643,6 +661,10 @@ pub fn run(config: &Config, config_path: &Path, options: RunOptions) -> Result<(
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())
         .context("install signal handler")?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, term.clone())
+        .context("install signal handler")?;
+    // SIGHUP reloads the configuration file.
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())
         .context("install signal handler")?;
     let config_text = std::fs::read_to_string(config_path).unwrap_or_default();
 
@@ -784,6 +806,18 @@ pub fn run(config: &Config, config_path: &Path, options: RunOptions) -> Result<(
             .collect(),
     );
     let quit = Arc::new(AtomicBool::new(false));
+    let view = Arc::new(Mutex::new(View {
+        generations: if workers.tcp.is_empty() {
+            Vec::new()
+        } else {
+            vec![workers.tcp.iter().map(|(_, l)| l.clone()).collect()]
+        },
+        shared: workers.shared.clone(),
+        logs: vec![workers.logs.clone()],
+        envoy: config.envoy.clone(),
+        config_text,
+    }));
+    let (reload_tx, reload_rx) = crossbeam_channel::bounded(4);
     let process = Arc::new(Process {
         ports: dp.ports.iter().map(|p| p.name.clone()).collect(),
         port_hw: port_hw.clone(),
@@ -791,20 +825,19 @@ pub fn run(config: &Config, config_path: &Path, options: RunOptions) -> Result<(
         workers: workers.stats.clone(),
         cores: workers.cores.clone(),
         l3: workers.l3.clone(),
-        tcp: workers.tcp.clone(),
-        shared: workers.shared.clone(),
-        logs: workers.logs.clone(),
-        envoy: config.envoy.clone(),
-        config_text,
+        tcp: workers.tcp.iter().map(|(t, _)| t.clone()).collect(),
+        view: view.clone(),
         hz: dpdk::cycles_hz().max(1) as f64,
         quit: quit.clone(),
+        reload: reload_tx,
     });
     let admin = match config.envoy.admin {
         Some(a) => Some(Admin::start(SocketAddr::V4(a.address), process.clone())?),
         None => None,
     };
-    let log_writer = LogWriter::start(workers.logs.clone())?;
+    let log_writer = LogWriter::start(view.clone())?;
     let mut drain_until: Option<Instant> = None;
+    let mut reloader = Reloader::new(config, config_path, hup);
     loop {
         if stop.load(Ordering::Relaxed) {
             info!("signal received: stopping workers");
@@ -820,11 +853,14 @@ pub fn run(config: &Config, config_path: &Path, options: RunOptions) -> Result<(
                 "draining: listeners closed; open connections have {} s to finish",
                 options.drain_time.as_secs_f64()
             );
-            workers.shared.drain();
+            lock(&view).shared.drain();
             drain_until = Some(Instant::now() + options.drain_time);
         }
+        if drain_until.is_none() {
+            reloader.poll(&workers, &view, &reload_rx);
+        }
         if let Some(until) = drain_until {
-            let open = downstream_open(&workers);
+            let open = lock(&view).downstream_open();
             if open == 0 {
                 info!("drained: no connection open; stopping workers");
                 break;
@@ -833,25 +869,25 @@ pub fn run(config: &Config, config_path: &Path, options: RunOptions) -> Result<(
                 info!("drain time over with {open} connection(s) open: resetting them");
                 // The workers reset them on their next loop; give the resets
                 // time to leave before the ports close.
-                workers.shared.abort_all();
+                lock(&view).shared.abort_all();
                 std::thread::sleep(Duration::from_millis(100));
                 info!("stopping workers");
                 break;
             }
         }
-        log_health_events(&workers.shared);
+        log_health_events(&lock(&view).shared);
         snapshot(&ports, &port_hw, &pools, &mempools);
         std::thread::sleep(Duration::from_millis(50));
     }
     drop(admin);
     drop(process);
-    log_health_events(&workers.shared);
+    log_health_events(&lock(&view).shared);
     workers.stop_and_join()?;
     // After the workers, so that their last records are written too.
     drop(log_writer);
     report(&ports, &workers);
     report_l3(dp, &workers);
-    report_tcp(&workers);
+    report_tcp(&workers, &lock(&view));
     drop(workers);
 
     // Closing the ports returns the mbufs held in their rings.
@@ -974,8 +1010,9 @@ fn report_l3(dp: &DataplaneConfig, workers: &Workers) {
 }
 
 /// Log the TCP layer's counters per worker and the proxy's Envoy-named
-/// stats summed over workers (`stat <name>: <value>`).
-fn report_tcp(workers: &Workers) {
+/// stats summed over workers and configuration generations
+/// (`stat <name>: <value>`).
+fn report_tcp(workers: &Workers, view: &View) {
     for (w, (t, _)) in workers.tcp.iter().enumerate() {
         let fields: Vec<String> = t
             .values()
@@ -984,22 +1021,145 @@ fn report_tcp(workers: &Workers) {
             .collect();
         info!("worker {w} tcp: {}", fields.join(" "));
     }
-    let mut sums: Vec<(String, u64)> = Vec::new();
-    for (_, p) in &workers.tcp {
-        for (i, (name, v)) in p.values().into_iter().enumerate() {
-            match sums.get_mut(i) {
-                Some(s) => s.1 += v,
-                None => sums.push((name, v)),
+    for (name, v) in view.values() {
+        info!("stat {name}: {v}");
+    }
+}
+
+/// Lock the view (only the main and admin threads do).
+fn lock(view: &Mutex<View>) -> std::sync::MutexGuard<'_, View> {
+    view.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Configuration reloads: on SIGHUP, `POST /reload`, or a change of the
+/// file (its size or modification time, looked at once a second).
+struct Reloader {
+    path: std::path::PathBuf,
+    /// The configuration in effect.
+    config: Config,
+    hup: Arc<AtomicBool>,
+    /// The file as last seen (modification time, size).
+    seen: Option<(std::time::SystemTime, u64)>,
+    next_look: Instant,
+    generation: u64,
+}
+
+impl Reloader {
+    fn new(config: &Config, path: &Path, hup: Arc<AtomicBool>) -> Reloader {
+        Reloader {
+            path: path.to_owned(),
+            config: config.clone(),
+            hup,
+            seen: file_stamp(path),
+            next_look: Instant::now() + Duration::from_secs(1),
+            generation: 0,
+        }
+    }
+
+    /// Reload if asked to, or if the file changed.
+    fn poll(
+        &mut self,
+        workers: &Workers,
+        view: &Mutex<View>,
+        admin: &crossbeam_channel::Receiver<Sender<Result<String, String>>>,
+    ) {
+        if self.hup.swap(false, Ordering::AcqRel) {
+            info!("SIGHUP: reloading {}", self.path.display());
+            // The outcome is logged.
+            let _ = self.reload(workers, view);
+        }
+        while let Ok(reply) = admin.try_recv() {
+            info!("/reload: reloading {}", self.path.display());
+            let _ = reply.send(self.reload(workers, view));
+        }
+        if Instant::now() >= self.next_look {
+            self.next_look = Instant::now() + Duration::from_secs(1);
+            let stamp = file_stamp(&self.path);
+            if stamp.is_some() && stamp != self.seen {
+                info!("{} changed: reloading", self.path.display());
+                let _ = self.reload(workers, view);
             }
         }
     }
-    if !workers.tcp.is_empty() {
-        sums.extend(workers.shared.values());
-        sums.extend(workers.logs.values());
+
+    /// Load, check and switch to the file's configuration; the old one stays
+    /// when anything is wrong. Logs and returns the outcome.
+    fn reload(&mut self, workers: &Workers, view: &Mutex<View>) -> Result<String, String> {
+        self.seen = file_stamp(&self.path);
+        let result = self.try_reload(workers, view);
+        match &result {
+            Ok(msg) => info!("reload: {msg}"),
+            Err(e) => error!("reload refused, the configuration in effect stays: {e}"),
+        }
+        result
     }
-    for (name, v) in sums {
-        info!("stat {name}: {v}");
+
+    fn try_reload(&mut self, workers: &Workers, view: &Mutex<View>) -> Result<String, String> {
+        let text = std::fs::read_to_string(&self.path)
+            .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
+        let config = Config::from_yaml(&text, &self.path.display().to_string())
+            .map_err(|e| e.to_string())?;
+        if config.dataplane != self.config.dataplane {
+            return Err(
+                "the dataplane section changed (ports, cores, memory, routes, ...): \
+                        that needs a restart"
+                    .to_owned(),
+            );
+        }
+        if config.envoy.admin != self.config.envoy.admin {
+            return Err("the admin address changed: that needs a restart".to_owned());
+        }
+        if workers.reloads.is_empty() {
+            return Err(
+                "zerohop started without listeners, so no worker runs the proxies: \
+                        adding the first listener needs a restart"
+                    .to_owned(),
+            );
+        }
+        config
+            .check_cores(&available_cpus())
+            .map_err(|e| e.to_string())?;
+        // Everything is built before anything is switched.
+        let control = lock(view).shared.control().clone();
+        let shared = Arc::new(Shared::with_control(&config.envoy, control));
+        shared.inherit(&lock(view).shared);
+        let logs =
+            Arc::new(AccessLogs::new(&config.envoy).map_err(|e| format!("access_log: {e}"))?);
+        let mut generations = Vec::with_capacity(workers.reloads.len());
+        for w in 0..workers.reloads.len() {
+            let plan = L7Plan::new(&config.envoy, shared.clone(), w == 0, &logs)
+                .map_err(|e| format!("routes: {e}"))?;
+            generations.push(Generation::new(plan, random_seed()));
+        }
+        let stats: Vec<L7Stats> = generations.iter().map(Generation::stats).collect();
+        for (tx, g) in workers.reloads.iter().zip(generations) {
+            tx.try_send(g)
+                .map_err(|_| "a worker has not taken the previous reload yet".to_owned())?;
+        }
+        self.generation += 1;
+        let listeners = config.envoy.listeners.len();
+        let clusters = config.envoy.clusters.len();
+        {
+            let mut v = lock(view);
+            v.generations.push(stats);
+            v.shared = shared;
+            v.logs.push(logs);
+            v.envoy = config.envoy.clone();
+            v.config_text = text;
+        }
+        self.config = config;
+        Ok(format!(
+            "configuration generation {} in effect: {listeners} listener(s), {clusters} \
+             cluster(s); connections open before it finish on the one they began with",
+            self.generation
+        ))
     }
+}
+
+/// A file's modification time and size, to notice a change.
+fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
 }
 
 /// The access log writer thread: formats and writes what the workers queue.
@@ -1009,20 +1169,27 @@ struct LogWriter {
 }
 
 impl LogWriter {
-    /// Start it, unless no listener logs.
-    fn start(logs: Arc<AccessLogs>) -> Result<Option<LogWriter>> {
-        if logs.is_empty() {
-            return Ok(None);
-        }
+    /// The writer thread.
+    /// Start it; it writes the logs of every configuration generation.
+    fn start(view: Arc<Mutex<View>>) -> Result<Option<LogWriter>> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = std::thread::Builder::new()
             .name("zh-access-log".to_owned())
             .spawn(move || loop {
                 let done = flag.load(Ordering::Acquire);
-                let written = logs.flush();
-                for e in logs.take_errors() {
-                    warn!("access log: {e}");
+                let logs: Vec<Arc<AccessLogs>> = lock(&view)
+                    .logs
+                    .iter()
+                    .filter(|l| !l.is_empty())
+                    .cloned()
+                    .collect();
+                let mut written = 0;
+                for l in &logs {
+                    written += l.flush();
+                    for e in l.take_errors() {
+                        warn!("access log: {e}");
+                    }
                 }
                 if done {
                     return;
@@ -1058,17 +1225,6 @@ impl Drop for LogWriter {
             warn!("access log: the writer is stuck writing; exiting without it");
         }
     }
-}
-
-/// Downstream connections open now, over every listener and worker.
-fn downstream_open(workers: &Workers) -> u64 {
-    workers
-        .tcp
-        .iter()
-        .flat_map(|(_, p)| p.values())
-        .filter(|(name, _)| name.ends_with(".downstream_cx_active"))
-        .map(|(_, v)| v)
-        .sum()
 }
 
 /// Copy what only the main thread reads (device counters, mempools) where

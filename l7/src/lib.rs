@@ -10,6 +10,12 @@
 //! The crate sits in the dependency order `dataplane ← tcpstack ← l7 ← zerohop`.
 #![forbid(unsafe_code)]
 
+/// Bits of a connection's word that name its configuration generation (see
+/// [`app::L7`]): every proxy ORs its generation in and masks it out.
+pub const GEN_SHIFT: u32 = 53;
+/// The mask of [`GEN_SHIFT`]'s 8 bits.
+pub const GEN_MASK: u64 = 0xff << GEN_SHIFT;
+
 pub mod access_log;
 pub mod app;
 pub mod cluster;

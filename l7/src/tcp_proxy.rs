@@ -316,6 +316,8 @@ pub struct TcpProxy {
     free: Vec<u32>,
     stats: Arc<ProxyStats>,
     rng: Rng,
+    /// This configuration generation's bits of connection words.
+    gen_bits: u64,
 }
 
 impl TcpProxy {
@@ -357,6 +359,7 @@ impl TcpProxy {
             free: Vec::new(),
             stats: Arc::new(stats),
             rng: Rng(seed),
+            gen_bits: 0,
         }
     }
 
@@ -398,7 +401,7 @@ impl TcpProxy {
     }
 
     fn session_of(&self, tcp: &Stack, conn: ConnId) -> Option<(usize, Side)> {
-        let user = tcp.user(conn)?;
+        let user = tcp.user(conn)? & !crate::GEN_MASK;
         if user == 0 {
             return None;
         }
@@ -409,8 +412,13 @@ impl TcpProxy {
         Some((idx, side))
     }
 
-    fn tag(idx: usize, side: Side) -> u64 {
-        ((idx as u64) << 1 | u64::from(side == Side::Up)) + 1
+    fn tag(&self, idx: usize, side: Side) -> u64 {
+        (((idx as u64) << 1 | u64::from(side == Side::Up)) + 1) | self.gen_bits
+    }
+
+    /// Set the configuration generation its connection words carry.
+    pub fn set_generation(&mut self, bits: u64) {
+        self.gen_bits = bits;
     }
 
     fn new_session(&mut self, s: Session) -> usize {
@@ -608,7 +616,7 @@ impl App for TcpProxy {
                     .downstream_cx_no_route
                     .add(1);
                 let idx = self.new_session(s);
-                tcp.set_user(conn, Self::tag(idx, Side::Down));
+                tcp.set_user(conn, self.tag(idx, Side::Down));
                 tcp.abort(conn);
                 return;
             }
@@ -618,8 +626,8 @@ impl App for TcpProxy {
         c.upstream_cx_total.add(1);
         c.endpoints[ei].cx_total.add(1);
         let idx = self.new_session(s);
-        tcp.set_user(conn, Self::tag(idx, Side::Down));
-        tcp.set_user(up, Self::tag(idx, Side::Up));
+        tcp.set_user(conn, self.tag(idx, Side::Down));
+        tcp.set_user(up, self.tag(idx, Side::Up));
         tcp.set_deadline(
             up,
             Some(now + self.plan.clusters[ci].all().connect_timeout_ms),

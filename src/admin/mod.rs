@@ -54,6 +54,9 @@ pub trait Introspect: Send + Sync {
     fn drain_listeners(&self);
     /// Drain, then exit (as on SIGTERM).
     fn quit(&self);
+    /// Load the configuration file again and switch to it (what changed, or
+    /// why it was refused; the old configuration stays then).
+    fn reload(&self) -> Result<String, String>;
 }
 
 /// The running admin server; dropping it stops the thread.
@@ -146,6 +149,7 @@ POST /healthcheck/fail       /ready answers 503 from now on\n\
 POST /healthcheck/ok         undo /healthcheck/fail\n\
 POST /drain_listeners        stop accepting; open connections finish\n\
 POST /quitquitquit           drain, then exit\n\
+POST /reload                 load the config file again (or refuse it, saying why)\n\
 GET  /runtime/nodes          per graph node: calls, vectors/call, cycles/packet\n\
 GET  /runtime/errors         drops per node and reason\n\
 POST /trace?packets=N        trace the next N packets of each worker\n\
@@ -250,6 +254,10 @@ impl Server {
             "/quitquitquit" => post(&|| {
                 p.quit();
                 Answer::text(200, "OK\n")
+            }),
+            "/reload" => post(&|| match p.reload() {
+                Ok(msg) => Answer::text(200, format!("{msg}\n")),
+                Err(e) => Answer::text(400, format!("reload refused: {e}\n")),
             }),
             "/runtime/nodes" => get(&|| Answer::text(200, p.runtime_nodes())),
             "/runtime/errors" => get(&|| Answer::text(200, p.runtime_errors())),

@@ -640,7 +640,9 @@ pub struct Stack {
     iface: Interface,
     flows: FlowTable<Conn>,
     timers: TimerWheel<u64>,
-    listeners: Vec<(Listen, u32)>,
+    /// (listener, connections open on it, accepting): closed listeners stay
+    /// in place (connections refer to them by index) until the stack goes.
+    listeners: Vec<(Listen, u32, bool)>,
     /// Listeners accept new connections (false while draining).
     accepting: bool,
     ports: EphemeralPorts,
@@ -750,7 +752,22 @@ impl Stack {
 
     /// Accept connections on `listen`.
     pub fn listen(&mut self, listen: Listen) {
-        self.listeners.push((listen, 0));
+        self.listeners.push((listen, 0, true));
+    }
+
+    /// Close every listener (a configuration reload opens its own after): no
+    /// new connection on them; the open ones go on. Returns the index the
+    /// next [`Stack::listen`] gets, which [`App::accepted`] reports.
+    pub fn close_listeners(&mut self) -> u32 {
+        for l in &mut self.listeners {
+            l.2 = false;
+        }
+        self.listeners.len() as u32
+    }
+
+    /// The index [`App::accepted`] reports for the next [`Stack::listen`].
+    pub fn next_listener_index(&self) -> u32 {
+        self.listeners.len() as u32
     }
 
     /// Stop (or resume) accepting connections on every listener: a SYN to a
@@ -1054,10 +1071,10 @@ impl Stack {
     fn listener_for(&self, local: SocketAddrV4) -> Option<usize> {
         self.listeners
             .iter()
-            .position(|(l, _)| l.address == local)
+            .position(|(l, _, open)| *open && l.address == local)
             .or_else(|| {
-                self.listeners.iter().position(|(l, _)| {
-                    l.address.port() == local.port() && l.address.ip().is_unspecified()
+                self.listeners.iter().position(|(l, _, open)| {
+                    *open && l.address.port() == local.port() && l.address.ip().is_unspecified()
                 })
             })
     }

@@ -370,6 +370,8 @@ pub struct HealthChecker {
     started: bool,
     /// No target is due before this (ms).
     next_due: u64,
+    /// This configuration generation's bits of connection words.
+    gen_bits: u64,
 }
 
 impl HealthChecker {
@@ -411,8 +413,31 @@ impl HealthChecker {
             targets,
             rng: Rng(seed),
             started: false,
+            gen_bits: 0,
             next_due: 0,
         })
+    }
+
+    /// Set the configuration generation its connection words carry.
+    pub fn set_generation(&mut self, bits: u64) {
+        self.gen_bits = bits;
+    }
+
+    /// Stop: reset the checks in flight (a reload's new checker takes over).
+    pub fn stop(&mut self, tcp: &mut Stack) {
+        for t in &mut self.targets {
+            if let Some(p) = t.probe.take() {
+                tcp.set_user(p.conn, 0);
+                tcp.abort(p.conn);
+            }
+            t.next_at = NEVER;
+        }
+        self.next_due = NEVER;
+    }
+
+    /// Whether a check is in flight.
+    pub fn busy(&self) -> bool {
+        self.targets.iter().any(|t| t.probe.is_some())
     }
 
     /// Whether a connection word is a health check's.
@@ -488,7 +513,7 @@ impl HealthChecker {
         if !Self::owns_tag(user) {
             return None;
         }
-        let ti = usize::try_from(user & !HC_TAG).ok()?;
+        let ti = usize::try_from(user & !(HC_TAG | crate::GEN_MASK)).ok()?;
         let probe = self.targets.get(ti)?.probe?;
         (probe.conn == conn).then_some(ti)
     }
@@ -507,7 +532,7 @@ impl HealthChecker {
         }
         match tcp.connect(t.address) {
             Ok(conn) => {
-                tcp.set_user(conn, HC_TAG | ti as u64);
+                tcp.set_user(conn, HC_TAG | self.gen_bits | ti as u64);
                 let timeout = millis(check.config.timeout).max(1);
                 tcp.set_deadline(conn, Some(now.saturating_add(timeout)));
                 t.buf.clear();

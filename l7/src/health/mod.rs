@@ -29,6 +29,7 @@ pub mod checker;
 
 use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -369,6 +370,15 @@ pub struct Shared {
     pub events_dropped: SharedCounter,
     /// Next outlier review per cluster, ms on this clock.
     next_review_ms: Vec<AtomicU64>,
+    /// Process-wide switches (drain), the same for every configuration
+    /// generation.
+    control: Arc<Control>,
+}
+
+/// What the process asks of every worker and every configuration
+/// generation at once.
+#[derive(Debug, Default)]
+pub struct Control {
     /// The process drains: listeners stop accepting, connections close
     /// after their current answer.
     draining: AtomicBool,
@@ -379,6 +389,12 @@ pub struct Shared {
 impl Shared {
     /// The shared state of `config`'s clusters.
     pub fn new(config: &EnvoyConfig) -> Shared {
+        Shared::with_control(config, Arc::default())
+    }
+
+    /// The shared state of `config`'s clusters, with the process's switches
+    /// (a configuration reload keeps them).
+    pub fn with_control(config: &EnvoyConfig, control: Arc<Control>) -> Shared {
         let (events, receiver) = crossbeam_channel::bounded(EVENT_QUEUE);
         Shared {
             clusters: config.clusters.iter().map(ClusterState::new).collect(),
@@ -397,30 +413,63 @@ impl Shared {
                     AtomicU64::new(ms)
                 })
                 .collect(),
-            draining: AtomicBool::new(false),
-            aborting: AtomicBool::new(false),
+            control,
+        }
+    }
+
+    /// The process's switches.
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
+    /// Take over the active health check verdicts of `old` (the state before
+    /// a reload) for the endpoints both have, by cluster name and address,
+    /// where both health-check the cluster: a reload does not send traffic to
+    /// an endpoint known to be down, nor wait for a check to use one known
+    /// to be up.
+    pub fn inherit(&self, old: &Shared) {
+        for c in &self.clusters {
+            let Some(o) = old.clusters.iter().find(|o| o.name == c.name) else {
+                continue;
+            };
+            if !(c.health_checked && o.health_checked) {
+                continue;
+            }
+            for (addr, h) in c.endpoints.iter().zip(&c.hosts) {
+                let Some(i) = o.endpoints.iter().position(|a| a == addr) else {
+                    continue;
+                };
+                let Some(oh) = o.hosts.get(i) else {
+                    continue;
+                };
+                let bits = FAILED_ACTIVE_HC | PENDING_ACTIVE_HC;
+                let was = oh.flags() & bits;
+                h.flags.fetch_and(!bits, Ordering::AcqRel);
+                h.flags.fetch_or(was, Ordering::AcqRel);
+            }
+            c.generation.fetch_add(1, Ordering::AcqRel);
         }
     }
 
     /// Reset every connection still open (the end of a drain).
     pub fn abort_all(&self) {
-        self.aborting.store(true, Ordering::Release);
+        self.control.aborting.store(true, Ordering::Release);
     }
 
     /// Whether connections are to be reset.
     pub fn aborting(&self) -> bool {
-        self.aborting.load(Ordering::Relaxed)
+        self.control.aborting.load(Ordering::Relaxed)
     }
 
     /// Start draining (SIGTERM, the admin API); workers see it on their next
     /// loop.
     pub fn drain(&self) {
-        self.draining.store(true, Ordering::Release);
+        self.control.draining.store(true, Ordering::Release);
     }
 
     /// Whether the process drains.
     pub fn draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
+        self.control.draining.load(Ordering::Relaxed)
     }
 
     /// Milliseconds since this state was made (the clock of ejections).
@@ -1033,5 +1082,65 @@ mod tests {
             changes,
             [Change::HealthCheckPassed, Change::HealthCheckFailed]
         );
+    }
+}
+
+#[cfg(test)]
+mod reload_tests {
+    use super::*;
+    use crate::config::{Endpoint, HealthCheck, HealthCheckKind, Percent};
+
+    fn config(ports: &[u16]) -> EnvoyConfig {
+        EnvoyConfig {
+            clusters: vec![Cluster {
+                name: "c".to_owned(),
+                connect_timeout: Duration::from_secs(1),
+                lb_policy: Default::default(),
+                endpoints: ports
+                    .iter()
+                    .map(|p| Endpoint {
+                        address: SocketAddrV4::new([10, 0, 0, 1].into(), *p),
+                        weight: 1,
+                    })
+                    .collect(),
+                max_requests_per_connection: None,
+                upstream_idle_timeout: None,
+                health_check: Some(HealthCheck {
+                    timeout: Duration::from_secs(1),
+                    interval: Duration::from_secs(1),
+                    interval_jitter: Duration::ZERO,
+                    interval_jitter_percent: 0,
+                    initial_jitter: Duration::ZERO,
+                    unhealthy_threshold: 1,
+                    healthy_threshold: 1,
+                    no_traffic_interval: Duration::from_secs(1),
+                    unhealthy_interval: None,
+                    healthy_edge_interval: None,
+                    unhealthy_edge_interval: None,
+                    kind: HealthCheckKind::Tcp(Default::default()),
+                }),
+                outlier_detection: None,
+                circuit_breakers: CircuitBreakers::default(),
+                healthy_panic_threshold: Percent(50.0),
+            }],
+            ..EnvoyConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_reload_keeps_the_verdicts_of_the_endpoints_it_keeps() {
+        let old = Shared::new(&config(&[1, 2]));
+        old.set_checked(0, 0, true);
+        old.set_checked(0, 1, false);
+        let new = Shared::with_control(&config(&[2, 1, 3]), old.control().clone());
+        new.inherit(&old);
+        let flags: Vec<u8> = new.clusters[0].hosts.iter().map(HostState::flags).collect();
+        assert_eq!(
+            flags,
+            [FAILED_ACTIVE_HC, 0, FAILED_ACTIVE_HC | PENDING_ACTIVE_HC],
+            "port 2 failed, port 1 passed, port 3 is new"
+        );
+        old.drain();
+        assert!(new.draining(), "one switch for both generations");
     }
 }

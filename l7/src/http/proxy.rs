@@ -606,6 +606,8 @@ struct Down {
     conn: ConnId,
     listener: u32,
     remote: SocketAddrV4,
+    /// The address the client connected to (the listener may be on 0.0.0.0).
+    local: SocketAddrV4,
     /// The current request's trusted client address (`x-forwarded-for` and
     /// `xff_num_trusted_hops`, or the connection's).
     client: SocketAddr,
@@ -776,6 +778,11 @@ pub struct HttpProxy {
     max_requests: Vec<Option<u32>>,
     /// The clock of latency samples.
     epoch: Instant,
+    /// This configuration generation's bits of connection words.
+    gen_bits: u64,
+    /// Draining (the process, or a reload retired this proxy): every
+    /// connection closes after its current answer.
+    draining: bool,
 }
 
 impl HttpProxy {
@@ -862,7 +869,14 @@ impl HttpProxy {
             latency_clusters,
             max_requests,
             epoch: Instant::now(),
+            gen_bits: 0,
+            draining: false,
         }
+    }
+
+    /// Set the configuration generation its connection words carry.
+    pub fn set_generation(&mut self, bits: u64) {
+        self.gen_bits = bits;
     }
 
     /// The counters (shared with the main thread).
@@ -887,7 +901,7 @@ impl HttpProxy {
     }
 
     fn side_of(tcp: &Stack, conn: ConnId) -> Option<Side> {
-        let user = tcp.user(conn)?;
+        let user = tcp.user(conn)? & !crate::GEN_MASK;
         if user & TAG == 0 {
             return None;
         }
@@ -1033,7 +1047,7 @@ impl HttpProxy {
                 d.req = Body::Done;
             }
         }
-        let close = x.close || !d.req.done() || !d.keep_alive || self.plan.shared.draining();
+        let close = x.close || !d.req.done() || !d.keep_alive || self.draining;
         let plan = &self.plan.listeners[d.listener as usize];
         let encoders = x.encoders.min(plan.filters.len());
         let mutate = x.route.is_some() || (encoders > 0 && plan.filters.has_encoders());
@@ -1197,7 +1211,7 @@ impl HttpProxy {
         let li = d.listener as usize;
         let plan = &self.plan.listeners[li];
         if from < plan.filters.len() {
-            let ctx = format_context(plan, d);
+            let ctx = format_context(d);
             let hs = &self.stats.listeners[li].1;
             let (verdict, next) =
                 plan.filters
@@ -1596,7 +1610,7 @@ impl HttpProxy {
         };
         let li = d.listener as usize;
         let hs = &self.stats.listeners[li].1;
-        let (remote, client) = (d.remote, d.client);
+        let (remote, client, local) = (d.remote, d.client, d.local);
         let plan = &self.plan.listeners[li];
         let authority = head.headers.get_str("host").unwrap_or_default().to_owned();
         let decision = plan.routes.decide(
@@ -1645,7 +1659,7 @@ impl HttpProxy {
                     return;
                 };
                 let mut head = head;
-                self.rewrite_request(&mut head, &fwd, (remote, client), li);
+                self.rewrite_request(&mut head, &fwd, (remote, client, local), li);
                 self.forward(tcp, di, ci, head, fwd);
             }
         }
@@ -1666,7 +1680,7 @@ impl HttpProxy {
         &mut self,
         head: &mut RequestHead,
         fwd: &route::Forward,
-        (remote, client): (SocketAddrV4, SocketAddr),
+        (remote, client, local): (SocketAddrV4, SocketAddr, SocketAddrV4),
         li: usize,
     ) {
         let plan = &self.plan.listeners[li];
@@ -1712,7 +1726,7 @@ impl HttpProxy {
             &mut head.headers,
             &route::FormatContext {
                 downstream_remote_address: Some(client),
-                downstream_local_address: Some(plan.address.into()),
+                downstream_local_address: Some(local.into()),
                 protocol,
                 method: head.method.as_str(),
                 path: &head.target,
@@ -1739,6 +1753,17 @@ impl HttpProxy {
         fwd: route::Forward,
     ) {
         let li = self.downs.get(di).map_or(0, |d| d.listener as usize);
+        // The access log sees the headers as they go upstream (a generated
+        // x-request-id, x-forwarded-for), and the path as it came.
+        if let (Some(d), Some(sink)) = (self.downs.get_mut(di), &self.plan.listeners[li].log) {
+            if let Some(l) = d.log.as_deref_mut() {
+                for (slot, name) in l.request_headers.iter_mut().zip(sink.wanted_headers()) {
+                    if name != ":path" && name != "x-envoy-original-path" {
+                        *slot = request_header(&head, name);
+                    }
+                }
+            }
+        }
         let state = &self.plan.shared.clusters[ci];
         state.saw_traffic();
         if !state.try_acquire(Resource::Requests) {
@@ -1922,7 +1947,7 @@ impl HttpProxy {
             timeout_armed: false,
             sent_at: None,
         });
-        tcp.set_user(conn, tag(Side::Up(ui)));
+        tcp.set_user(conn, tag(Side::Up(ui)) | self.gen_bits);
         let now = tcp.now_ms();
         tcp.set_deadline(
             conn,
@@ -2179,7 +2204,7 @@ impl HttpProxy {
             upstream_host: l.upstream,
             upstream_cluster: l.cluster,
             downstream_remote: d.client,
-            downstream_local: SocketAddr::V4(plan.address),
+            downstream_local: SocketAddr::V4(d.local),
             request_headers: l.request_headers,
             response_headers: l.response_headers,
         });
@@ -2483,7 +2508,7 @@ impl HttpProxy {
         }
         let framing = codec::response_framing(&head, &d.method);
         let tunnel = matches!(framing, BodyFraming::Tunnel);
-        if self.plan.shared.draining() {
+        if self.draining {
             // Draining: this is the connection's last response.
             d.keep_alive = false;
         }
@@ -2688,6 +2713,7 @@ impl HttpProxy {
     /// and have none begun; the others close after their current answer
     /// (which says `Connection: close`).
     pub fn drain(&mut self, tcp: &mut Stack) {
+        self.draining = true;
         let idle: Vec<u32> = (0..self.downs.items.len() as u32)
             .filter(|&di| {
                 self.downs
@@ -2701,6 +2727,20 @@ impl HttpProxy {
             }
             self.drive(tcp, di);
         }
+    }
+
+    /// Close the pooled upstream connections nobody uses (a reload retires
+    /// this proxy: its pools serve no new request).
+    pub fn close_idle(&mut self, tcp: &mut Stack) {
+        let idle: Vec<u32> = self.pool.values().flatten().copied().collect();
+        for ui in idle {
+            self.drop_upstream(tcp, ui, false);
+        }
+    }
+
+    /// Upstream connections open now.
+    pub fn upstream_connections(&self) -> usize {
+        self.ups.len()
     }
 
     /// Reset every connection, both sides (a drain whose time is over).
@@ -2743,10 +2783,10 @@ fn retry_policy(listeners: &[HcmPlan], li: usize, route: route::RouteRef) -> Opt
 
 /// What header values of downstream connection `d`'s request and response
 /// are formatted with.
-fn format_context<'a>(plan: &HcmPlan, d: &'a Down) -> route::FormatContext<'a> {
+fn format_context<'a>(d: &'a Down) -> route::FormatContext<'a> {
     route::FormatContext {
         downstream_remote_address: Some(d.client),
-        downstream_local_address: Some(plan.address.into()),
+        downstream_local_address: Some(d.local.into()),
         protocol: if d.http10 { "HTTP/1.0" } else { "HTTP/1.1" },
         method: d.method.as_str(),
         ..Default::default()
@@ -2763,7 +2803,7 @@ fn encode_response(
     encoders: usize,
     head: &mut ResponseHead,
 ) {
-    let ctx = format_context(plan, d);
+    let ctx = format_context(d);
     if let Some(r) = route {
         plan.routes
             .apply_response_mutations(r, &mut head.headers, &ctx);
@@ -3056,6 +3096,7 @@ impl App for HttpProxy {
             conn,
             listener: li,
             remote: key.remote,
+            local: key.local,
             client: SocketAddr::V4(key.remote),
             phase: Phase::Head,
             buf: Vec::new(),
@@ -3090,7 +3131,7 @@ impl App for HttpProxy {
             body_rx: 0,
             body_tx: 0,
         });
-        tcp.set_user(conn, tag(Side::Down(di)));
+        tcp.set_user(conn, tag(Side::Down(di)) | self.gen_bits);
         self.arm_head_deadline(tcp, di);
         self.drive(tcp, di);
     }
