@@ -185,17 +185,14 @@ fn validate_accepts_tcp_proxy_config() {
 }
 
 #[test]
-fn admin_section_is_not_supported_yet() {
-    let config = format!(
-        "{}admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 9901 }} }}\n",
-        tcp_proxy_config()
-    );
+fn sections_zerohop_does_not_read_yet_are_refused() {
+    let config = format!("{}layered_runtime:\n  layers: []\n", tcp_proxy_config());
     for mode in MODES {
         let out = run_config(&config, mode);
         assert_fails_naming(
             &out,
-            &["admin", "not supported yet"],
-            &format!("admin section (--mode {mode})"),
+            &["layered_runtime", "not supported yet"],
+            &format!("layered_runtime section (--mode {mode})"),
         );
     }
 }
