@@ -1116,9 +1116,6 @@ impl Reloader {
                     .to_owned(),
             );
         }
-        config
-            .check_cores(&available_cpus())
-            .map_err(|e| e.to_string())?;
         // Everything is built before anything is switched.
         let control = lock(view).shared.control().clone();
         let shared = Arc::new(Shared::with_control(&config.envoy, control));

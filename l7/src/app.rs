@@ -97,6 +97,10 @@ impl L7Stats {
     }
 }
 
+/// How long an idle keep-alive connection of a retired generation may still
+/// send a request (answered with `Connection: close`) before it is closed.
+const RETIRE_IDLE_GRACE_MS: u64 = 2_000;
+
 /// How long a retired generation stays at least: a handshake that began on
 /// its listeners before a reload ends on it.
 const RETIRE_GRACE_MS: u64 = 5_000;
@@ -311,10 +315,10 @@ impl L7 {
         old.http.close_idle(tcp);
         // Its connections close after their current answer (as Envoy drains
         // a listener), so keep-alive clients come back to the new one.
-        old.http.drain(tcp);
+        old.http.drain(tcp, RETIRE_IDLE_GRACE_MS);
         old.retired_ms = tcp.now_ms();
         if self.drained {
-            self.current.http.drain(tcp);
+            self.current.http.drain(tcp, 0);
         }
         self.retired.push(old);
     }
@@ -367,7 +371,7 @@ impl App for L7 {
             self.drained = true;
             tcp.set_accepting(false);
             for g in self.generations() {
-                g.http.drain(tcp);
+                g.http.drain(tcp, 0);
             }
         }
         if !self.aborted && shared.aborting() {

@@ -2712,7 +2712,13 @@ impl HttpProxy {
     /// Start a drain: close the connections that wait for a request head
     /// and have none begun; the others close after their current answer
     /// (which says `Connection: close`).
-    pub fn drain(&mut self, tcp: &mut Stack) {
+    ///
+    /// `idle_grace_ms`: how long an idle connection may still send a request
+    /// (answered with `Connection: close`) before it is closed. Closing an
+    /// idle HTTP/1.1 connection races with a request its client may be
+    /// sending at that moment, so a reload, which must lose no request,
+    /// gives a grace; a process drain (0) closes them at once.
+    pub fn drain(&mut self, tcp: &mut Stack, idle_grace_ms: u64) {
         self.draining = true;
         let idle: Vec<u32> = (0..self.downs.items.len() as u32)
             .filter(|&di| {
@@ -2721,7 +2727,14 @@ impl HttpProxy {
                     .is_some_and(|d| d.phase == Phase::Head && d.buf.is_empty())
             })
             .collect();
+        let at = tcp.now_ms() + idle_grace_ms;
         for di in idle {
+            if idle_grace_ms > 0 {
+                if let Some(d) = self.downs.get(di) {
+                    tcp.set_deadline(d.conn, Some(at));
+                }
+                continue;
+            }
             if let Some(d) = self.downs.get_mut(di) {
                 d.phase = Phase::Closing;
             }
@@ -3180,6 +3193,13 @@ impl App for HttpProxy {
                     Phase::Exchange | Phase::Buffer => return self.stream_deadline(tcp, di),
                     Phase::Closing => return,
                     Phase::Head => {}
+                }
+                if self.draining && d.buf.is_empty() {
+                    // Draining, and idle through the grace: close.
+                    if let Some(d) = self.downs.get_mut(di) {
+                        d.phase = Phase::Closing;
+                    }
+                    return self.drive(tcp, di);
                 }
                 let hs = &self.stats.listeners[d.listener as usize].1;
                 let l = &self.plan.listeners[d.listener as usize];
