@@ -34,13 +34,15 @@
 # share the load CPUs and may set the ceiling on requests/s; CPU per request still
 # compares the proxies.
 #
-#   sudo scripts/bench_http.sh [--quick] [--core N] [--only zerohop|haproxy|nginx] [--resilience]
+#   sudo scripts/bench_http.sh [--quick] [--core N] [--only zerohop|haproxy|nginx] [--resilience] [--access-log]
 #     --quick   1 run of 3 s per proxy instead of 3 runs of 10 s
 #     --core N  the CPU for the proxy (default 1)
 #     --only P  measure only zerohop, only haproxy or only nginx
 #     --resilience  zerohop's route retries (5xx,reset,connect-failure) and its cluster
 #               has an HTTP health check (every 1 s), outlier detection and circuit
 #               breakers: what those cost per request
+#     --access-log  zerohop's listener writes Envoy's default access log line per request
+#               (to a file under the temporary directory): what logging costs
 #   ZEROHOP_BIN=PATH  use this zerohop binary instead of building target/release/zerohop
 #
 # Runs scripts/setup.sh first (packages, hugepages); nginx is not among its packages:
@@ -53,10 +55,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/bench_lib.sh
 . scripts/bench_lib.sh
 
-RESILIENCE=0
+RESILIENCE=0 ACCESS_LOG=0
 bench_extra_arg() {
   case $1 in
     --resilience) RESILIENCE=1 ;;
+    --access-log) ACCESS_LOG=1 ;;
     *) return 1 ;;
   esac
 }
@@ -111,7 +114,15 @@ body=$(in_ns "$NS_U" curl -sS -m 3 "http://$UPSTREAM:$UPSTREAM_PORT/" 2>&1) || t
 
 # --- the proxies ---------------------------------------------------------------------
 
-ROUTE_EXTRA='' CLUSTER_EXTRA=''
+ROUTE_EXTRA='' CLUSTER_EXTRA='' HCM_EXTRA=''
+if ((ACCESS_LOG)); then
+  HCM_EXTRA="
+          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              \"@type\": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: $TMP/access.log"
+fi
 if ((RESILIENCE)); then
   ROUTE_EXTRA=', retry_policy: { retry_on: "5xx,reset,connect-failure", num_retries: 2 }'
   CLUSTER_EXTRA="
@@ -134,7 +145,7 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: bench
-          generate_request_id: false
+          generate_request_id: false$HCM_EXTRA
           route_config:
             virtual_hosts:
             - name: all
