@@ -24,5 +24,7 @@ pub mod health;
 pub mod histogram;
 pub mod http;
 pub mod tcp_proxy;
+#[cfg(test)]
+pub(crate) mod testnet;
 
 pub use config::{EnvoyConfig, EnvoyConfigError};

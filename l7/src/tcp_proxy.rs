@@ -798,13 +798,7 @@ mod tests {
     use std::net::Ipv4Addr;
     use std::path::PathBuf;
 
-    use zerohop_dataplane::fib::FibBuilder;
-    use zerohop_dataplane::graph::Packet;
-    use zerohop_dataplane::l3::Allocator;
-    use zerohop_dataplane::testing::HeapBuffer;
-    use zerohop_dataplane::Buffer;
-    use zerohop_tcpstack::stack::ETH_HEADROOM;
-    use zerohop_tcpstack::{SegmentDevice, TcpParams};
+    use crate::testnet::{self, host, Host};
 
     const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
     const PROXY: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
@@ -877,43 +871,6 @@ mod tests {
         }
         fn deadline(&mut self, _tcp: &mut Stack, _conn: ConnId) {}
         fn closed(&mut self, _tcp: &mut Stack, _conn: ConnId, _how: Close) {}
-    }
-
-    struct Host<A> {
-        stack: Stack,
-        app: A,
-        alloc: Allocator<HeapBuffer>,
-        inbox: Vec<Packet<HeapBuffer>>,
-    }
-
-    fn host<A>(addr: Ipv4Addr, app: A) -> Host<A> {
-        let mut fib = FibBuilder::new();
-        fib.interface(0, addr, 24);
-        let fib = Arc::new(fib.build().expect("fib"));
-        let params = TcpParams {
-            max_connections: 64,
-            ..TcpParams::default()
-        };
-        Host {
-            stack: Stack::new(params, fib, vec![Some(addr)], 7, 0).expect("stack"),
-            app,
-            alloc: Box::new(|| Some(HeapBuffer::empty())),
-            inbox: Vec::new(),
-        }
-    }
-
-    /// Run one worker loop of `h`; return what it sent.
-    fn step<A: App>(h: &mut Host<A>, now: u64) -> Vec<Packet<HeapBuffer>> {
-        h.stack.advance(now, &mut h.app);
-        let mut out = Vec::new();
-        let mtu = h.stack.params().mtu;
-        let mut dev = SegmentDevice::new(&mut h.alloc, &mut out, mtu);
-        for mut p in std::mem::take(&mut h.inbox) {
-            h.stack
-                .input(&mut p.buf.data_mut()[ETH_HEADROOM..], &mut dev, now);
-        }
-        h.stack.flush(&mut h.app, &mut dev);
-        out
     }
 
     struct Net {
@@ -997,21 +954,11 @@ static_resources:
 
         /// Run `ms` milliseconds.
         fn run(&mut self, ms: u64) {
-            for _ in 0..ms {
-                self.now += 1;
-                let mut sent = step(&mut self.client, self.now);
-                sent.extend(step(&mut self.proxy, self.now));
-                sent.extend(step(&mut self.upstream, self.now));
-                for p in sent {
-                    let ip = &p.buf.data()[ETH_HEADROOM..];
-                    match Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]) {
-                        CLIENT => self.client.inbox.push(p),
-                        PROXY => self.proxy.inbox.push(p),
-                        UPSTREAM => self.upstream.inbox.push(p),
-                        _ => {}
-                    }
-                }
-            }
+            testnet::run(
+                &mut self.now,
+                ms,
+                &mut [&mut self.client, &mut self.proxy, &mut self.upstream],
+            );
         }
 
         /// Write what the proxy logged; return the file.

@@ -678,19 +678,14 @@ mod tests {
 
     use std::net::Ipv4Addr;
 
-    use zerohop_dataplane::fib::FibBuilder;
-    use zerohop_dataplane::graph::Packet;
-    use zerohop_dataplane::l3::Allocator;
-    use zerohop_dataplane::testing::HeapBuffer;
-    use zerohop_dataplane::Buffer;
-    use zerohop_tcpstack::stack::ETH_HEADROOM;
-    use zerohop_tcpstack::{App, Listen, SegmentDevice, TcpParams};
+    use zerohop_tcpstack::{App, Listen};
 
     use crate::config::{
         CircuitBreakers, Cluster, Endpoint, LbPolicy, Percent, TcpHealthCheck,
         DEFAULT_NO_TRAFFIC_INTERVAL,
     };
     use crate::health::{FAILED_ACTIVE_HC, PENDING_ACTIVE_HC};
+    use crate::testnet::{self, host, Host};
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -1034,50 +1029,11 @@ mod tests {
         }
     }
 
-    struct Host<A> {
-        stack: Stack,
-        app: A,
-        alloc: Allocator<HeapBuffer>,
-    }
-
-    fn host<A>(addr: Ipv4Addr, app: A) -> Host<A> {
-        let mut fib = FibBuilder::new();
-        fib.interface(0, addr, 24);
-        let fib = Arc::new(fib.build().expect("fib"));
-        let params = TcpParams {
-            max_connections: 64,
-            ..TcpParams::default()
-        };
-        Host {
-            stack: Stack::new(params, fib, vec![Some(addr)], 7, 0).expect("stack"),
-            app,
-            alloc: Box::new(|| Some(HeapBuffer::empty())),
-        }
-    }
-
-    /// Feed `pkts` to `h`, flush it; return what it sent.
-    fn exchange<A: App>(
-        h: &mut Host<A>,
-        pkts: Vec<Packet<HeapBuffer>>,
-        now: u64,
-    ) -> Vec<Packet<HeapBuffer>> {
-        let mut out = Vec::new();
-        let mtu = h.stack.params().mtu;
-        let mut dev = SegmentDevice::new(&mut h.alloc, &mut out, mtu);
-        for mut p in pkts {
-            h.stack
-                .input(&mut p.buf.data_mut()[ETH_HEADROOM..], &mut dev, now);
-        }
-        h.stack.flush(&mut h.app, &mut dev);
-        out
-    }
-
     struct Net {
         checker: Host<CheckerApp>,
         upstream: Host<Upstream>,
         shared: Arc<Shared>,
         now: u64,
-        to_checker: Vec<Packet<HeapBuffer>>,
     }
 
     impl Net {
@@ -1118,22 +1074,16 @@ mod tests {
                 upstream,
                 shared,
                 now: 0,
-                to_checker: Vec::new(),
             }
         }
 
         /// Run `ms` milliseconds, a worker loop per ms on each side.
         fn run(&mut self, ms: u64) {
-            for _ in 0..ms {
-                self.now += 1;
-                let c = &mut self.checker;
-                c.stack.advance(self.now, &mut c.app);
-                c.app.poll(&mut c.stack);
-                let to_upstream = exchange(c, std::mem::take(&mut self.to_checker), self.now);
-                let u = &mut self.upstream;
-                u.stack.advance(self.now, &mut u.app);
-                self.to_checker = exchange(u, to_upstream, self.now);
-            }
+            testnet::run(
+                &mut self.now,
+                ms,
+                &mut [&mut self.checker, &mut self.upstream],
+            );
         }
 
         fn counters(&self) -> [u64; 4] {
