@@ -1,7 +1,8 @@
 //! End-to-end: the resilience features of zerohop's HTTP proxy, against real upstream
 //! servers that die, fail, hang and come back: active health checks, outlier
-//! detection, route and per-try timeouts with retries, route idle timeouts, and circuit
-//! breakers; and health checks and outlier detection on a `tcp_proxy` cluster.
+//! detection, route and per-try timeouts with retries, route idle timeouts, circuit
+//! breakers, the retry body buffer and the `max_retries` breaker; and health checks and
+//! outlier detection on a `tcp_proxy` cluster.
 //!
 //! Same topology as `e2e_http_proxy.rs` ([`ProxyTopology`]): clients in C, zerohop in
 //! P on two `net_af_packet` ports, servers in U. The servers are
@@ -11,6 +12,8 @@
 //! reached which host). Steady load comes from `tests/fixtures/resilience/load.py`,
 //! which paces its requests (unlike wrk) and counts every answer and every error.
 //! The `tcp_proxy` tests use the echo servers and clients of `tests/fixtures/tcp/`.
+//! The retry tests read stats live from the admin API ([`live_stat`]) and have the
+//! upstreams log each request body's length and SHA-256 (`--log-body`).
 //!
 //! zerohop's main thread logs each health change within about 50 ms
 //! (`cluster hc: endpoint 10.0.1.2:9002: health check failed: unhealthy (2/3 healthy)`)
@@ -1361,6 +1364,374 @@ fn circuit_breaker_pending_overflow_is_immediate_503() {
         n5xx >= 3,
         "three overflow 503s, downstream_rq_5xx={n5xx}\n{log}"
     );
+}
+
+// ---- Retries: the retry buffer and the `max_retries` circuit breaker ----
+
+/// Where the admin API listens, in zerohop's namespace (see [`with_admin`]).
+const ADMIN_PORT: u16 = 9901;
+/// zerohop keeps a request body for a retry up to this many bytes
+/// (`RETRY_BUFFER_LIMIT`, 1 MiB); a longer one is not tried again.
+const RETRY_BUFFER: usize = 1 << 20;
+/// A body well within [`RETRY_BUFFER`].
+const SMALL_BODY: usize = 64 << 10;
+/// A body twice [`RETRY_BUFFER`].
+const BIG_BODY: usize = 2 << 20;
+const _: () = assert!(SMALL_BODY < RETRY_BUFFER && BIG_BODY > RETRY_BUFFER);
+
+/// `config` (from [`config`]) with the admin API on 127.0.0.1:[`ADMIN_PORT`] in
+/// zerohop's namespace, so that a test reads the stats while zerohop runs.
+fn with_admin(config: String) -> String {
+    config.replacen(
+        "static_resources:\n",
+        &format!(
+            "admin:\n  address:\n    socket_address: \
+             {{ address: 127.0.0.1, port_value: {ADMIN_PORT} }}\nstatic_resources:\n"
+        ),
+        1,
+    )
+}
+
+/// Stat `name` as the admin API's `/stats` serves it now (0 when not listed).
+fn live_stat(topo: &ProxyTopology, name: &str) -> u64 {
+    let u = format!("http://127.0.0.1:{ADMIN_PORT}/stats");
+    let out = topo.ns_p.run(
+        "curl",
+        &["-sS", "--noproxy", "*", "--max-time", "5", &u],
+        Duration::from_secs(15),
+    );
+    let text = out.stdout_str();
+    assert!(
+        out.success(),
+        "GET {u} ({}): {}\n{text}",
+        describe(out.status),
+        out.stderr
+    );
+    let prefix = format!("{name}: ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |v| {
+            v.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("/stats: {name} is not a number: {v:?}"))
+        })
+}
+
+/// POST the file `file` to `path` from C with curl, chunked (`Transfer-Encoding:
+/// chunked`) or with a Content-Length, without `Expect: 100-continue`; the answer.
+fn post(topo: &ProxyTopology, path: &str, file: &std::path::Path, chunked: bool) -> Answer {
+    let u = url(path);
+    let data = format!("@{}", file.display());
+    let mut args = vec![
+        "-sS",
+        "--noproxy",
+        "*",
+        "--max-time",
+        "10",
+        "-H",
+        "Expect:",
+        "--data-binary",
+        &data,
+        "-w",
+        WRITE_OUT,
+    ];
+    if chunked {
+        args.extend(["-H", "Transfer-Encoding: chunked"]);
+    }
+    args.push(&u);
+    let out = topo.ns_c.run("curl", &args, Duration::from_secs(30));
+    let text = out.stdout_str();
+    let mut answers = parse_answers(&text);
+    assert_eq!(
+        answers.len(),
+        1,
+        "POST {u} ({}): {}\n{text}",
+        describe(out.status),
+        out.stderr
+    );
+    answers.remove(0)
+}
+
+/// What `server` (run with `--log-body`) read of each POST to exactly `path`: its
+/// `body POST PATH len=N sha256=HEX` lines, as (N, HEX).
+fn bodies_seen(server: &LoggedProcess, path: &str) -> Vec<(usize, String)> {
+    let prefix = format!("body POST {path} ");
+    server
+        .output()
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(|rest| {
+            let (mut len, mut sha) = (None, String::new());
+            for kv in rest.split_whitespace() {
+                match kv.split_once('=') {
+                    Some(("len", v)) => len = v.parse().ok(),
+                    Some(("sha256", v)) => sha = v.to_owned(),
+                    _ => {}
+                }
+            }
+            let len = len.unwrap_or_else(|| panic!("no len= in {rest:?}"));
+            (len, sha)
+        })
+        .collect()
+}
+
+/// A request body zerohop keeps for a retry up to 1 MiB only. Two upstreams answer
+/// every request 503 (each reads the whole body first, so the answer never overtakes
+/// the body, and logs its length and SHA-256 with `--log-body`), round robin, behind a
+/// route with `retry_on: 5xx`, `num_retries: 2`. POSTs, one at a time:
+/// - 64 KiB with a Content-Length: tried three times (the first try and 2 retries),
+///   each try carrying the whole body intact, and the client gets the last try's 503;
+/// - 2 MiB with a Content-Length: over the buffer, tried once only, and the client
+///   gets that try's 503, as without a retry policy;
+/// - the same two, chunked: the same.
+///
+/// `cluster.retry.upstream_rq_retry` is read live from the admin API around each
+/// request: +2 for a small body, +0 for a big one; at exit 4, with 2
+/// `upstream_rq_retry_limit_exceeded` (the small bodies' third 503s) and no
+/// `upstream_rq_retry_overflow` (the buffer limit is not the circuit breaker).
+#[test]
+fn a_body_beyond_the_retry_buffer_is_not_retried() {
+    if !require_root() {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let topo = ProxyTopology::new();
+    let failing = ["--status", "503", "--log-body"];
+    let servers = [
+        upstream(&topo.ns_u, "a", 9001, &failing),
+        upstream(&topo.ns_u, "b", 9002, &failing),
+    ];
+    const NUM_RETRIES: usize = 2;
+    let routes = format!(
+        r#"              - match: {{ prefix: "/retry/" }}
+                route:
+                  cluster: retry
+                  retry_policy: {{ retry_on: "5xx", num_retries: {NUM_RETRIES} }}
+"#
+    );
+    let mut z = Zerohop::start_in(
+        Some(&topo.ns_p),
+        &with_admin(config(&topo, &routes, &cluster("retry", &[9001, 9002], ""))),
+    );
+    z.wait_ready(READY_TIMEOUT);
+
+    // The bodies, and their SHA-256 as sha256sum gives it.
+    let dir = TempDir::new("zhretrybuf");
+    let body = |name: &str, len: usize| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, test_payload(len)).expect("write body");
+        let out = must("sha256sum", &[file.to_str().expect("utf-8 path")]).stdout_str();
+        let sha = out.split_whitespace().next().expect("a digest").to_owned();
+        (file, len, sha)
+    };
+    let small = body("small.bin", SMALL_BODY);
+    let big = body("big.bin", BIG_BODY);
+
+    // (path, body, chunked, whether it is retried).
+    let cases = [
+        ("/retry/small-length", &small, false, true),
+        ("/retry/big-length", &big, false, false),
+        ("/retry/small-chunked", &small, true, true),
+        ("/retry/big-chunked", &big, true, false),
+    ];
+    let retry_stat = "cluster.retry.upstream_rq_retry";
+    for (path, (file, len, sha), chunked, retried) in cases {
+        let tries = if retried { 1 + NUM_RETRIES } else { 1 };
+        let before = live_stat(&topo, retry_stat);
+        let started = Instant::now();
+        let a = post(&topo, path, file, chunked);
+        eprintln!(
+            "{path}: {} from {} in {:?}",
+            a.code,
+            a.name,
+            started.elapsed()
+        );
+        assert!(
+            a.code == 503 && (a.name == "a" || a.name == "b") && a.body.contains("method=POST"),
+            "{path}: want an upstream's 503 (the last try's), got {a:?}\nzerohop log:\n{}",
+            z.log()
+        );
+        // The upstreams logged each try (as it came, and its body once read whole)
+        // before answering it, so every try is in their output by now.
+        let reached: usize = servers.iter().map(|s| requests_seen(s, path)).sum();
+        let bodies: Vec<(usize, String)> =
+            servers.iter().flat_map(|s| bodies_seen(s, path)).collect();
+        let outputs = || format!("a:\n{}\nb:\n{}", servers[0].output(), servers[1].output());
+        assert_eq!(
+            reached,
+            tries,
+            "{path} ({len} bytes, chunked {chunked}): want {tries} tries at the upstreams\n{}",
+            outputs()
+        );
+        assert!(
+            bodies.len() == tries && bodies.iter().all(|(n, s)| n == len && s == sha),
+            "{path}: every try should carry the whole body ({len} bytes, sha256 {sha}): \
+             {bodies:?}\n{}",
+            outputs()
+        );
+        let after = live_stat(&topo, retry_stat);
+        assert_eq!(
+            after - before,
+            (tries - 1) as u64,
+            "{path}: {retry_stat} went from {before} to {after}"
+        );
+    }
+
+    let log = stop(z);
+    assert_stat_eq(&log, retry_stat, 2 * NUM_RETRIES as u64);
+    assert_stat_eq(&log, "cluster.retry.upstream_rq_retry_limit_exceeded", 2);
+    assert_eq!(
+        stat0(&log, "cluster.retry.upstream_rq_retry_overflow"),
+        0,
+        "{log}"
+    );
+    assert_stat_eq(&log, "http.ingress.downstream_rq_5xx", 4);
+    // Every try failed, so no retry succeeded: Envoy counts `upstream_rq_retry_success`
+    // only when the answer after a retry is one it would not retry
+    // (`RetryStateImpl::shouldRetry`, `would_retry == NoRetry`); a 503 past
+    // `num_retries` is `upstream_rq_retry_limit_exceeded` instead.
+    assert_stat_eq(&log, "cluster.retry.upstream_rq_retry_success", 0);
+}
+
+/// How long each upstream of the `max_retries` test sits on a request before its 503.
+const TRY_DELAY: Duration = Duration::from_millis(500);
+/// The `num_retries` of the `max_retries` test.
+const CAPPED_RETRIES: u64 = 3;
+/// How many requests the `max_retries` test sends at once.
+const CONCURRENT: u64 = 4;
+
+/// The `max_retries` circuit breaker bounds the retries in flight. Cluster `capped`
+/// (`max_retries: 1`; two upstreams that answer every request 503 after 0.5 s) behind
+/// a route with `retry_on: 5xx`, `num_retries: 3` and a back-off of 0.5 s to 1 s; four
+/// clients GET at once.
+///
+/// The timing, and why the outcome is exact. The four requests reach the upstreams
+/// within the spread `s` of the four curls' starts (tens of ms), and each first try
+/// fails 0.5 s later (`TRY_DELAY` = D). The first of them to fail (R) takes the one
+/// retry place and keeps it until its exchange ends (zerohop holds it across R's
+/// further retries, as Envoy gives it back and takes it again at each), which is
+/// after three more tries and three back-offs, at least 3 D = 1.5 s later. The other
+/// three fail at most `s` after R did, well within that, so each finds the place
+/// taken: its retry is not made (`upstream_rq_retry_overflow`) and its own 503 goes to
+/// its client at once. So: 3 overflows, exactly R's 3 retries (not 4 × 3), 7 tries at
+/// the upstreams, R's client answered after at least 4 D, the others' after one try.
+/// While R is still retrying (checked live, once the three overflows are counted), the
+/// breaker is open (`circuit_breakers.default.rq_retry_open` 1); at exit it is closed
+/// again (the place given back).
+#[test]
+fn max_retries_limits_retries_in_flight() {
+    if !require_root() {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let topo = ProxyTopology::new();
+    let delay = TRY_DELAY.as_millis().to_string();
+    let failing = ["--status", "503", "--delay-ms", &delay];
+    let servers = [
+        upstream(&topo.ns_u, "a", 9001, &failing),
+        upstream(&topo.ns_u, "b", 9002, &failing),
+    ];
+    let routes = format!(
+        r#"              - match: {{ prefix: "/capped/" }}
+                route:
+                  cluster: capped
+                  timeout: 15s
+                  retry_policy:
+                    retry_on: "5xx"
+                    num_retries: {CAPPED_RETRIES}
+                    retry_back_off: {{ base_interval: 0.5s, max_interval: 1s }}
+"#
+    );
+    let breakers = "    circuit_breakers: { thresholds: [{ max_retries: 1 }] }\n";
+    let mut z = Zerohop::start_in(
+        Some(&topo.ns_p),
+        &with_admin(config(
+            &topo,
+            &routes,
+            &cluster("capped", &[9001, 9002], breakers),
+        )),
+    );
+    z.wait_ready(READY_TIMEOUT);
+
+    let overflow_stat = "cluster.capped.upstream_rq_retry_overflow";
+    let open_stat = "cluster.capped.circuit_breakers.default.rq_retry_open";
+    let (answers, open_while_retrying) = std::thread::scope(|s| {
+        let topo = &topo;
+        let running: Vec<_> = (1..=CONCURRENT)
+            .map(|i| s.spawn(move || get_on(topo, LISTENER_PORT, &format!("/capped/{i}"), 15)))
+            .collect();
+        // The three overflows come about one try (D) after the start; R's retries run
+        // on for at least 3 D after that.
+        let deadline = Instant::now() + 3 * TRY_DELAY;
+        while live_stat(topo, overflow_stat) < CONCURRENT - 1 && Instant::now() < deadline {
+            std::thread::sleep(LOG_POLL);
+        }
+        let open = live_stat(topo, open_stat);
+        let answers: Vec<Answer> = running
+            .into_iter()
+            .map(|h| h.join().expect("curl thread"))
+            .collect();
+        (answers, open)
+    });
+    for (i, a) in answers.iter().enumerate() {
+        eprintln!(
+            "/capped/{}: {} from {} after {:?}",
+            i + 1,
+            a.code,
+            a.name,
+            a.time
+        );
+    }
+    let log = stop(z);
+    let outputs = || format!("a:\n{}\nb:\n{}", servers[0].output(), servers[1].output());
+    for (i, a) in answers.iter().enumerate() {
+        assert!(
+            a.code == 503 && (a.name == "a" || a.name == "b"),
+            "/capped/{}: want an upstream's 503: {a:?}\nzerohop log:\n{log}",
+            i + 1
+        );
+    }
+    let overflow = stat0(&log, overflow_stat);
+    let retries = stat0(&log, "cluster.capped.upstream_rq_retry");
+    assert!(
+        overflow >= 1 && retries < CONCURRENT * CAPPED_RETRIES,
+        "max_retries 1: want retries refused (upstream_rq_retry_overflow {overflow}) \
+         and fewer than {} retries made ({retries})\n{log}",
+        CONCURRENT * CAPPED_RETRIES
+    );
+    // Exactly, by the timing above.
+    assert_eq!(
+        (overflow, retries),
+        (CONCURRENT - 1, CAPPED_RETRIES),
+        "want {} overflows and R's {CAPPED_RETRIES} retries (overflow, retry); answers \
+         {answers:#?}\n{log}",
+        CONCURRENT - 1
+    );
+    assert_stat_eq(&log, "cluster.capped.upstream_rq_retry_limit_exceeded", 1);
+    let tries: usize = servers.iter().map(|s| requests_seen(s, "/capped/")).sum();
+    assert_eq!(
+        tries as u64,
+        CONCURRENT + CAPPED_RETRIES,
+        "tries at the upstreams\n{}",
+        outputs()
+    );
+    let slow: Vec<&Answer> = answers
+        .iter()
+        .filter(|a| a.time >= (1 + CAPPED_RETRIES as u32) * TRY_DELAY)
+        .collect();
+    assert_eq!(
+        slow.len(),
+        1,
+        "exactly one client (R's) should wait out {} tries of {TRY_DELAY:?}: {answers:#?}",
+        1 + CAPPED_RETRIES
+    );
+    assert_eq!(
+        open_while_retrying, 1,
+        "{open_stat} while R's retries were in flight"
+    );
+    assert_stat_eq(&log, open_stat, 0);
+    assert_stat_eq(&log, "cluster.capped.upstream_rq_active", 0);
+    assert_stat_eq(&log, "http.ingress.downstream_rq_5xx", CONCURRENT);
 }
 
 // ---- tcp_proxy: health checks and outlier detection ----

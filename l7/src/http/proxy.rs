@@ -2517,7 +2517,15 @@ impl HttpProxy {
         let cs = &self.stats.clusters[u.cluster as usize].1;
         cs.upstream_rq_xx[class(head.status)].add(1);
         if d.retry.as_ref().is_some_and(|r| r.retries > 0) {
-            cs.upstream_rq_retry_success.add(1);
+            // As Envoy: a success only if the answer after a retry is one the
+            // policy would not retry (not a 503 that ran out of retries).
+            let retriable = d
+                .route
+                .and_then(|r| retry_policy(&self.plan.listeners, d.listener as usize, r))
+                .is_some_and(|p| TryFailure::Status(head.status).retriable(p));
+            if !retriable {
+                cs.upstream_rq_retry_success.add(1);
+            }
         }
         if d.holds & HOLDS_RETRY != 0 {
             d.holds &= !HOLDS_RETRY;
