@@ -12,7 +12,8 @@
 # http_connection_manager listener on 10.201.1.254:8080 routes HTTP requests to three
 # upstream servers in zhdB3 (each answers with its name) by path and by header, splits
 # /split/ 80/20 by weight, and answers /healthz itself; the demo prints each request and
-# the upstream that answered. Then zerohop is stopped with SIGTERM and prints its port
+# the upstream that answered, and reads zerohop's admin API (Prometheus stats, clusters with
+# a health-checked endpoint, the graph's runtime). Then zerohop is stopped with SIGTERM and prints its port
 # counters, its graph's runtime, error and ACL counters, and the proxies' Envoy-named
 # stats.
 #
