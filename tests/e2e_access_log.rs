@@ -129,35 +129,6 @@ fn access_logs(logs: &[(&Path, Option<&str>)]) -> String {
     out
 }
 
-/// An entry of `listeners:`: `name` on 0.0.0.0:`port`, an http_connection_manager
-/// (stat_prefix `name`) with `hcm_extra` (its keys, indented ten spaces) and `routes`
-/// (entries of `routes:`, indented 14 spaces) in one virtual host for every domain.
-fn http_listener(name: &str, port: u16, hcm_extra: &str, routes: &str) -> String {
-    format!(
-        r#"  - name: {name}
-    address:
-      socket_address: {{ address: 0.0.0.0, port_value: {port} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: {name}
-          codec_type: AUTO
-{hcm_extra}          route_config:
-            name: local
-            virtual_hosts:
-            - name: main
-              domains: ["*"]
-              routes:
-{routes}          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-"#
-    )
-}
-
 /// An entry of `listeners:`: `name` on 0.0.0.0:`port`, a tcp_proxy (stat_prefix `name`)
 /// to `cluster` with `extra` (keys of its `typed_config`, indented ten spaces).
 fn tcp_listener(name: &str, port: u16, cluster: &str, extra: &str) -> String {

@@ -399,74 +399,6 @@ fn requests(topo: &ProxyTopology, n: usize) {
     );
 }
 
-/// A python client that opens `N` keep-alive connections to HOST:PORT, sends one GET
-/// on each and reads its whole answer (`conn I status=200`), prints `idle`, then waits
-/// (at most 15 s) for each connection to end and prints how: `conn I eof` (the server
-/// closed it), `conn I rst`, or `conn I data …` (something else came); last
-/// `done open=K` (K: connections still open at the deadline).
-const IDLE_CLIENT: &str = r#"
-import select, socket, sys, time
-host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-conns = []
-for i in range(n):
-    s = socket.create_connection((host, port), timeout=5)
-    s.sendall(b"GET /fast/idle%d HTTP/1.1\r\nHost: idle\r\n\r\n" % i)
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = s.recv(65536)
-        if not chunk:
-            sys.exit(f"conn {i} closed before an answer: {buf!r}")
-        buf += chunk
-    head, _, body = buf.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    length = 0
-    for l in lines[1:]:
-        k, _, v = l.partition(b":")
-        if k.strip().lower() == b"content-length":
-            length = int(v)
-    while len(body) < length:
-        chunk = s.recv(65536)
-        if not chunk:
-            sys.exit(f"conn {i} closed in the body")
-        body += chunk
-    print(f"conn {i} status={lines[0].split()[1].decode()}", flush=True)
-    conns.append(s)
-print("idle", flush=True)
-left = set(range(n))
-deadline = time.time() + 15
-while left and time.time() < deadline:
-    ready, _, _ = select.select([conns[i] for i in left], [], [], 0.2)
-    for s in ready:
-        i = conns.index(s)
-        try:
-            data = s.recv(65536)
-            how = "eof" if not data else f"data {data!r}"
-        except ConnectionResetError:
-            how = "rst"
-        print(f"conn {i} {how}", flush=True)
-        left.discard(i)
-print(f"done open={len(left)}", flush=True)
-"#;
-
-/// Start [`IDLE_CLIENT`] in C with `n` connections to the proxy; return once all are
-/// idle after their answer (each 200).
-fn idle_clients(topo: &ProxyTopology, n: usize) -> LoggedProcess {
-    let (port, n_s) = (LISTENER_PORT.to_string(), n.to_string());
-    let mut p = topo.ns_c.spawn_logged(
-        "python3",
-        &["-c", IDLE_CLIENT, PROXY_DOWN, &port, &n_s],
-        "idle keep-alive client",
-    );
-    p.wait_for("idle", Duration::from_secs(15));
-    let out = p.output();
-    let ok = out.lines().filter(|l| l.ends_with(" status=200")).count();
-    assert_eq!(
-        ok, n,
-        "every idle connection's request should get 200:\n{out}"
-    );
-    p
-}
-
 // ---- The admin API ----
 
 /// An admin API answer.
@@ -1372,7 +1304,7 @@ fn sigterm_drains_in_flight_requests() {
     let p = &topo.ns_p;
     wait_admin(p, port, || z.log());
 
-    let mut idle = idle_clients(&topo, IDLE);
+    let mut idle = idle_clients(&topo.ns_c, PROXY_DOWN, LISTENER_PORT, IDLE, "/fast/");
     let (fetched, term_at) = thread::scope(|s| {
         let started = Instant::now();
         let slow_requests: Vec<_> = (0..IN_FLIGHT)
@@ -1512,7 +1444,7 @@ fn drain_listeners_then_quitquitquit_exits() {
     z.wait_ready(READY_TIMEOUT);
     let p = &topo.ns_p;
     wait_admin(p, port, || z.log());
-    let mut idle = idle_clients(&topo, 1);
+    let mut idle = idle_clients(&topo.ns_c, PROXY_DOWN, LISTENER_PORT, 1, "/fast/");
 
     admin_expect(p, port, "POST", "/drain_listeners", 200);
     let line = idle.wait_for("done open=", Duration::from_secs(2));

@@ -86,35 +86,6 @@ fn dataplane(topo: &ProxyTopology) -> String {
     )
 }
 
-/// An entry of `listeners:`: listener `name` on 0.0.0.0:`port` with an HTTP connection
-/// manager (stat_prefix `name`) with `hcm_extra` (its keys, each line indented ten
-/// spaces) and `routes` (entries of `routes:`, each line indented 14 spaces).
-fn http_listener(name: &str, port: u16, hcm_extra: &str, routes: &str) -> String {
-    format!(
-        r#"  - name: {name}
-    address:
-      socket_address: {{ address: 0.0.0.0, port_value: {port} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: {name}
-          codec_type: AUTO
-{hcm_extra}          route_config:
-            name: local
-            virtual_hosts:
-            - name: main
-              domains: ["*"]
-              routes:
-{routes}          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-"#
-    )
-}
-
 /// A config of [`dataplane`], `listeners` (entries of `listeners:`) and `clusters`
 /// (each from [`cluster`]).
 fn config_of(topo: &ProxyTopology, listeners: &str, clusters: &str) -> String {

@@ -1421,3 +1421,53 @@ impl ProxyTopology {
         topo
     }
 }
+
+/// Start `tests/fixtures/http/idle_client.py` in `ns` with `n` keep-alive connections to
+/// `host:port`, each sending one GET under `prefix`; return once all are idle after
+/// their answer, each 200 (the script then reports how each connection ends).
+pub fn idle_clients(ns: &Netns, host: &str, port: u16, n: usize, prefix: &str) -> LoggedProcess {
+    let script = fixture("http/idle_client.py");
+    let (port, n_s) = (port.to_string(), n.to_string());
+    let mut p = ns.spawn_logged(
+        "python3",
+        &[&script.to_string_lossy(), host, &port, &n_s, prefix],
+        "idle keep-alive client",
+    );
+    p.wait_for("idle", Duration::from_secs(15));
+    let out = p.output();
+    let ok = out.lines().filter(|l| l.ends_with(" status=200")).count();
+    assert_eq!(
+        ok, n,
+        "every idle connection's request should get 200:\n{out}"
+    );
+    p
+}
+
+/// An entry of `listeners:`: listener `name` on 0.0.0.0:`port` with an HTTP connection
+/// manager (stat_prefix `name`) with `hcm_extra` (its keys, each line indented ten
+/// spaces) and `routes` (entries of `routes:`, each line indented 14 spaces).
+pub fn http_listener(name: &str, port: u16, hcm_extra: &str, routes: &str) -> String {
+    format!(
+        r#"  - name: {name}
+    address:
+      socket_address: {{ address: 0.0.0.0, port_value: {port} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: {name}
+          codec_type: AUTO
+{hcm_extra}          route_config:
+            name: local
+            virtual_hosts:
+            - name: main
+              domains: ["*"]
+              routes:
+{routes}          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"#
+    )
+}
