@@ -247,12 +247,6 @@ pub struct L7 {
 }
 
 impl L7 {
-    /// A worker's proxies; `seed` varies random choices. The plan's
-    /// listeners must be the stack's first.
-    pub fn new(plan: L7Plan, seed: u64) -> L7 {
-        L7::with_reloads(Generation::new(plan, seed), None)
-    }
-
     /// A worker's proxies, first generation `first` (its listeners the
     /// stack's first), taking reloads from `reloads`.
     pub fn with_reloads(first: Generation, reloads: Option<Receiver<Generation>>) -> L7 {

@@ -134,7 +134,9 @@ pub enum Close {
 
 /// What the stack tells the application.
 pub trait App {
-    /// A connection on listener `listener` finished its handshake.
+    /// A connection on listener `listener` finished its handshake; `listener`
+    /// is the listener's index in the order of [`Stack::listen`] calls (closed
+    /// listeners keep theirs).
     fn accepted(&mut self, tcp: &mut Stack, conn: ConnId, listener: u32);
     /// Something may have changed on `conn`: data arrived, send space was
     /// freed, a FIN arrived, an active open completed.
@@ -156,7 +158,9 @@ pub trait App {
 pub struct Listen {
     /// Local address; `0.0.0.0` for every local address.
     pub address: SocketAddrV4,
-    /// Passed to [`App::accepted`].
+    /// The application's name for it. [`App::accepted`] reports the
+    /// listener's index in `listen` order, which is this id when ids follow
+    /// that order (as zerohop's proxies give them).
     pub id: u32,
 }
 
@@ -762,11 +766,6 @@ impl Stack {
         for l in &mut self.listeners {
             l.2 = false;
         }
-        self.listeners.len() as u32
-    }
-
-    /// The index [`App::accepted`] reports for the next [`Stack::listen`].
-    pub fn next_listener_index(&self) -> u32 {
         self.listeners.len() as u32
     }
 
