@@ -2486,9 +2486,21 @@ impl HttpProxy {
                 return true;
             }
         }
-        if matches!(d.resp, Body::UntilClose) && u.buf.is_empty() && tcp.recv_finished(u.conn) {
-            d.resp = Body::Done;
-            progressed = true;
+        if u.buf.is_empty() && tcp.recv_finished(u.conn) {
+            if matches!(d.resp, Body::UntilClose) {
+                d.resp = Body::Done;
+                return true;
+            }
+            if !d.resp.done() {
+                // The upstream closed before the end its framing promised
+                // (Content-Length or chunked): the client cannot tell a cut
+                // body from a whole one but by a reset, so, as Envoy, reset
+                // it (access log flag UC).
+                d.flags |= ResponseFlags::UPSTREAM_CONNECTION_TERMINATION;
+                self.cut_upstream(tcp, di, ui);
+                self.abort_down(tcp, di);
+                return true;
+            }
         }
         progressed
     }
