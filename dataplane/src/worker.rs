@@ -46,6 +46,8 @@ pub struct L3Stage<B: Buffer> {
     ctx: L3Context<B>,
     entry: usize,
     arp_node: usize,
+    /// The ports' gratuitous ARPs went out (on the first tick).
+    announced: bool,
 }
 
 impl<B: Buffer> L3Stage<B> {
@@ -63,6 +65,7 @@ impl<B: Buffer> L3Stage<B> {
             ctx,
             entry,
             arp_node,
+            announced: false,
         })
     }
 
@@ -161,6 +164,13 @@ impl<Q: PortQueue> Worker<Q> {
         };
         let now = self.epoch.elapsed().as_millis() as u64;
         l3.ctx.now_ms = now;
+        if !l3.announced {
+            l3.announced = true;
+            self.announce();
+        }
+        let Some(l3) = self.l3.as_mut() else {
+            return;
+        };
         // Neighbours other workers learned: adopt them and send what was
         // waiting for them (through ip4-arp, which now finds the MAC).
         let mut released = false;
@@ -190,6 +200,39 @@ impl<Q: PortQueue> Worker<Q> {
                 l3.graph
                     .count_error(l3.arp_node, Ip4Arp::E_TIMEOUT, dropped as u64);
             }
+        }
+    }
+
+    /// Send one gratuitous ARP out of each port that has an address (see
+    /// [`crate::l3::nodes::build_gratuitous_arp`]), counted on `ip4-arp`.
+    fn announce(&mut self) {
+        let Some(l3) = self.l3.as_mut() else {
+            return;
+        };
+        for port in 0..l3.ctx.ports.len().min(self.queues.len()) {
+            let Some(ip) = l3.ctx.port_ip(port as u16) else {
+                continue;
+            };
+            let mac = l3.ctx.ports[port].mac;
+            let Some(mut buf) = (l3.ctx.alloc)() else {
+                l3.graph.count_error(l3.arp_node, Ip4Arp::E_NO_BUFFER, 1);
+                continue;
+            };
+            if !crate::l3::nodes::build_gratuitous_arp(&mut buf, mac, ip) {
+                l3.graph.count_error(l3.arp_node, Ip4Arp::E_NO_BUFFER, 1);
+                continue;
+            }
+            // The vector is empty between polls.
+            self.vector.storage().push(buf);
+            let sent = self.queues[port].tx_burst(&mut self.vector);
+            let s = &self.stats.ports[port];
+            s.tx_packets.add(sent as u64);
+            let refused = self.vector.clear();
+            if refused > 0 {
+                s.tx_dropped.add(refused as u64);
+            }
+            l3.graph
+                .count_error(l3.arp_node, Ip4Arp::C_ANNOUNCED, sent as u64);
         }
     }
 
@@ -444,6 +487,22 @@ mod tests {
                 Some(stage),
             ));
             wires.push((a_wire, b_wire));
+        }
+        // Each worker's first tick announces both ports: a gratuitous ARP
+        // (broadcast, sender = target = the port's address) on each.
+        for (w, (a, b)) in workers.iter_mut().zip(&wires) {
+            w.poll_once();
+            for (i, wire) in [a, b].into_iter().enumerate() {
+                let sent = wire.take_sent();
+                assert_eq!(sent.len(), 1, "one gratuitous ARP on port {i}");
+                let d = sent[0].data();
+                let ip = [10, 0, i as u8, 1];
+                assert_eq!(&d[0..6], &[0xff; 6]);
+                assert_eq!(&d[6..12], &MAC[i]);
+                assert_eq!(&d[12..14], &[0x08, 0x06]);
+                assert_eq!(&d[20..22], &[0, 1], "a request");
+                assert_eq!((&d[28..32], &d[38..42]), (&ip[..], &ip[..]));
+            }
         }
         // Worker 0 gets a packet for 10.0.1.2: it holds it and asks.
         let mut f = Vec::new();

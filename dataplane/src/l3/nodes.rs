@@ -1050,10 +1050,15 @@ impl Ip4Arp {
     /// (counted by the worker's timer).
     pub const E_TIMEOUT: usize = 0;
     const E_QUEUE_FULL: usize = 1;
-    const E_NO_BUFFER: usize = 2;
+    /// Reason index of "no buffer for an ARP request" (also counted by the
+    /// worker for its gratuitous ARPs).
+    pub const E_NO_BUFFER: usize = 2;
     const E_NO_SOURCE: usize = 3;
     const C_REQUEST: usize = 4;
     const C_HELD: usize = 5;
+    /// Reason index of the gratuitous ARPs a worker sends when it starts
+    /// (counted by the worker).
+    pub const C_ANNOUNCED: usize = 6;
 }
 
 impl<B: Buffer> Node<B, L3Context<B>> for Ip4Arp {
@@ -1071,6 +1076,7 @@ impl<B: Buffer> Node<B, L3Context<B>> for Ip4Arp {
             "no-source-address",
             "request-sent",
             "held",
+            "gratuitous-sent",
         ]
     }
     fn owns_packets(&self) -> bool {
@@ -1129,6 +1135,15 @@ impl<B: Buffer> Node<B, L3Context<B>> for Ip4Arp {
             pkt.meta.tx_port
         )
     }
+}
+
+/// Write a gratuitous ARP (a broadcast request for our own address `ip`)
+/// into the empty buffer `buf`: neighbours that know `ip` update its MAC
+/// (RFC 826's merge rule, which `arp-input` follows too), so a peer that
+/// cached the MAC of a previous process on this address (random per start
+/// on memif and tap ports) stops sending to it.
+pub fn build_gratuitous_arp<B: Buffer>(buf: &mut B, mac: [u8; 6], ip: [u8; 4]) -> bool {
+    build_arp_request(buf, mac, ip, ip)
 }
 
 /// Write a broadcast ARP request for `target` into the empty buffer `buf`.
