@@ -23,6 +23,7 @@ pub mod config;
 pub mod health;
 pub mod histogram;
 pub mod http;
+pub mod loadgen;
 pub mod tcp_proxy;
 #[cfg(test)]
 pub(crate) mod testnet;
