@@ -1,31 +1,111 @@
 //! The zerohop binary: Envoy-style command line over the runtime.
 
 use std::io::IsTerminal;
+use std::net::SocketAddrV4;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
 use zerohop::config::Config;
 use zerohop::runtime;
+use zerohop_l7::loadgen;
 
 /// Kernel-bypass service-mesh dataplane.
 #[derive(Parser, Debug)]
-#[command(name = "zerohop", version, about)]
+#[command(
+    name = "zerohop",
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Cli {
     /// Configuration file (YAML).
-    #[arg(short = 'c', long = "config-path", value_name = "FILE")]
-    config_path: PathBuf,
+    #[arg(
+        short = 'c',
+        long = "config-path",
+        value_name = "FILE",
+        required = true
+    )]
+    config_path: Option<PathBuf>,
     /// `serve` runs the dataplane; `validate` checks the configuration and exits.
     #[arg(long, value_enum, default_value_t = Mode::Serve)]
     mode: Mode,
     /// Log level (Envoy's names).
-    #[arg(short = 'l', long, value_enum, default_value_t = LogLevel::Info)]
+    #[arg(short = 'l', long, value_enum, default_value_t = LogLevel::Info, global = true)]
     log_level: LogLevel,
     /// On SIGTERM or the admin API's `/quitquitquit`: seconds open connections
     /// may take to finish before zerohop exits (Envoy's flag).
     #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
     drain_time_s: f64,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Kernel-free HTTP/1.1 load generator: emulated clients and upstream
+    /// servers on zerohop's own userspace TCP, attached (typically through
+    /// net_memif ports) to a zerohop under test. Prints a progress line each
+    /// second and a report at the end; exits 3 if any request failed.
+    Loadgen(LoadgenArgs),
+}
+
+/// `zerohop loadgen`'s options.
+#[derive(clap::Args, Debug)]
+struct LoadgenArgs {
+    /// A zerohop configuration with only a `dataplane` section: the load
+    /// generator's cores, EAL arguments, ports (with addresses) and TCP options.
+    #[arg(short = 'c', long = "config-path", value_name = "FILE")]
+    config_path: PathBuf,
+    /// Where the emulated clients connect: the listener of the proxy under test.
+    #[arg(long, value_name = "IP:PORT")]
+    target: SocketAddrV4,
+    /// An emulated upstream server listens here (an address of one of the
+    /// ports); repeat for several. Without one, the target is a real server
+    /// and response bodies are not length-checked.
+    #[arg(long = "server", value_name = "IP:PORT")]
+    servers: Vec<SocketAddrV4>,
+    /// Host header (default: the target address).
+    #[arg(long)]
+    host: Option<String>,
+    /// Request path.
+    #[arg(long, default_value = "/")]
+    path: String,
+    /// Concurrent client connections per worker.
+    #[arg(long, default_value_t = 64)]
+    connections: u32,
+    /// Open loop: requests per second per worker on a fixed schedule (latency
+    /// counted from each request's scheduled time). Without it: closed loop,
+    /// as fast as responses come back.
+    #[arg(long, value_name = "PER_SECOND")]
+    rate: Option<f64>,
+    /// A new connection for every request (closed by the client after the
+    /// response): measures connections per second.
+    #[arg(long)]
+    new_connection_per_request: bool,
+    /// Request body bytes (0: GET without a body; otherwise POST).
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    request_size: usize,
+    /// Response body bytes the emulated servers send.
+    #[arg(long, value_name = "BYTES", default_value_t = 64)]
+    response_size: usize,
+    /// Measured seconds (after the warm-up).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of traffic before measuring starts.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    warmup: f64,
+    /// A request without a complete response after this many seconds is an
+    /// error, and its connection is aborted.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    timeout: f64,
+    /// Also write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -62,37 +142,125 @@ fn init_logging(level: LogLevel) {
         .init();
 }
 
-fn run(cli: &Cli) -> anyhow::Result<()> {
-    let config = Config::load(&cli.config_path)?;
+fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    if let Some(Command::Loadgen(args)) = &cli.command {
+        return run_loadgen(args);
+    }
+    let Some(config_path) = &cli.config_path else {
+        bail!("-c/--config-path is required");
+    };
+    let config = Config::load(config_path)?;
     match cli.mode {
         Mode::Validate => {
             config.check_cores(&runtime::available_cpus())?;
             println!(
                 "configuration '{}' OK: {} port(s), {} worker(s)",
-                cli.config_path.display(),
+                config_path.display(),
                 config.dataplane.ports.len(),
                 config.dataplane.cores.len()
             );
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Mode::Serve => {
-            let drain_time = std::time::Duration::try_from_secs_f64(cli.drain_time_s)
+            let drain_time = Duration::try_from_secs_f64(cli.drain_time_s)
                 .context("--drain-time-s: a number of seconds, 0 or more")?;
             runtime::run(
                 &config,
-                &cli.config_path,
-                runtime::RunOptions { drain_time },
+                config_path,
+                runtime::RunOptions {
+                    drain_time,
+                    loadgen: None,
+                },
             )
+            .with_context(|| format!("zerohop -c {}", config_path.display()))?;
+            Ok(ExitCode::SUCCESS)
         }
-        .with_context(|| format!("zerohop -c {}", cli.config_path.display())),
     }
+}
+
+/// A `--NAME` number of seconds as a duration.
+fn seconds(name: &str, s: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(s)
+        .with_context(|| format!("--{name}: a number of seconds, 0 or more"))
+}
+
+/// `zerohop loadgen`: run the load generator to its end, print its report;
+/// exit 3 if any request failed.
+fn run_loadgen(args: &LoadgenArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config_path)?;
+    if !config.envoy.listeners.is_empty() || !config.envoy.clusters.is_empty() {
+        bail!(
+            "{}: the load generator's configuration takes only a `dataplane` section \
+             (its clients and servers come from the command line)",
+            args.config_path.display()
+        );
+    }
+    let addresses: Vec<_> = config
+        .dataplane
+        .ports
+        .iter()
+        .filter_map(|p| p.address.map(|a| a.addr))
+        .collect();
+    for s in &args.servers {
+        if !addresses.contains(s.ip()) {
+            bail!(
+                "--server {s}: {} is not the address of a port in {}'s dataplane.ports",
+                s.ip(),
+                args.config_path.display()
+            );
+        }
+    }
+    let plan = loadgen::Plan {
+        target: args.target,
+        host: args.host.clone().unwrap_or_else(|| args.target.to_string()),
+        path: args.path.clone(),
+        servers: args.servers.clone(),
+        connections: args.connections,
+        rate: args.rate,
+        new_connection_per_request: args.new_connection_per_request,
+        request_body: args.request_size,
+        response_body: args.response_size,
+        duration: seconds("duration", args.duration)?,
+        warmup: seconds("warmup", args.warmup)?,
+        timeout: seconds("timeout", args.timeout)?,
+    };
+    plan.check().map_err(anyhow::Error::msg)?;
+    let shared = Arc::new(loadgen::Shared::new(&plan, config.dataplane.cores.len()));
+    let run = runtime::LoadgenRun {
+        plan: Arc::new(plan),
+        shared: shared.clone(),
+    };
+    runtime::run(
+        &config,
+        &args.config_path,
+        runtime::RunOptions {
+            loadgen: Some(run),
+            ..runtime::RunOptions::default()
+        },
+    )
+    .with_context(|| format!("zerohop loadgen -c {}", args.config_path.display()))?;
+    let report = shared.report();
+    println!("{report}");
+    if let Some(path) = &args.json {
+        std::fs::write(path, report.to_json() + "\n")
+            .with_context(|| format!("--json {}", path.display()))?;
+    }
+    if report.errors() > 0 {
+        eprintln!(
+            "error: {} request(s) failed (see the errors above); {} good response(s)",
+            report.errors(),
+            report.responses()
+        );
+        return Ok(ExitCode::from(3));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_level);
     match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)

@@ -28,6 +28,7 @@ use zerohop_dataplane::{WorkerStats, VECTOR_SIZE};
 use zerohop_l7::access_log::AccessLogs;
 use zerohop_l7::app::{Generation, L7Plan, L7Stats, L7};
 use zerohop_l7::health::{Change, Shared};
+use zerohop_l7::loadgen;
 use zerohop_tcpstack::ports::{RssSteering, MICROSOFT_RSS_KEY};
 use zerohop_tcpstack::{Handoff, Stack, TcpInput, TcpParams, TcpStats};
 
@@ -418,20 +419,20 @@ type TcpPart = (
 );
 
 /// Build worker `worker`'s tcp-input node with its proxy, if the config has
-/// listeners.
+/// listeners, or with the load generator's clients and servers.
 fn tcp_part(
     config: &Config,
     fib: &Arc<Fib>,
     worker: usize,
     handoff: Option<Handoff<Mbuf>>,
     rss: Option<RssSteering>,
-    (shared, logs): (&Arc<Shared>, &AccessLogs),
+    (shared, logs, run): (&Arc<Shared>, &AccessLogs, Option<&LoadgenRun>),
 ) -> Result<Option<TcpPart>> {
     let dp = &config.dataplane;
     // Worker 0 runs the active health checks and reviews outlier ejections.
     let plan = L7Plan::new(&config.envoy, shared.clone(), worker == 0, logs)
         .map_err(|e| anyhow!("routes: {e}"))?;
-    if plan.is_empty() {
+    if plan.is_empty() && run.is_none() {
         return Ok(None);
     }
     let addrs = dp.ports.iter().map(|p| p.address.map(|c| c.addr)).collect();
@@ -442,10 +443,26 @@ fn tcp_part(
     };
     let mut stack = Stack::new(params, fib.clone(), addrs, seed, 0)
         .map_err(|e| anyhow!("worker {worker}: TCP: {e}"))?;
+    let (reload_tx, reload_rx) = crossbeam_channel::bounded(4);
+    if let Some(run) = run {
+        // The load generator has no proxy: its (zero) proxy counters keep
+        // the exit report's shape, and nothing sends it reloads.
+        let app = loadgen::Loadgen::new(run.plan.clone(), run.shared.clone(), worker, seed);
+        for l in app.listens() {
+            stack.listen(l);
+        }
+        let stats = Generation::new(plan, seed).stats();
+        let tcp_stats = stack.stats().clone();
+        return Ok(Some((
+            Box::new(TcpInput::new(stack, app, handoff)),
+            tcp_stats,
+            stats,
+            reload_tx,
+        )));
+    }
     for l in plan.listens() {
         stack.listen(l);
     }
-    let (reload_tx, reload_rx) = crossbeam_channel::bounded(4);
     let proxy = L7::with_reloads(Generation::new(plan, seed.rotate_left(17)), Some(reload_rx));
     let (tcp_stats, proxy_stats) = (stack.stats().clone(), proxy.stats());
     Ok(Some((
@@ -508,6 +525,7 @@ fn start_workers(
     ports: &mut [Port],
     pool: &Arc<Mempool>,
     stop: &Arc<AtomicBool>,
+    run: Option<&LoadgenRun>,
 ) -> Result<Workers> {
     let dp = &config.dataplane;
     // Queue pair i of every port goes to worker i.
@@ -574,7 +592,7 @@ fn start_workers(
                 i,
                 handoff,
                 steering.clone(),
-                (&workers.shared, &workers.logs),
+                (&workers.shared, &workers.logs, run),
             )?,
             None => None,
         };
@@ -632,24 +650,65 @@ fn start_workers(
     Ok(workers)
 }
 
-/// Run the dataplane until SIGINT or SIGTERM; return an error for anything
-/// that stops it from starting or leaks on the way out.
-/// How the process stops.
-#[derive(Debug, Clone, Copy)]
+/// How the process runs and stops.
+#[derive(Clone)]
 pub struct RunOptions {
     /// On SIGTERM or `/quitquitquit`: how long open connections may take to
     /// finish before the workers stop (Envoy's `--drain-time-s`).
     pub drain_time: Duration,
+    /// `zerohop loadgen`: the workers run the load generator instead of the
+    /// configured proxies, and the process stops when it is done.
+    pub loadgen: Option<LoadgenRun>,
 }
 
 impl Default for RunOptions {
     fn default() -> RunOptions {
         RunOptions {
             drain_time: Duration::from_secs(5),
+            loadgen: None,
         }
     }
 }
 
+/// `zerohop loadgen`'s plan and the state its workers share (the caller
+/// reads the report from it once [`run`] returns).
+#[derive(Clone)]
+pub struct LoadgenRun {
+    pub plan: Arc<loadgen::Plan>,
+    pub shared: Arc<loadgen::Shared>,
+}
+
+/// How long `zerohop loadgen` waits for its ports' links (a memif port is up
+/// once its peer, the zerohop under test, has connected).
+const LOADGEN_LINK_WAIT: Duration = Duration::from_secs(10);
+
+/// Wait until every port's link is up, or fail naming the ones that are not.
+fn wait_links_up(ports: &[Port], within: Duration) -> Result<()> {
+    let until = Instant::now() + within;
+    loop {
+        let down: Vec<&str> = ports
+            .iter()
+            .filter(|p| !p.link().up)
+            .map(|p| p.name())
+            .collect();
+        if down.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= until {
+            bail!(
+                "port(s) {} still down after {} s: is the peer running (for net_memif, the \
+                 process with the other role on the same socket)?",
+                down.join(", "),
+                within.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Run the dataplane until SIGINT or SIGTERM (or, for the load generator,
+/// until it is done); return an error for anything that stops it from
+/// starting or leaks on the way out.
 pub fn run(config: &Config, config_path: &Path, options: RunOptions) -> Result<()> {
     let dp = &config.dataplane;
     let available = available_cpus();
@@ -737,7 +796,15 @@ pub fn run(config: &Config, config_path: &Path, options: RunOptions) -> Result<(
             port.set_mtu(dp.ports[i].mtu)
                 .context("the device does not take this MTU; lower dataplane.ports[].mtu")?;
         }
-        port.start()?;
+        port.start().with_context(|| {
+            if port.device().starts_with("net_memif") && port.device().contains("role=client") {
+                "a net_memif client starts only once the process with role=server on the same \
+                 socket is running"
+                    .to_owned()
+            } else {
+                format!("start port {}", port.name())
+            }
+        })?;
         if matches!(plan.modes[i], PortMode::Xconnect { .. }) {
             // A cross-connect forwards frames for any MAC.
             if let Err(e) = port.enable_promiscuous() {
@@ -782,7 +849,17 @@ pub fn run(config: &Config, config_path: &Path, options: RunOptions) -> Result<(
         .cloned()
         .ok_or_else(|| anyhow!("no mempool"))?;
 
-    let mut workers = start_workers(config, &plan, &mut ports, &worker_pool, &stop)?;
+    if options.loadgen.is_some() {
+        wait_links_up(&ports, LOADGEN_LINK_WAIT)?;
+    }
+    let mut workers = start_workers(
+        config,
+        &plan,
+        &mut ports,
+        &worker_pool,
+        &stop,
+        options.loadgen.as_ref(),
+    )?;
     drop(worker_pool);
     for (i, &(a, b)) in xconnect_pairs(dp).iter().enumerate() {
         info!(
@@ -838,6 +915,7 @@ pub fn run(config: &Config, config_path: &Path, options: RunOptions) -> Result<(
     let log_writer = LogWriter::start(view.clone())?;
     let mut drain_until: Option<Instant> = None;
     let mut reloader = Reloader::new(config, config_path, hup);
+    let mut next_progress = Instant::now() + Duration::from_secs(1);
     loop {
         if stop.load(Ordering::Relaxed) {
             info!("signal received: stopping workers");
@@ -847,6 +925,25 @@ pub fn run(config: &Config, config_path: &Path, options: RunOptions) -> Result<(
             stop.store(true, Ordering::SeqCst);
             workers.stop_and_join()?;
             bail!("a worker thread exited unexpectedly");
+        }
+        if let Some(run) = &options.loadgen {
+            // A load generator has nothing to drain or reload: a signal
+            // stops it, and it stops by itself when its run is over.
+            if Instant::now() >= next_progress {
+                eprintln!("{}", run.shared.progress());
+                next_progress += Duration::from_secs(1);
+            }
+            if run.shared.done() {
+                info!("load generator done: stopping workers");
+                break;
+            }
+            if term.load(Ordering::Relaxed) {
+                info!("signal received: stopping workers");
+                break;
+            }
+            snapshot(&ports, &port_hw, &pools, &mempools);
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
         }
         if drain_until.is_none() && (term.load(Ordering::Relaxed) || quit.load(Ordering::Relaxed)) {
             info!(
