@@ -3,6 +3,14 @@
 //!
 //! DPDK is linked as shared libraries (Debian's `libdpdk-dev`); EAL loads the
 //! poll-mode drivers from its plugin directory at init.
+//!
+//! With `--features static-dpdk`, DPDK's static archives (also in
+//! `libdpdk-dev`) are linked instead: the libraries zerohop uses and a chosen
+//! set of drivers (see [`STATIC_DRIVERS`]), with the system libraries they
+//! need linked statically too where Debian ships an archive. The binary then
+//! needs only the C library at run time and can be copied to a machine
+//! without DPDK (`scripts/build-static.sh` builds it and checks that). EAL
+//! loads no plugin directory in a static build.
 
 use std::env;
 use std::path::PathBuf;
@@ -15,14 +23,20 @@ fn main() {
     println!("cargo:rerun-if-changed=src/dpdk/shim.h");
     println!("cargo:rerun-if-changed=build.rs");
 
-    // Emits the link flags for DPDK's shared libraries.
+    let statik = env::var_os("CARGO_FEATURE_STATIC_DPDK").is_some();
+    // Emits the link flags for DPDK's shared libraries (static: checks only).
     if let Err(e) = pkg_config::Config::new()
         .atleast_version("22.11")
+        .cargo_metadata(!statik)
         .probe("libdpdk")
     {
         eprintln!("\nerror: libdpdk not found via pkg-config: {e}\n{SETUP_HINT}\n");
         println!("cargo:warning=libdpdk not found: {SETUP_HINT}");
         std::process::exit(1);
+    }
+
+    if statik {
+        link_static();
     }
 
     // The flags pkg-config hands to C compilers (-I, -include rte_config.h, -march).
@@ -143,4 +157,66 @@ fn dpdk_cflags() -> Vec<String> {
         .split_whitespace()
         .map(str::to_owned)
         .collect()
+}
+
+/// Drivers in a static build, whole-archive (each registers itself from a
+/// constructor nothing else references): the buses, the ring mempool, the
+/// virtual devices zerohop is tested with, and common NICs of VMs and bare
+/// metal.
+const STATIC_DRIVERS: &[&str] = &[
+    "bus_pci",
+    "bus_vdev",
+    "mempool_ring",
+    "net_af_packet",
+    "net_af_xdp",
+    "net_memif",
+    "net_null",
+    "net_ring",
+    "net_tap",
+    "net_virtio",
+    "net_vmxnet3",
+    "net_e1000",
+    "net_ixgbe",
+    "net_i40e",
+];
+
+/// The DPDK libraries those drivers and zerohop use, linked as a group.
+const STATIC_LIBS: &[&str] = &[
+    "ethdev",
+    "net",
+    "mbuf",
+    "mempool",
+    "ring",
+    "meter",
+    "hash",
+    "rcu",
+    "gso",
+    "security",
+    "cryptodev",
+    "pci",
+    "eal",
+    "kvargs",
+    "telemetry",
+];
+
+/// System libraries after DPDK's: static where Debian has the archive, else
+/// shared.
+const STATIC_SYSTEM: &[&str] = &["xdp", "bpf", "elf", "z", "numa", "bsd", "md"];
+const SHARED_SYSTEM: &[&str] = &["m", "dl", "pthread", "rt", "atomic"];
+
+/// Link DPDK from its static archives (see the module docs).
+fn link_static() {
+    let dir = "/usr/lib/x86_64-linux-gnu";
+    println!("cargo:rustc-link-search=native={dir}");
+    let mut args = vec!["-Wl,--whole-archive".to_owned()];
+    args.extend(STATIC_DRIVERS.iter().map(|d| format!("-l:librte_{d}.a")));
+    args.push("-Wl,--no-whole-archive".to_owned());
+    args.push("-Wl,--start-group".to_owned());
+    args.extend(STATIC_LIBS.iter().map(|l| format!("-l:librte_{l}.a")));
+    args.push("-Wl,--end-group".to_owned());
+    args.extend(STATIC_SYSTEM.iter().map(|l| format!("-l:lib{l}.a")));
+    args.extend(SHARED_SYSTEM.iter().map(|l| format!("-l{l}")));
+    for a in args {
+        println!("cargo:rustc-link-arg={a}");
+    }
 }
