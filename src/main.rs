@@ -106,6 +106,14 @@ struct LoadgenArgs {
     /// Also write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// After the report, keep the ports open until their links go down (the
+    /// peer exited) or this many seconds pass. With net_memif, DPDK 22.11's
+    /// driver can crash a process whose peer disconnects while its worker
+    /// polls; a harness that stops the zerohop under test first (once the
+    /// report is written), while this process lingers with its workers
+    /// stopped, avoids that.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    linger: f64,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -226,9 +234,33 @@ fn run_loadgen(args: &LoadgenArgs) -> anyhow::Result<ExitCode> {
     };
     plan.check().map_err(anyhow::Error::msg)?;
     let shared = Arc::new(loadgen::Shared::new(&plan, config.dataplane.cores.len()));
+    // Printed (and written) as soon as the workers stop, before any linger.
+    let written = Arc::new(std::sync::Mutex::new(None::<anyhow::Error>));
+    let done = {
+        let (shared, json, written) = (shared.clone(), args.json.clone(), written.clone());
+        move || {
+            let report = shared.report();
+            println!("{report}");
+            if let Some(path) = &json {
+                // Whole or not at all: a harness may be waiting for the file.
+                let tmp = path.with_extension("tmp");
+                let wrote = std::fs::write(&tmp, report.to_json() + "\n")
+                    .and_then(|()| std::fs::rename(&tmp, path));
+                if let Err(e) = wrote {
+                    if let Ok(mut w) = written.lock() {
+                        *w = Some(
+                            anyhow::Error::new(e).context(format!("--json {}", path.display())),
+                        );
+                    }
+                }
+            }
+        }
+    };
     let run = runtime::LoadgenRun {
         plan: Arc::new(plan),
         shared: shared.clone(),
+        done: Arc::new(done),
+        linger: seconds("linger", args.linger)?,
     };
     runtime::run(
         &config,
@@ -239,12 +271,10 @@ fn run_loadgen(args: &LoadgenArgs) -> anyhow::Result<ExitCode> {
         },
     )
     .with_context(|| format!("zerohop loadgen -c {}", args.config_path.display()))?;
-    let report = shared.report();
-    println!("{report}");
-    if let Some(path) = &args.json {
-        std::fs::write(path, report.to_json() + "\n")
-            .with_context(|| format!("--json {}", path.display()))?;
+    if let Some(e) = written.lock().ok().and_then(|mut w| w.take()) {
+        return Err(e);
     }
+    let report = shared.report();
     if report.errors() > 0 {
         eprintln!(
             "error: {} request(s) failed (see the errors above); {} good response(s)",

@@ -670,12 +670,29 @@ impl Default for RunOptions {
     }
 }
 
-/// `zerohop loadgen`'s plan and the state its workers share (the caller
-/// reads the report from it once [`run`] returns).
+/// `zerohop loadgen`'s plan and the state its workers share.
 #[derive(Clone)]
 pub struct LoadgenRun {
     pub plan: Arc<loadgen::Plan>,
     pub shared: Arc<loadgen::Shared>,
+    /// Called once the workers have stopped, before the ports close: the
+    /// report is final then.
+    pub done: Arc<dyn Fn() + Send + Sync>,
+    /// After `done`, keep the ports open until every link is down (the peer
+    /// exited) or this long has passed. DPDK 22.11's memif driver unmaps a
+    /// disconnected peer's rings under a worker that may be polling them
+    /// (a crash in the process that stays), so a harness stops the zerohop
+    /// under test first while the load generator, its workers stopped,
+    /// lingers.
+    pub linger: Duration,
+}
+
+/// Wait until every port's link is down, at most `within`.
+fn wait_links_down(ports: &[Port], within: Duration) {
+    let until = Instant::now() + within;
+    while Instant::now() < until && ports.iter().any(|p| p.link().up) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// How long `zerohop loadgen` waits for its ports' links (a memif port is up
@@ -980,6 +997,16 @@ pub fn run(config: &Config, config_path: &Path, options: RunOptions) -> Result<(
     drop(process);
     log_health_events(&lock(&view).shared);
     workers.stop_and_join()?;
+    if let Some(run) = &options.loadgen {
+        (run.done)();
+        if !run.linger.is_zero() {
+            info!(
+                "lingering up to {} s for the peers to leave",
+                run.linger.as_secs_f64()
+            );
+            wait_links_down(&ports, run.linger);
+        }
+    }
     // After the workers, so that their last records are written too.
     drop(log_writer);
     report(&ports, &workers);

@@ -15,9 +15,10 @@
 mod common;
 
 use common::*;
-use std::process::{Command, Stdio};
+use std::fs::File;
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Two busy-polling processes per test on a small machine: one test at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -151,8 +152,15 @@ fn tail(s: &str, n: usize) -> String {
 
 impl Bench {
     /// Run the load generator against this zerohop with `args` (after the
-    /// target and server options), bounded in time.
-    fn loadgen(&self, args: &[&str]) -> Run {
+    /// target and server options), bounded in time; then stop zerohop and
+    /// return the run with zerohop's exit status and log.
+    ///
+    /// Order matters with net_memif: the load generator writes its report
+    /// and lingers with its workers stopped, zerohop stops first, then the
+    /// load generator sees its links go down and exits. (DPDK 22.11's memif
+    /// driver can crash a process whose peer disconnects while its worker
+    /// polls.)
+    fn loadgen(self, args: &[&str]) -> (Run, ExitStatus, String) {
         let config = self.dir.path().join("loadgen.yaml");
         std::fs::write(
             &config,
@@ -160,28 +168,52 @@ impl Bench {
         )
         .expect("write loadgen config");
         let json = self.dir.path().join("report.json");
-        let _ = std::fs::remove_file(&json);
+        let (out_path, err_path) = (self.dir.path().join("out"), self.dir.path().join("err"));
         let target = format!("10.{}.1.1:8080", self.net);
         let server = format!("10.{}.2.2:9000", self.net);
-        let mut cmd = Command::new(ZEROHOP);
-        cmd.arg("loadgen")
+        let mut child = Command::new(ZEROHOP)
+            .arg("loadgen")
             .arg("-c")
             .arg(&config)
-            .args(["--target", &target, "--server", &server, "--json"])
+            .args(["--target", &target, "--server", &server, "--linger", "20"])
+            .arg("--json")
             .arg(&json)
             .args(args)
-            .stdin(Stdio::null());
-        let out = run_timeout(&mut cmd, Duration::from_secs(90));
+            .stdin(Stdio::null())
+            .stdout(File::create(&out_path).expect("stdout file"))
+            .stderr(File::create(&err_path).expect("stderr file"))
+            .spawn()
+            .expect("start zerohop loadgen");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut status = None;
+        while !json.exists() && Instant::now() < deadline {
+            if let Ok(Some(s)) = child.try_wait() {
+                status = Some(s);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (zh_status, log) = self.zerohop.terminate();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while status.is_none() && Instant::now() < deadline {
+            status = child.try_wait().ok().flatten();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if status.is_none() {
+            let _ = child.kill();
+        }
+        // Reaps it (and returns the status try_wait saw, if it did).
+        let status = child.wait().ok();
         let text = std::fs::read_to_string(&json).unwrap_or_default();
         let run = Run {
-            code: out.status.code(),
-            stdout: out.stdout_str(),
-            stderr: out.stderr.clone(),
+            code: status.and_then(|s| s.code()),
+            stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
+            stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
             json: serde_json::Value::Null,
         };
         let json = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("no JSON report ({e}): {text:?}\n{}", run.context()));
-        Run { json, ..run }
+        (Run { json, ..run }, zh_status, log)
     }
 }
 
@@ -197,7 +229,7 @@ fn closed_loop_counts_only_what_the_proxy_answered() {
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let bench = start_zerohop(&unique_id(), 9000);
-    let run = bench.loadgen(&[
+    let (run, status, log) = bench.loadgen(&[
         "--connections",
         "16",
         "--duration",
@@ -207,7 +239,6 @@ fn closed_loop_counts_only_what_the_proxy_answered() {
         "--response-size",
         "300",
     ]);
-    let (status, log) = bench.zerohop.terminate();
     assert_eq!(run.code, Some(0), "{}", run.context());
     let good = run.u(&["responses"]);
     assert!(
@@ -250,7 +281,7 @@ fn one_mebibyte_responses_and_new_connections() {
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let bench = start_zerohop(&unique_id(), 9000);
-    let big = bench.loadgen(&[
+    let (big, status, log) = bench.loadgen(&[
         "--connections",
         "4",
         "--duration",
@@ -271,8 +302,10 @@ fn one_mebibyte_responses_and_new_connections() {
         "rx_gbps {gbps} but {expect} from the counts\n{}",
         big.context()
     );
+    assert!(status.success(), "zerohop: {}\n{log}", describe(status));
 
-    let fresh = bench.loadgen(&[
+    let bench = start_zerohop(&unique_id(), 9000);
+    let (fresh, status, log) = bench.loadgen(&[
         "--connections",
         "8",
         "--duration",
@@ -281,7 +314,6 @@ fn one_mebibyte_responses_and_new_connections() {
         "0.5",
         "--new-connection-per-request",
     ]);
-    let (status, log) = bench.zerohop.terminate();
     assert_eq!(fresh.code, Some(0), "{}", fresh.context());
     let good = fresh.u(&["responses"]);
     assert!(good > 50, "{}", fresh.context());
@@ -308,7 +340,7 @@ fn open_loop_keeps_its_schedule() {
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let bench = start_zerohop(&unique_id(), 9000);
-    let run = bench.loadgen(&[
+    let (run, status, _) = bench.loadgen(&[
         "--connections",
         "8",
         "--rate",
@@ -318,7 +350,7 @@ fn open_loop_keeps_its_schedule() {
         "--warmup",
         "0.5",
     ]);
-    drop(bench);
+    assert!(status.success(), "zerohop: {}", describe(status));
     assert_eq!(run.code, Some(0), "{}", run.context());
     assert_eq!(run.json["mode"], "open", "{}", run.context());
     // 500/s for 2 s: 1,000 requests counted, give or take the edges.
@@ -339,8 +371,9 @@ fn a_broken_proxy_is_errors_not_speed() {
     // zerohop's cluster points at a port the load generator does not serve:
     // every request gets zerohop's 503.
     let bench = start_zerohop(&unique_id(), 9999);
-    let run = bench.loadgen(&["--connections", "4", "--duration", "1", "--warmup", "0.2"]);
-    drop(bench);
+    let (run, status, _) =
+        bench.loadgen(&["--connections", "4", "--duration", "1", "--warmup", "0.2"]);
+    assert!(status.success(), "zerohop: {}", describe(status));
     assert_eq!(
         run.code,
         Some(3),
