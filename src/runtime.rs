@@ -611,6 +611,8 @@ fn start_workers(
             ));
         }
         let mut worker = Worker::new(queues, plan.modes.clone(), dp.burst, stats.clone(), l3);
+        // The load generator's schedule is in microseconds: poll it every loop.
+        worker.set_tick_every_loop(run.is_some());
         let stop = stop.clone();
         let started = started_tx.clone();
         let handle = std::thread::Builder::new()
