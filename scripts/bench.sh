@@ -273,14 +273,7 @@ cpu_key() { if [[ $1 == zerohop ]]; then echo busy_cycles; else echo cpu_jiffies
 # proc_ticks: user+system ticks of the kernel proxy's own processes (all threads, nginx's
 # workers too) — without what else ran on the proxy CPUs, but also without the softirq
 # work the kernel did for it there; kept beside cpu_jiffies in the JSON.
-proc_ticks() {
-  local pid total=0 t
-  for pid in $(bench_pids "$PROXY_PID"); do
-    t=$(bench_parse_proc_pid_stat <"/proc/$pid/stat" | awk '$1 == "ticks" { print $2 }') || return 1
-    total=$((total + t))
-  done
-  echo "$total"
-}
+proc_ticks() { bench_sum_pids "$PROXY_PID" stat bench_parse_proc_pid_stat ticks; }
 
 # run_measured PROXY WORKLOAD POINT RUN PARSER TIMEOUT COMMAND...: run COMMAND in C on
 # the client CPUs (output to NAME-raw/), parse its output with PARSER and, unless RUN is

@@ -561,15 +561,19 @@ ZH_LOG=
 
 # --- readings and results --------------------------------------------------------------
 
-# bench_rss_kb PID: VmRSS of PID and its children, summed (KiB).
-bench_rss_kb() {
-  local pid total=0 kb
+# bench_sum_pids PID FILE PARSER KEY: KEY as PARSER reads it from /proc/P/FILE, summed
+# over PID and its children.
+bench_sum_pids() {
+  local pid total=0 v
   for pid in $(bench_pids "$1"); do
-    kb=$(bench_parse_rss <"/proc/$pid/status" | awk '$1 == "rss_kb" { print $2 }') || return 1
-    total=$((total + kb))
+    v=$("$3" <"/proc/$pid/$2" | awk -v k="$4" '$1 == k { print $2 }') || return 1
+    total=$((total + v))
   done
   echo "$total"
 }
+
+# bench_rss_kb PID: VmRSS of PID and its children, summed (KiB).
+bench_rss_kb() { bench_sum_pids "$1" status bench_parse_rss rss_kb; }
 
 # bench_kmem NS: machine-wide slab and TCP buffer memory, read in namespace NS.
 bench_kmem() {
