@@ -20,22 +20,25 @@
 //!
 //! - `heap/conn`: live heap bytes added by the connections (a counting
 //!   global allocator: bytes asked of malloc, without its 8–16 bytes of
-//!   header and rounding): the one-socket `SocketSet` storage with smoltcp's
-//!   `tcp::Socket` inside (the rings are not on the heap, see below);
+//!   header and rounding): next to nothing, as neither the sockets nor
+//!   their rings are on the heap (see below);
 //! - `table/slot`: heap that `Stack::new` reserves per `max_connections`
 //!   slot up front (flow-table slab and index, free list, timer wheel);
 //! - `RSS/conn fresh`: growth of the process's `VmRSS` right after the
-//!   exchange: the heap above, plus the ring pages the 100 bytes touched
-//!   (one page of each ring);
+//!   exchange: the heap above, the connection's socket (a 512-byte cell of
+//!   the stack's buffer pool, on huge pages) and the ring pages the 100
+//!   bytes touched (one page of each ring);
 //! - `RSS/conn idle`: the same after one more second of idleness, when
 //!   every connection has given its ring pages back
 //!   ([`zerohop_tcpstack::bufpool`]); what an idle connection costs,
 //!   whatever it moved before (a connection that filled its 64 KiB rings
 //!   gives back all 32 pages the same way).
 //!
-//! The rings live in address space the stack maps itself (`MAP_NORESERVE`),
-//! so their size costs address space, not memory: a ring page is resident
-//! only between TCP writing it and the connection going idle.
+//! The rings and the sockets live in address space the stack maps itself
+//! (`MAP_NORESERVE`), so their size costs address space, not memory: a ring
+//! page is resident only between TCP writing it and the connection going
+//! idle, and the sockets' cells become resident 2 MiB (4 096 sockets) at a
+//! time as connections fill them.
 
 use std::alloc::System;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -344,7 +347,7 @@ fn measure(n: usize, rx: usize, tx: usize) -> Row {
 
 fn header() {
     println!(
-        "socket: size_of tcp::Socket = {} B, SocketStorage = {} B (one per connection, in its SocketSet's Vec)",
+        "socket: size_of tcp::Socket = {} B, SocketStorage = {} B (one per connection, in a 512-byte cell of the stack's buffer pool)",
         std::mem::size_of::<tcp::Socket<'static>>(),
         std::mem::size_of::<SocketStorage<'static>>(),
     );

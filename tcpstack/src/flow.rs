@@ -28,6 +28,15 @@
 //! load), and compares the key only in a slot whose tag matches, which is
 //! also where the value is: two cache lines, whatever the size.
 //!
+//! Those two reads depend on each other, and at 100 000 flows both miss
+//! every cache. `tcp-input` therefore looks up a vector's keys in stages:
+//! [`FlowTable::hash_key`] and [`FlowTable::prefetch_index`] for every key,
+//! then [`FlowTable::prefetch_slot`] for every key (reading the index
+//! entries, now in cache, not the slots), then
+//! [`FlowTable::get_by_hashed_key`]: the vector's misses overlap (see
+//! [`crate::memhint`]). The slab and an index of 2 MiB or more are advised
+//! onto transparent huge pages, so random lookups do not also miss the TLB.
+//!
 //! Removal shifts the entries of the cluster back into the hole (Knuth's
 //! Algorithm R), so there are no tombstones: the index never degrades with
 //! churn, never rehashes and never grows. Nothing allocates after
@@ -83,6 +92,7 @@ use std::net::SocketAddrV4;
 use foldhash::fast::SeedableRandomState;
 use foldhash::SharedSeed;
 
+use crate::memhint;
 use crate::CapacityError;
 
 /// A TCP connection's 4-tuple as this host sees it.
@@ -116,6 +126,11 @@ impl FlowKey {
 impl Hash for FlowKey {
     /// Feed the 12 bytes of the 4-tuple as two words (two hasher rounds
     /// instead of six for a derived `Hash`).
+    ///
+    /// Always inlined: called from several places, it is otherwise left
+    /// out of line, and the call (the hasher's state through memory)
+    /// doubles the cost of a lookup (`benches/flow.rs`).
+    #[inline(always)]
     fn hash<H: Hasher>(&self, state: &mut H) {
         let addrs = (u64::from(u32::from(*self.local.ip())) << 32)
             | u64::from(u32::from(*self.remote.ip()));
@@ -198,6 +213,11 @@ pub enum FlowTableError {
 
 /// A slab slot. The key stays behind when the flow is removed (it is
 /// overwritten on reuse); `value` says whether the slot is occupied.
+///
+/// Cache-line aligned: a lookup reads its slot from memory, and a slot that
+/// straddles one more line than it needs costs one more miss. The TCP
+/// stack's slot (key, generation and connection) is three lines exactly.
+#[repr(align(64))]
 struct Slot<V> {
     key: FlowKey,
     generation: u32,
@@ -210,8 +230,15 @@ struct Slot<V> {
 /// Invariants: the array is a power of two long and never more than 3/4
 /// full, so every probe meets an empty entry; an entry sits at its home
 /// (`hash & mask`) or after it with no empty entry in between.
+///
+/// An index of 2 MiB or more starts on a 2 MiB boundary of its allocation
+/// (`base`; the allocation is that much longer, address space that is never
+/// touched), so it lies on whole huge pages: every lookup reads a random
+/// entry, and at 100 000 flows a 4 KiB page per lookup would miss the TLB.
 struct Index {
-    entries: Box<[u64]>,
+    /// The entries are `buf[base..base + mask + 1]`.
+    buf: Box<[u64]>,
+    base: usize,
     mask: usize,
 }
 
@@ -220,10 +247,30 @@ impl Index {
     fn new(capacity: u32) -> Self {
         let capacity = capacity as usize;
         let len = (capacity + capacity / 3 + 1).next_power_of_two().max(8);
+        let pad = if len * 8 >= memhint::HUGE_PAGE {
+            memhint::HUGE_PAGE / 8
+        } else {
+            0
+        };
+        let buf = vec![0u64; len + pad].into_boxed_slice();
+        let base = memhint::huge_page_offset(buf.as_ptr()) / 8;
+        let base = if base + len <= buf.len() { base } else { 0 };
+        memhint::huge_pages(buf.as_ptr().wrapping_add(base), len * 8);
         Self {
-            entries: vec![0; len].into_boxed_slice(),
+            buf,
+            base,
             mask: len - 1,
         }
+    }
+
+    /// The entries (`mask + 1` of them), then the padding after them.
+    fn entries(&self) -> &[u64] {
+        self.buf.get(self.base..).unwrap_or_default()
+    }
+
+    /// The entries, mutable, then the padding after them.
+    fn entries_mut(&mut self) -> &mut [u64] {
+        self.buf.get_mut(self.base..).unwrap_or_default()
     }
 
     fn home(&self, hash: u64) -> usize {
@@ -235,8 +282,9 @@ impl Index {
     fn find(&self, hash: u64, mut is: impl FnMut(u32) -> bool) -> Option<(usize, u32)> {
         let tag = hash as u32;
         let mut pos = self.home(hash);
+        let entries = self.entries();
         loop {
-            let entry = *self.entries.get(pos)?;
+            let entry = *entries.get(pos)?;
             if entry == 0 {
                 return None;
             }
@@ -250,14 +298,22 @@ impl Index {
         }
     }
 
+    /// Return the slot of the first entry from `hash`'s home whose tag
+    /// matches, without comparing keys: the slot a lookup of `hash` will
+    /// most likely read.
+    fn candidate(&self, hash: u64) -> Option<u32> {
+        self.find(hash, |_| true).map(|(_, slot)| slot)
+    }
+
     /// Add an entry for `slot` (the caller checked it is absent and that the
     /// index is below capacity).
     fn insert(&mut self, hash: u64, slot: u32) {
-        let mut pos = self.home(hash);
-        while self.entries.get(pos).is_some_and(|&e| e != 0) {
-            pos = (pos + 1) & self.mask;
+        let (mut pos, mask) = (self.home(hash), self.mask);
+        let entries = self.entries_mut();
+        while entries.get(pos).is_some_and(|&e| e != 0) {
+            pos = (pos + 1) & mask;
         }
-        if let Some(e) = self.entries.get_mut(pos) {
+        if let Some(e) = entries.get_mut(pos) {
             *e = (u64::from(hash as u32) << 32) | (u64::from(slot) + 1);
         }
     }
@@ -265,14 +321,16 @@ impl Index {
     /// Remove the entry at `hole` and shift later entries of its cluster
     /// back so every entry stays reachable from its home.
     fn remove_at(&mut self, mut hole: usize) {
+        let mask = self.mask;
+        let entries = self.entries_mut();
         let mut next = hole;
         loop {
-            next = (next + 1) & self.mask;
-            let entry = self.entries.get(next).copied().unwrap_or(0);
+            next = (next + 1) & mask;
+            let entry = entries.get(next).copied().unwrap_or(0);
             if entry == 0 {
                 break;
             }
-            let home = self.home(entry >> 32);
+            let home = (entry >> 32) as usize & mask;
             // The entry stays if its home lies cyclically in (hole, next]:
             // moving it before its home would hide it.
             let stays = if hole <= next {
@@ -281,11 +339,11 @@ impl Index {
                 hole < home || home <= next
             };
             if !stays {
-                self.entries[hole] = entry;
+                entries[hole] = entry;
                 hole = next;
             }
         }
-        self.entries[hole] = 0;
+        entries[hole] = 0;
     }
 }
 
@@ -334,9 +392,17 @@ impl<V> FlowTable<V> {
             });
         }
         let want = capacity as usize;
+        let index = Index::new(capacity);
+        let slots = Vec::with_capacity(want);
+        // Every lookup reads a random slot: 2 MiB pages keep their
+        // translations in the TLB (see `memhint`).
+        memhint::huge_pages(
+            slots.as_ptr(),
+            want.saturating_mul(std::mem::size_of::<Slot<V>>()),
+        );
         Ok(Self {
-            index: Index::new(capacity),
-            slots: Vec::with_capacity(want),
+            index,
+            slots,
             free: Vec::with_capacity(want),
             len: 0,
             capacity,
@@ -372,6 +438,14 @@ impl<V> FlowTable<V> {
     fn find_key(&self, key: &FlowKey) -> Option<(usize, u32)> {
         let slots = &self.slots;
         self.index.find(self.hash(key), |i| {
+            slots.get(i as usize).is_some_and(|s| s.key == *key)
+        })
+    }
+
+    /// [`FlowTable::find_key`] with the key's hash.
+    fn find_hashed(&self, key: &FlowKey, hash: u64) -> Option<(usize, u32)> {
+        let slots = &self.slots;
+        self.index.find(hash, |i| {
             slots.get(i as usize).is_some_and(|s| s.key == *key)
         })
     }
@@ -451,11 +525,13 @@ impl<V> FlowTable<V> {
     }
 
     /// Return the handle of the flow with `key`.
+    #[inline]
     pub fn lookup(&self, key: &FlowKey) -> Option<FlowId> {
         self.find_index(key).map(|i| self.id_at(i))
     }
 
     /// Return the flow with `key`: its handle and value.
+    #[inline]
     pub fn get_by_key(&self, key: &FlowKey) -> Option<(FlowId, &V)> {
         let index = self.find_index(key)?;
         let slot = self.slots.get(index as usize)?;
@@ -466,8 +542,46 @@ impl<V> FlowTable<V> {
         slot.value.as_ref().map(|v| (id, v))
     }
 
+    /// Return `key`'s hash in this table, for a lookup in stages:
+    /// [`FlowTable::prefetch_index`], then [`FlowTable::prefetch_slot`], then
+    /// [`FlowTable::get_by_hashed_key`], each stage for a whole vector of
+    /// keys before the next, so that their cache misses overlap.
+    pub fn hash_key(&self, key: &FlowKey) -> u64 {
+        self.hash(key)
+    }
+
+    /// Prefetch the index line where a lookup of `hash` starts.
+    pub fn prefetch_index(&self, hash: u64) {
+        let entries = self.index.entries();
+        memhint::prefetch(entries.as_ptr().wrapping_add(self.index.home(hash)));
+    }
+
+    /// Prefetch the slot (key and value) that a lookup of `hash` compares
+    /// first. Reads the index entries (prefetched by
+    /// [`FlowTable::prefetch_index`]), not the slot.
+    pub fn prefetch_slot(&self, hash: u64) {
+        if let Some(index) = self.index.candidate(hash) {
+            let slot = self.slots.as_ptr().wrapping_add(index as usize);
+            memhint::prefetch_lines(slot, std::mem::size_of::<Slot<V>>());
+        }
+    }
+
+    /// Return the flow with `key` as [`FlowTable::get_by_key`] does, given
+    /// its hash from [`FlowTable::hash_key`] (another hash finds nothing).
+    #[inline]
+    pub fn get_by_hashed_key(&self, key: &FlowKey, hash: u64) -> Option<(FlowId, &V)> {
+        let (_, index) = self.find_hashed(key, hash)?;
+        let slot = self.slots.get(index as usize)?;
+        let id = FlowId {
+            index,
+            generation: slot.generation,
+        };
+        slot.value.as_ref().map(|v| (id, v))
+    }
+
     /// Return the flow with `key`: its handle and its value, mutable. This is
     /// `tcp-input`'s per-segment call.
+    #[inline]
     pub fn get_mut_by_key(&mut self, key: &FlowKey) -> Option<(FlowId, &mut V)> {
         let index = self.find_index(key)?;
         let slot = self.slots.get_mut(index as usize)?;
@@ -764,8 +878,39 @@ mod tests {
                 index.remove_at(pos);
                 assert!(index.find(victim.0, |s| s == victim.1).is_none());
             }
-            assert!(index.entries.iter().all(|&e| e == 0));
+            assert!(index.entries().iter().all(|&e| e == 0));
         }
+    }
+
+    #[test]
+    fn staged_lookup_finds_what_lookup_finds() {
+        let mut t = FlowTable::new(64).unwrap();
+        let ids: Vec<_> = (0..40).map(|n| t.insert(key(n), n).unwrap()).collect();
+        t.remove(ids[3]).unwrap();
+        for n in 0..50 {
+            let hash = t.hash_key(&key(n));
+            t.prefetch_index(hash);
+            t.prefetch_slot(hash);
+            let got = t.get_by_hashed_key(&key(n), hash).map(|(id, v)| (id, *v));
+            assert_eq!(got, t.get_by_key(&key(n)).map(|(id, v)| (id, *v)), "{n}");
+            if t.lookup(&key(n)).is_some() {
+                let other = t.hash_key(&key(n + 1000));
+                assert_eq!(t.get_by_hashed_key(&key(n), other), None, "wrong hash");
+            }
+        }
+    }
+
+    #[test]
+    fn a_large_index_starts_on_a_huge_page() {
+        let index = Index::new(100_000);
+        let entries = index.entries();
+        assert_eq!(index.mask + 1, 1 << 18);
+        assert!(entries.len() > index.mask);
+        assert_eq!(entries.as_ptr() as usize % memhint::HUGE_PAGE, 0);
+        assert!(entries.iter().all(|&e| e == 0));
+        let small = Index::new(1000);
+        assert_eq!(small.entries().len(), 2048);
+        assert_eq!(small.base, 0, "no padding below 2 MiB");
     }
 
     #[test]

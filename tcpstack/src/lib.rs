@@ -8,9 +8,12 @@
 //!   L4 proxy in the l7 crate);
 //! - [`node`]: [`TcpInput`], the graph node around a stack, and [`Handoff`],
 //!   the queues that carry segments to the worker owning their port;
-//! - [`bufpool`]: the connections' ring buffers, on memory the stack maps
-//!   itself so that an idle connection's pages go back to the OS;
-//! - [`flow`], [`timer`], [`ports`]: the building blocks.
+//! - [`bufpool`]: the connections' sockets and ring buffers, on memory the
+//!   stack maps itself so that an idle connection's ring pages go back to
+//!   the OS;
+//! - [`flow`], [`timer`], [`ports`]: the building blocks;
+//! - [`memhint`]: software prefetch and huge page advice for the data
+//!   path's memory.
 //!
 //! # Design
 //!
@@ -21,9 +24,19 @@
 //!
 //! 1. `ip4-local` hands `tcp-input` a vector of IPv4 packets (smoltcp runs
 //!    with `Medium::Ip`: the graph owns Ethernet, ARP and routing).
-//! 2. First every segment of the vector is looked up ([`Stack::warm`]): the
-//!    lookups are independent, so their cache misses overlap (at 100 000
-//!    connections nothing is in cache; stable Rust has no safe prefetch).
+//! 2. First the whole vector is warmed ([`Stack::warm`]). At 100 000
+//!    connections a segment's state is in no cache, and its reads depend
+//!    on one another: the flow index entry names the flow slot, the slot
+//!    holds the socket's and ring's addresses. Fed one at a time, each
+//!    segment would wait for four or five memory accesses in a row. `warm`
+//!    takes the vector in stages instead, each prefetching for every
+//!    segment what the next stage reads ([`memhint`]): index lines, then
+//!    flow slots, then sockets and the receive-ring lines where payloads
+//!    will land; the vector's misses overlap. What it touches is kept to
+//!    few lines and few pages: a socket is one 8-line cell in a dense
+//!    array on huge pages, the flow slab and index are on huge pages too,
+//!    and only the ring buffers stay on 4 KiB pages (so an idle
+//!    connection can return them, see [`bufpool`]).
 //!    Then for each segment, `tcp-input` builds the [`FlowKey`] (source → remote,
 //!    destination → local) and looks it up in the worker's [`FlowTable`].
 //!    - Hit: the connection holds its own one-socket smoltcp `SocketSet`,
@@ -85,16 +98,21 @@
 //! - **Buffer memory.** smoltcp keeps a socket's two rings for its life;
 //!   they live on [`bufpool`] slots whose pages are returned once the
 //!   connection's rings have been empty for `idle_release_ms` (nothing
-//!   unread, unacknowledged or held out of order), so an idle connection
-//!   costs its socket state only.
+//!   unread, unacknowledged or held out of order) with no data through
+//!   them, so an idle connection costs its socket state only, and a busy
+//!   one whose application drains every segment at once keeps its pages
+//!   (rather than returning them every `idle_release_ms` and faulting them
+//!   back in).
 //! - Ephemeral ports are split in per-worker blocks; with hardware RSS
 //!   (`TcpParams::rss`) a worker prefers ports whose replies hash to its own
 //!   queue; a segment for another worker's block is handed over.
-// Unsafe code only where memory is mapped by hand (`bufpool`).
+// Unsafe code only where memory is mapped by hand (`bufpool`) and for the
+// prefetch instruction and the huge page advice (`memhint`).
 #![deny(unsafe_code)]
 
 pub mod bufpool;
 pub mod flow;
+pub mod memhint;
 pub mod node;
 pub mod ports;
 pub mod rng;

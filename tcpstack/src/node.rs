@@ -150,14 +150,13 @@ impl<B: Buffer, A: App + Send> Node<B, L3Context<B>> for TcpInput<B, A> {
         out: &mut Output<'_, B>,
     ) {
         let now = ctx.now_ms;
-        // Look up every segment's connection first (see `Stack::warm`).
-        let mut warm = 0;
-        for pkt in input.iter() {
-            if let Some(ip) = pkt.buf.data().get(usize::from(pkt.meta.l3_offset)..) {
-                warm ^= self.stack.warm(ip);
-            }
-        }
-        std::hint::black_box(warm);
+        // Bring every segment's connection into cache first (see
+        // `Stack::warm`).
+        self.stack.warm(
+            input
+                .iter()
+                .filter_map(|p| p.buf.data().get(usize::from(p.meta.l3_offset)..)),
+        );
         let mut emitted = std::mem::take(&mut self.emitted);
         {
             let mut dev = SegmentDevice::new(&mut ctx.alloc, &mut emitted, self.mtu);
