@@ -263,7 +263,6 @@ impl BufPool {
             slot,
             base,
             cell: cell.cast_const().cast(),
-            rx: self.rx,
             slot_bytes: self.slot_bytes,
             resident: false,
         })
@@ -343,8 +342,6 @@ pub struct PooledSocket {
     base: *mut u8,
     /// The socket's cell, for [`PooledSocket::prefetch`].
     cell: *const u8,
-    /// Receive ring size.
-    rx: usize,
     slot_bytes: usize,
     /// Pages may be resident (data went through since the last release).
     resident: bool,
@@ -376,13 +373,14 @@ impl PooledSocket {
     }
 
     /// Prefetch the socket, and `len` bytes (a few lines at most) of the
-    /// receive ring from `rx_offset` (taken modulo its size): where a
-    /// segment's payload is about to be written. See [`crate::memhint`].
-    pub fn prefetch(&self, rx_offset: usize, len: usize) {
+    /// receive ring (`rx` bytes, the pool's) from `rx_offset` (taken modulo
+    /// its size): where a segment's payload is about to be written. See
+    /// [`crate::memhint`].
+    pub fn prefetch(&self, rx: usize, rx_offset: usize, len: usize) {
         memhint::prefetch_lines(self.cell, std::mem::size_of::<Cell>());
-        if self.resident && self.rx > 0 {
-            let at = rx_offset % self.rx;
-            let len = len.min(self.rx - at).min(4 * memhint::LINE);
+        if self.resident && rx > 0 {
+            let at = rx_offset % rx;
+            let len = len.min(rx - at).min(4 * memhint::LINE);
             memhint::prefetch_lines(self.base.wrapping_add(at), len.max(1));
         }
     }

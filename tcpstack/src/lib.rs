@@ -89,6 +89,15 @@
 //!   every ACK while they hold out-of-order data, so every loss would wait
 //!   for the RTO. A pure ACK that repeats the last acknowledgment and
 //!   carries SACK blocks gets the previous window ([`stack::mark_dup_ack`]).
+//! - **Receive window.** Bytes a peer sends beyond the right edge of the
+//!   window last advertised are cut off before smoltcp sees them (RFC
+//!   9293; counted as `beyond_window`). smoltcp 0.12 takes whatever fits
+//!   its buffer and then panics in `last_scaled_window` (its issue #1048).
+//!   No malice is needed: it rounds a scaled window down, so the edge moves
+//!   back by up to 2^scale − 1 bytes as a stalled reader's buffer fills,
+//!   and segments sent against the earlier edge overshoot the later one.
+//!   The peer sends the cut bytes again; with large buffers (1 MiB, scale
+//!   5) and a full window that costs a stall.
 //! - **TIME-WAIT reuse.** A SYN for a connection in TIME-WAIT whose sequence
 //!   number lies beyond everything the peer sent on it replaces the old
 //!   connection (RFC 6191, as Linux): kernel clients reuse ports at once.

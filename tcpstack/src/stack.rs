@@ -38,7 +38,7 @@ use smoltcp::time::{Duration as SDuration, Instant as SInstant};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint};
 use zerohop_dataplane::fib::{Fib, Route};
 use zerohop_dataplane::graph::Packet;
-use zerohop_dataplane::l3::Allocator;
+use zerohop_dataplane::l3::{checksum, Allocator};
 use zerohop_dataplane::{Buffer, Counter};
 
 use crate::flow::{FlowId, FlowKey, FlowTable};
@@ -216,6 +216,9 @@ pub struct TcpStats {
     pub no_memory: Counter,
     /// Idle connections that gave their buffers' pages back to the OS.
     pub buffers_released: Counter,
+    /// Received segments cut back to the window last advertised (see
+    /// [`trim_to_window`]).
+    pub beyond_window: Counter,
 }
 
 impl TcpStats {
@@ -244,6 +247,7 @@ impl TcpStats {
             ("no_buffer", self.no_buffer.get()),
             ("no_memory", self.no_memory.get()),
             ("buffers_released", self.buffers_released.get()),
+            ("beyond_window", self.beyond_window.get()),
             ("malformed", self.malformed.get()),
         ]
     }
@@ -310,6 +314,13 @@ struct Conn {
     rcv_end: Option<u32>,
     /// The acknowledgment number we last sent.
     ack_sent: Option<u32>,
+    /// The right edge of the receive window we last advertised (valid once
+    /// `edge_known`): the peer may send no byte at or beyond it.
+    rcv_edge: u32,
+    edge_known: bool,
+    /// The scale of the windows we advertise: smoltcp's for our receive
+    /// buffer once the peer's SYN offered scaling, else 0.
+    rcv_wscale: u8,
     /// When the buffers' pages go back to the OS if the connection stays
     /// idle, ms.
     release_at: u64,
@@ -321,6 +332,13 @@ struct Conn {
 }
 
 impl Conn {
+    /// Note the window an emitted segment (`ip`, IPv4) advertises.
+    fn note_window_sent(&mut self, ip: &[u8]) {
+        if let Some(edge) = advertised_edge(ip, self.rcv_wscale) {
+            self.rcv_edge = edge;
+            self.edge_known = true;
+        }
+    }
     fn socket(&self) -> &tcp::Socket<'static> {
         self.sock.socket()
     }
@@ -541,6 +559,105 @@ fn ack_of(ip: &[u8]) -> Option<u32> {
     let ihl = usize::from(*ip.first()? & 0xf) * 4;
     let tcp = ip.get(ihl..ihl + 20)?;
     (tcp[13] & 0x10 != 0).then(|| u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]))
+}
+
+/// The scale smoltcp 0.12 gives the windows it advertises for a receive
+/// buffer of `rx` bytes when the peer takes part in window scaling: the
+/// bits of the buffer's size beyond 16.
+fn window_shift(rx: usize) -> u8 {
+    (usize::BITS - rx.leading_zeros()).saturating_sub(16) as u8
+}
+
+/// Return true if the SYN `ip` (IPv4/TCP) carries the window scale option.
+fn offers_window_scale(ip: &[u8]) -> bool {
+    let Some(&vihl) = ip.first() else {
+        return false;
+    };
+    let ihl = usize::from(vihl & 0xf) * 4;
+    let Some(tcp) = ip.get(ihl..) else {
+        return false;
+    };
+    let doff = usize::from(tcp.get(12).map_or(0, |b| b >> 4)) * 4;
+    let opts = tcp.get(20..doff.min(tcp.len())).unwrap_or_default();
+    let mut i = 0;
+    while let Some(&kind) = opts.get(i) {
+        match kind {
+            0 => return false,
+            1 => i += 1,
+            3 => return true,
+            _ => match opts.get(i + 1) {
+                Some(&len) if len >= 2 => i += usize::from(len),
+                _ => return false,
+            },
+        }
+    }
+    false
+}
+
+/// The right edge of the receive window an emitted segment `ip` (IPv4/TCP,
+/// ACK set) advertises: its acknowledgment number plus its window, scaled
+/// by `wscale` unless it is a SYN (RFC 7323: a SYN's window is never
+/// scaled).
+fn advertised_edge(ip: &[u8], wscale: u8) -> Option<u32> {
+    let ack = ack_of(ip)?;
+    let ihl = usize::from(*ip.first()? & 0xf) * 4;
+    let tcp = ip.get(ihl..ihl + 20)?;
+    let window = u32::from(u16::from_be_bytes([tcp[14], tcp[15]]));
+    let shift = if tcp[13] & 0x02 != 0 { 0 } else { wscale };
+    Some(ack.wrapping_add(window << shift))
+}
+
+/// Cut the payload of the received segment `ip` (IPv4/TCP) back to the
+/// window's right edge `edge`, dropping a FIN beyond it, and fix the
+/// lengths and checksums; return true if it was cut.
+///
+/// RFC 9293 takes only the part of a segment inside the receive window.
+/// smoltcp 0.12 takes whatever fits its buffer, and then panics working out
+/// the window it last advertised (`last_scaled_window` subtracts past the
+/// edge: smoltcp issue #1048, fixed in 0.13). A peer needs no malice to get
+/// there: smoltcp rounds its scaled window down to the scale, so the edge
+/// it advertises can move back by up to 2^scale - 1 bytes as a stalled
+/// reader's buffer fills, and segments sent against the earlier edge land
+/// beyond the new one. Cutting them at the edge keeps the stack to the
+/// window it advertised; the peer sends the rest again once it opens.
+fn trim_to_window(ip: &mut [u8], edge: u32) -> bool {
+    let Some((seq, end)) = sent_range(ip) else {
+        return false;
+    };
+    let ihl = usize::from(ip[0] & 0xf) * 4;
+    let Some(tcp) = ip.get(ihl..ihl + 20) else {
+        return false;
+    };
+    let doff = usize::from(tcp[12] >> 4) * 4;
+    let fin = tcp[13] & 0x01 != 0;
+    let payload = end.wrapping_sub(seq).wrapping_sub(u32::from(fin));
+    // Only a payload that ends beyond the edge is cut (a FIN right at the
+    // edge is smoltcp's to judge: it takes no buffer space).
+    if (seq.wrapping_add(payload).wrapping_sub(edge) as i32) <= 0 {
+        return false;
+    }
+    let keep = (edge.wrapping_sub(seq) as i32).clamp(0, payload as i32) as usize;
+    let total = ihl + doff + keep;
+    if total > ip.len() || doff < 20 {
+        return false;
+    }
+    ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    checksum::fill_ipv4(&mut ip[..ihl]);
+    let (head, seg) = ip.split_at_mut(ihl);
+    let seg = &mut seg[..doff + keep];
+    seg[13] &= !0x01;
+    seg[16] = 0;
+    seg[17] = 0;
+    let mut pseudo = [0u8; 12];
+    pseudo[..8].copy_from_slice(&head[12..20]);
+    pseudo[9] = 6;
+    pseudo[10..12].copy_from_slice(&((doff + keep) as u16).to_be_bytes());
+    let mut sum = u32::from(checksum::sum(&pseudo)) + u32::from(checksum::sum(seg));
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    seg[16..18].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    true
 }
 
 /// The sequence range an IPv4/TCP packet covers: (seq, seq + len), counting
@@ -1035,6 +1152,9 @@ impl Stack {
             peer_ack: PeerAck::default(),
             rcv_end: None,
             ack_sent: None,
+            rcv_edge: 0,
+            edge_known: false,
+            rcv_wscale: 0,
             release_at: NEVER,
             rx_origin: 0,
         };
@@ -1165,10 +1285,11 @@ impl Stack {
         for w in &warming {
             self.flows.prefetch_slot(w.hash);
         }
+        let rx = self.params.rx_buffer;
         for w in &warming {
             if let Some((_, c)) = self.flows.get_by_hashed_key(&w.key, w.hash) {
                 let at = w.seq.wrapping_sub(c.rx_origin);
-                c.sock.prefetch(at as usize, w.len as usize);
+                c.sock.prefetch(rx, at as usize, w.len as usize);
             }
         }
         self.warming = warming;
@@ -1206,6 +1327,9 @@ impl Stack {
                     if mark_dup_ack(ip, &mut c.peer_ack) {
                         self.stats.dup_acks_marked.add(1);
                     }
+                    if !seg.syn && c.edge_known && trim_to_window(ip, c.rcv_edge) {
+                        self.stats.beyond_window.add(1);
+                    }
                     let beyond = c
                         .rcv_end
                         .map_or(true, |e| (seg.end.wrapping_sub(e) as i32) > 0);
@@ -1227,12 +1351,18 @@ impl Stack {
                     c.reset_in |= seg.rst;
                     if seg.syn {
                         c.rx_origin = seg.seq.wrapping_add(1);
+                        if offers_window_scale(ip) {
+                            c.rcv_wscale = window_shift(self.params.rx_buffer);
+                        }
                     }
                     if seg.payload {
                         c.data_moved();
                     }
                     self.iface
                         .poll_ingress_single(now, &mut ingress, c.sock.set_mut());
+                    for p in &ingress.dev.out[before..] {
+                        c.note_window_sent(&p.buf.data()[ETH_HEADROOM..]);
+                    }
                 }
                 self.touch(id);
                 self.notify(id);
@@ -1395,6 +1525,7 @@ impl Stack {
             if let Some(ack) = ack_of(ip) {
                 c.ack_sent = Some(ack);
             }
+            c.note_window_sent(ip);
             if let Some((seq, end)) = sent_range(ip) {
                 match c.snd_max {
                     Some(max) if end != seq && (end.wrapping_sub(max) as i32) <= 0 => retrans += 1,
@@ -1622,7 +1753,11 @@ mod tests {
         // Key (12 bytes) and generation (4) before the connection in the
         // flow table's 64-byte-aligned slot: every segment reads it, and a
         // fourth line would be a fourth miss at 100 000 connections.
-        assert!(std::mem::size_of::<Conn>() <= 3 * 64 - 16);
+        assert!(
+            std::mem::size_of::<Conn>() <= 3 * 64 - 16,
+            "{}",
+            std::mem::size_of::<Conn>()
+        );
     }
 
     #[test]

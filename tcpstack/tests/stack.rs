@@ -566,3 +566,98 @@ fn idle_connections_give_buffer_pages_back_and_keep_working() {
     }
     assert!(net.a.stack.is_established(c));
 }
+
+/// Return a copy of the IPv4/TCP segment `ip` whose payload is `extra`
+/// bytes longer, lengths and checksums fixed.
+fn lengthened(ip: &[u8], extra: usize) -> Vec<u8> {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{IpAddress, Ipv4Packet, Ipv4Repr, TcpPacket, TcpRepr};
+    let caps = ChecksumCapabilities::default();
+    let packet = Ipv4Packet::new_checked(ip).expect("ipv4");
+    let mut ip_repr = Ipv4Repr::parse(&packet, &caps).expect("ipv4 repr");
+    let tcp = TcpPacket::new_checked(packet.payload()).expect("tcp");
+    let (src, dst) = (
+        IpAddress::Ipv4(ip_repr.src_addr),
+        IpAddress::Ipv4(ip_repr.dst_addr),
+    );
+    let repr = TcpRepr::parse(&tcp, &src, &dst, &caps).expect("tcp repr");
+    let mut payload = repr.payload.to_vec();
+    payload.extend(std::iter::repeat(7u8).take(extra));
+    let repr = TcpRepr {
+        payload: &payload,
+        ..repr
+    };
+    ip_repr.payload_len = repr.buffer_len();
+    let mut out = vec![0u8; ip_repr.buffer_len() + repr.buffer_len()];
+    let mut packet = Ipv4Packet::new_unchecked(&mut out[..]);
+    ip_repr.emit(&mut packet, &caps);
+    let mut tcp = TcpPacket::new_unchecked(packet.payload_mut());
+    repr.emit(&mut tcp, &src, &dst, &caps);
+    out
+}
+
+/// A peer that sends beyond the window the stack advertised (within its
+/// buffer, and with an ACK still delayed) is answered, not a crash: smoltcp
+/// 0.12 accepted such bytes up to the buffer's size and then panicked
+/// computing the window it had last advertised (`last_scaled_window`,
+/// smoltcp issue #1048). A scaled window reaches that case without any
+/// hostile peer: the advertised window is the free space rounded down to
+/// the scale, so its right edge moves back by up to 2^scale - 1 bytes as
+/// odd-sized segments fill a stalled reader's buffer, and segments sent
+/// against the earlier edge land beyond the later one (seen with iperf3 and
+/// 1 MiB buffers).
+#[test]
+fn bytes_beyond_the_advertised_window_do_not_crash_the_stack() {
+    let params = TcpParams {
+        rx_buffer: 128 * 1024,
+        tx_buffer: 128 * 1024,
+        ..TcpParams::default()
+    };
+    let mut net = Net::new(params);
+    net.b.app.stalled = true;
+    let c = net.a.stack.connect(server()).expect("connect");
+    net.run(100);
+    // Fill the reader's buffer but for 1,003 bytes: it advertises 1,000
+    // (the scale is 2).
+    const FREE: usize = 1003;
+    let mut queued = 0;
+    while queued < 128 * 1024 - FREE {
+        let n = (128 * 1024 - FREE - queued).min(1000);
+        queued += net.a.stack.send(c, &vec![7u8; n]);
+        net.run(1000);
+    }
+    // Past the delayed ACK: the reader acknowledged everything.
+    net.run_for(50);
+    let server_conn = net.b.app.accepted[0];
+    assert_eq!(net.b.stack.queues(server_conn).expect("conn").0, queued);
+    // The next segment as the writer sends it, 1,000 bytes, then 2 bytes
+    // longer: past the advertised edge, within the buffer, in order (so
+    // smoltcp does not ACK at once, as it does for out-of-order data).
+    assert_eq!(net.a.stack.send(c, &[7u8; 1000]), 1000);
+    let seg = flush(&mut net.a, net.now);
+    assert_eq!(seg.len(), 1, "one data segment");
+    let mut long = lengthened(&seg[0].buf.data()[ETH_HEADROOM..], 2);
+    let mut answers = Vec::new();
+    {
+        let mtu = net.b.stack.params().mtu;
+        let mut dev = SegmentDevice::new(&mut net.b.alloc, &mut answers, mtu);
+        net.b.stack.input(&mut long, &mut dev, net.now);
+    }
+    let received = net.b.stack.queues(server_conn).expect("conn").0;
+    // The reader resumes while the ACK is still delayed: the flush that
+    // follows weighs the window it opened against the one last advertised
+    // (where smoltcp 0.12 panicked had it taken the 2 bytes).
+    net.b.app.stalled = false;
+    net.b.app.ready(&mut net.b.stack, server_conn);
+    answers.extend(flush(&mut net.b, net.now));
+    assert_eq!(
+        received,
+        queued + 1000,
+        "the advertised window taken, no more"
+    );
+    assert_eq!(net.b.stack.stats().beyond_window.get(), 1);
+    net.a_pending.extend(answers);
+    net.run(10_000);
+    let got = net.b.app.received[&server_conn].len();
+    assert!(got >= queued + 1000, "{got} of {}", queued + 1000);
+}
