@@ -216,8 +216,9 @@ pub struct TcpStats {
     pub no_memory: Counter,
     /// Idle connections that gave their buffers' pages back to the OS.
     pub buffers_released: Counter,
-    /// Received segments cut back to the window last advertised (see
-    /// [`trim_to_window`]).
+    /// Received segments cut back to the right edge of the window last
+    /// advertised (smoltcp 0.12 would take the bytes beyond it and panic;
+    /// see the crate documentation).
     pub beyond_window: Counter,
 }
 
