@@ -1328,7 +1328,13 @@ impl Stack {
                     if mark_dup_ack(ip, &mut c.peer_ack) {
                         self.stats.dup_acks_marked.add(1);
                     }
-                    if !seg.syn && c.edge_known && trim_to_window(ip, c.rcv_edge) {
+                    // Cheap test first: the segment ends (FIN included) past
+                    // the edge.
+                    if !seg.syn
+                        && c.edge_known
+                        && (seg.end.wrapping_sub(c.rcv_edge) as i32) > 0
+                        && trim_to_window(ip, c.rcv_edge)
+                    {
                         self.stats.beyond_window.add(1);
                     }
                     let beyond = c
