@@ -1751,6 +1751,85 @@ mod tests {
         v
     }
 
+    /// A data segment of `len` bytes at `seq` (FIN set if `fin`), with a
+    /// valid checksum.
+    fn data(seq: u32, len: usize, fin: bool) -> Vec<u8> {
+        let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        let mut p = ack(7, 100, false, &payload);
+        p[24..28].copy_from_slice(&seq.to_be_bytes());
+        p[33] |= u8::from(fin);
+        p[36..38].copy_from_slice(&[0, 0]);
+        let sum = checksum::checksum(&pseudo(&p));
+        p[36..38].copy_from_slice(&sum.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn trim_to_window_cuts_only_what_lies_past_the_edge() {
+        // Within the window (FIN included): untouched.
+        let mut p = data(1000, 100, true);
+        let before = p.clone();
+        assert!(!trim_to_window(&mut p, 1101));
+        assert_eq!(p, before);
+        // 2 bytes past the edge: cut, FIN dropped, lengths and checksums
+        // fixed, the rest of the bytes kept.
+        let mut p = data(u32::MAX - 50, 100, true);
+        let edge = (u32::MAX - 50).wrapping_add(98);
+        assert!(trim_to_window(&mut p, edge));
+        let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
+        assert_eq!(total, 20 + 20 + 98);
+        assert_eq!(checksum::sum(&p[..20]), 0xffff, "IPv4 header checksum");
+        assert_eq!(checksum::sum(&pseudo(&p[..total])), 0xffff, "TCP checksum");
+        assert_eq!(p[33] & 0x01, 0, "FIN beyond the edge dropped");
+        assert_eq!(&p[40..138], &data(0, 98, false)[40..]);
+        assert_eq!(sent_range(&p), Some((u32::MAX - 50, edge)));
+        // Starting past the edge: nothing of it kept.
+        let mut p = data(5000, 10, false);
+        assert!(trim_to_window(&mut p, 4000));
+        assert_eq!(sent_range(&p), Some((5000, 5000)));
+        let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
+        assert_eq!(checksum::sum(&pseudo(&p[..total])), 0xffff);
+        // A retransmission from before the window that ends past it keeps
+        // what lies inside.
+        let mut p = data(900, 300, false);
+        assert!(trim_to_window(&mut p, 1000));
+        assert_eq!(sent_range(&p), Some((900, 1000)));
+    }
+
+    #[test]
+    fn advertised_edge_scales_all_but_syns() {
+        let p = ack(5000, 300, false, &[]);
+        assert_eq!(advertised_edge(&p, 0), Some(5300));
+        assert_eq!(advertised_edge(&p, 3), Some(5000 + 300 * 8));
+        let mut syn = p.clone();
+        syn[33] |= 0x02;
+        assert_eq!(
+            advertised_edge(&syn, 3),
+            Some(5300),
+            "a SYN's window is never scaled"
+        );
+        let mut no_ack = p;
+        no_ack[33] = 0x02;
+        assert_eq!(advertised_edge(&no_ack, 3), None);
+        assert_eq!(window_shift(65_535), 0);
+        assert_eq!(window_shift(65_536), 1);
+        assert_eq!(window_shift(1 << 20), 5);
+    }
+
+    #[test]
+    fn window_scale_option_is_found_among_others() {
+        let mut syn = ack(0, 100, false, &[]);
+        assert!(!offers_window_scale(&syn));
+        // MSS, SACK permitted, NOP, window scale 7.
+        let opts = [2u8, 4, 5, 0xb4, 4, 2, 1, 3, 3, 7, 0, 0];
+        syn.splice(40..40, opts);
+        syn[32] = (((20 + opts.len()) / 4) << 4) as u8;
+        assert!(offers_window_scale(&syn));
+        // A truncated option list ends the search.
+        syn[41] = 0;
+        assert!(!offers_window_scale(&syn));
+    }
+
     fn window(p: &[u8]) -> u16 {
         u16::from_be_bytes([p[34], p[35]])
     }
