@@ -567,6 +567,30 @@ fn idle_connections_give_buffer_pages_back_and_keep_working() {
     assert!(net.a.stack.is_established(c));
 }
 
+/// A segment whose TCP checksum is wrong is dropped before smoltcp sees
+/// it, and counted; the connection goes on.
+#[test]
+fn a_segment_with_a_bad_checksum_is_dropped_and_counted() {
+    let mut net = Net::new(TcpParams::default());
+    let c = net.a.stack.connect(server()).expect("connect");
+    net.run(100);
+    assert_eq!(net.a.stack.send(c, b"hello"), 5);
+    let mut seg = flush(&mut net.a, net.now);
+    assert_eq!(seg.len(), 1);
+    let last = seg[0].buf.len() - 1;
+    seg[0].buf.data_mut()[last] ^= 0xff;
+    let answers = deliver(&mut net.b, seg, net.now);
+    assert!(answers.is_empty());
+    assert_eq!(net.b.stack.stats().bad_checksum.get(), 1);
+    // smoltcp's retransmission timeout, then the retransmission.
+    net.run_for(3_000);
+    let server_conn = net.b.app.accepted[0];
+    assert_eq!(
+        net.b.app.received[&server_conn], b"hello",
+        "retransmitted intact"
+    );
+}
+
 /// Return a copy of the IPv4/TCP segment `ip` whose payload is `extra`
 /// bytes longer, lengths and checksums fixed.
 fn lengthened(ip: &[u8], extra: usize) -> Vec<u8> {

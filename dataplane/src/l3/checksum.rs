@@ -2,22 +2,50 @@
 
 /// Return the ones'-complement sum of `data` folded to 16 bits (not inverted).
 ///
-/// Sums 32-bit big-endian words into a 64-bit accumulator (no carry
-/// handling per word), then folds: a third fewer steps than 16-bit words.
+/// Sums 32-bit words in the CPU's own byte order into a 64-bit accumulator
+/// (no carry handling per word; 2^32 words cannot overflow it), folds, and
+/// swaps the bytes of the result on a little-endian CPU: the ones'-complement
+/// sum does not depend on byte order but for that swap (RFC 1071, 2.B).
+/// Without a byte swap per word the loop vectorises; it runs the TCP
+/// checksums of every segment zerohop receives and sends.
 #[inline]
 pub fn sum(data: &[u8]) -> u16 {
     let mut acc: u64 = 0;
     let mut words = data.chunks_exact(4);
     for w in &mut words {
-        acc += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+        acc += u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
     }
     let rest = words.remainder();
     if !rest.is_empty() {
         let mut tail = [0u8; 4];
         tail[..rest.len()].copy_from_slice(rest);
-        acc += u64::from(u32::from_be_bytes(tail));
+        acc += u64::from(u32::from_ne_bytes(tail));
     }
-    fold64(acc)
+    let folded = fold64(acc);
+    if cfg!(target_endian = "little") {
+        folded.swap_bytes()
+    } else {
+        folded
+    }
+}
+
+/// Return the ones'-complement sum (folded, not inverted) of a TCP or UDP
+/// pseudo-header: source and destination IPv4 addresses (`addrs`, the 8
+/// bytes as in the IPv4 header), protocol `proto` and L4 length `len`.
+#[inline]
+pub fn pseudo_ipv4(addrs: &[u8], proto: u8, len: u16) -> u16 {
+    let mut p = [0u8; 12];
+    let n = addrs.len().min(8);
+    p[..n].copy_from_slice(&addrs[..n]);
+    p[9] = proto;
+    p[10..12].copy_from_slice(&len.to_be_bytes());
+    sum(&p)
+}
+
+/// Add two folded ones'-complement sums.
+#[inline]
+pub fn add(a: u16, b: u16) -> u16 {
+    fold64(u64::from(a) + u64::from(b))
 }
 
 #[inline]
@@ -89,6 +117,17 @@ mod tests {
     }
 
     #[test]
+    fn pseudo_header_and_add() {
+        // 10.0.0.2 -> 10.0.0.1, TCP, 20 bytes.
+        let addrs = [10, 0, 0, 2, 10, 0, 0, 1];
+        let manual = sum(&[10, 0, 0, 2, 10, 0, 0, 1, 0, 6, 0, 20]);
+        assert_eq!(pseudo_ipv4(&addrs, 6, 20), manual);
+        assert_eq!(add(0xffff, 0x0001), 0x0001);
+        assert_eq!(add(0x8000, 0x8000), 0x0001);
+        assert_eq!(add(sum(&[1, 2]), sum(&[3, 4])), sum(&[1, 2, 3, 4]));
+    }
+
+    #[test]
     fn odd_length_pads_with_zero() {
         assert_eq!(sum(&[0xab]), 0xab00);
         assert_eq!(sum(&[0x12, 0x34, 0xab]), 0x1234 + 0xab00);
@@ -97,7 +136,7 @@ mod tests {
     #[test]
     fn word_sum_matches_16_bit_reference() {
         let mut x: u32 = 12345;
-        for len in 0..80 {
+        for len in (0..80).chain([1447, 1448, 1449, 9000]) {
             let data: Vec<u8> = (0..len)
                 .map(|_| {
                     x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
