@@ -399,6 +399,11 @@ fn parse(ip: &[u8]) -> Option<SegmentInfo> {
         return None;
     }
     let ihl = usize::from(ip[0] & 0xf) * 4;
+    // ip4-input drops such headers already; the stack's callers may not be
+    // the graph (tests, tools), and `trim_to_window` relies on it.
+    if ihl < 20 {
+        return None;
+    }
     let tcp = ip.get(ihl..ihl + 20)?;
     let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
     let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
