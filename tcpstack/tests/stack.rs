@@ -258,17 +258,24 @@ fn closed_port_answers_with_reset() {
     assert!(net.a.stack.is_empty());
 }
 
-#[test]
-fn a_stalled_reader_closes_the_window() {
+/// Two hosts with `buffer`-byte rings, the server's reader stalled, and the
+/// client's connection to it, established.
+fn stalled_reader(buffer: usize) -> (Net, ConnId) {
     let params = TcpParams {
-        rx_buffer: 16 * 1024,
-        tx_buffer: 16 * 1024,
+        rx_buffer: buffer,
+        tx_buffer: buffer,
         ..TcpParams::default()
     };
     let mut net = Net::new(params);
     net.b.app.stalled = true;
     let c = net.a.stack.connect(server()).expect("connect");
     net.run(100);
+    (net, c)
+}
+
+#[test]
+fn a_stalled_reader_closes_the_window() {
+    let (mut net, c) = stalled_reader(16 * 1024);
     let chunk = vec![7u8; 64 * 1024];
     let mut queued = 0;
     for _ in 0..20 {
@@ -632,15 +639,7 @@ fn lengthened(ip: &[u8], extra: usize) -> Vec<u8> {
 /// 1 MiB buffers).
 #[test]
 fn bytes_beyond_the_advertised_window_do_not_crash_the_stack() {
-    let params = TcpParams {
-        rx_buffer: 128 * 1024,
-        tx_buffer: 128 * 1024,
-        ..TcpParams::default()
-    };
-    let mut net = Net::new(params);
-    net.b.app.stalled = true;
-    let c = net.a.stack.connect(server()).expect("connect");
-    net.run(100);
+    let (mut net, c) = stalled_reader(128 * 1024);
     // Fill the reader's buffer but for 1,003 bytes: it advertises 1,000
     // (the scale is 2).
     const FREE: usize = 1003;
