@@ -59,7 +59,7 @@
 //!     neighbour_timeout_s: 300
 //!   tcp:                           # the userspace TCP stack, per worker; defaults shown
 //!     max_connections: 65536       # flow-table capacity, downstream + upstream
-//!     rx_buffer: 65536             # bytes per connection
+//!     rx_buffer: 65535             # bytes per connection (65535: no window scaling)
 //!     tx_buffer: 65536
 //!     delayed_ack_ms: 10           # 0 acks at once
 //!     keepalive_s: 0               # 0 = off
@@ -325,8 +325,8 @@ pub struct TcpSettings {
     #[serde(default = "default_tcp_max_connections")]
     pub max_connections: u32,
     /// Receive buffer of each connection, in bytes; it bounds the window advertised to
-    /// the peer.
-    #[serde(default = "default_tcp_buffer")]
+    /// the peer. Above 65,535 the window is scaled (see [`DEFAULT_TCP_RX_BUFFER`]).
+    #[serde(default = "default_tcp_rx_buffer")]
     pub rx_buffer: u32,
     /// Send buffer of each connection, in bytes: data accepted from the other side of
     /// the proxy and not yet acknowledged by this one.
@@ -364,8 +364,15 @@ pub struct TcpSettings {
 pub const DEFAULT_TCP_MAX_CONNECTIONS: u32 = 65_536;
 /// Largest [`TcpSettings::max_connections`]: a million flows per worker.
 pub const MAX_TCP_MAX_CONNECTIONS: u32 = 1_048_576;
-/// Default [`TcpSettings::rx_buffer`] and [`TcpSettings::tx_buffer`]: 64 KiB.
+/// Default [`TcpSettings::tx_buffer`]: 64 KiB.
 pub const DEFAULT_TCP_BUFFER: u32 = 65_536;
+/// Default [`TcpSettings::rx_buffer`]: 65,535 bytes, the largest window TCP
+/// advertises without window scaling. smoltcp 0.12 rounds a scaled window
+/// down to the scale, so its right edge can move back as a stalled reader's
+/// buffer fills; a peer that sent against the earlier edge then has bytes
+/// cut (zerohop's `beyond_window`) and waits for its retransmission timeout.
+/// Without scaling the edge never moves back.
+pub const DEFAULT_TCP_RX_BUFFER: u32 = 65_535;
 /// Smallest [`TcpSettings::rx_buffer`] and [`TcpSettings::tx_buffer`]: 1 KiB.
 pub const MIN_TCP_BUFFER: u32 = 1024;
 /// Largest [`TcpSettings::rx_buffer`] and [`TcpSettings::tx_buffer`]: 16 MiB.
@@ -396,7 +403,7 @@ impl Default for TcpSettings {
     fn default() -> Self {
         Self {
             max_connections: DEFAULT_TCP_MAX_CONNECTIONS,
-            rx_buffer: DEFAULT_TCP_BUFFER,
+            rx_buffer: DEFAULT_TCP_RX_BUFFER,
             tx_buffer: DEFAULT_TCP_BUFFER,
             delayed_ack_ms: DEFAULT_DELAYED_ACK_MS,
             keepalive_s: 0,
@@ -427,16 +434,24 @@ impl TcpSettings {
             MAX_TCP_MAX_CONNECTIONS.into(),
             DEFAULT_TCP_MAX_CONNECTIONS.into(),
         )?;
-        for (key, value) in [
-            ("dataplane.tcp.rx_buffer", self.rx_buffer),
-            ("dataplane.tcp.tx_buffer", self.tx_buffer),
+        for (key, value, default) in [
+            (
+                "dataplane.tcp.rx_buffer",
+                self.rx_buffer,
+                DEFAULT_TCP_RX_BUFFER,
+            ),
+            (
+                "dataplane.tcp.tx_buffer",
+                self.tx_buffer,
+                DEFAULT_TCP_BUFFER,
+            ),
         ] {
             check_range(
                 key,
                 value.into(),
                 MIN_TCP_BUFFER.into(),
                 MAX_TCP_BUFFER.into(),
-                DEFAULT_TCP_BUFFER.into(),
+                default.into(),
             )?;
         }
         for (key, value, max, default) in [
@@ -518,6 +533,10 @@ fn default_tcp_max_connections() -> u32 {
 
 fn default_tcp_buffer() -> u32 {
     DEFAULT_TCP_BUFFER
+}
+
+fn default_tcp_rx_buffer() -> u32 {
+    DEFAULT_TCP_RX_BUFFER
 }
 
 fn default_delayed_ack_ms() -> u32 {
@@ -3544,7 +3563,7 @@ dataplane:
     fn tcp_defaults() {
         let tcp = parse(BASE).unwrap().dataplane.tcp;
         assert_eq!(tcp.max_connections, 65_536);
-        assert_eq!(tcp.rx_buffer, 65_536);
+        assert_eq!(tcp.rx_buffer, 65_535);
         assert_eq!(tcp.tx_buffer, 65_536);
         assert_eq!(tcp.delayed_ack_ms, 10);
         assert_eq!(tcp.keepalive_s, 0);
@@ -3612,7 +3631,7 @@ dataplane:
                 "rx_buffer",
                 &[0, 1023, 16_777_217],
                 &[1024, 16_777_216],
-                "use 1024 to 16777216, or leave it out for the default 65536",
+                "use 1024 to 16777216, or leave it out for the default 65535",
             ),
             (
                 "tx_buffer",
@@ -3787,7 +3806,7 @@ static_resources:
         let config = parse(PROXY).unwrap();
         assert_eq!(config.dataplane.ports.len(), 2);
         assert_eq!(config.dataplane.tcp.max_connections, 4096);
-        assert_eq!(config.dataplane.tcp.rx_buffer, DEFAULT_TCP_BUFFER);
+        assert_eq!(config.dataplane.tcp.rx_buffer, DEFAULT_TCP_RX_BUFFER);
         let envoy = &config.envoy;
         assert_eq!(envoy.listeners.len(), 1);
         assert_eq!(envoy.clusters.len(), 1);

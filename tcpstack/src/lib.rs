@@ -96,8 +96,9 @@
 //!   No malice is needed: it rounds a scaled window down, so the edge moves
 //!   back by up to 2^scale − 1 bytes as a stalled reader's buffer fills,
 //!   and segments sent against the earlier edge overshoot the later one.
-//!   The peer sends the cut bytes again; with large buffers (1 MiB, scale
-//!   5) and a full window that costs a stall.
+//!   The peer sends the cut bytes again, after its retransmission timeout
+//!   when the window is full. The default receive buffer (65,535 bytes)
+//!   needs no scaling, so its window never moves back.
 //! - **TIME-WAIT reuse.** A SYN for a connection in TIME-WAIT whose sequence
 //!   number lies beyond everything the peer sent on it replaces the old
 //!   connection (RFC 6191, as Linux): kernel clients reuse ports at once.

@@ -103,7 +103,8 @@ impl Default for TcpParams {
     fn default() -> Self {
         Self {
             max_connections: 65_536,
-            rx_buffer: 65_536,
+            // The largest window without scaling (see `trim_to_window`).
+            rx_buffer: 65_535,
             tx_buffer: 65_536,
             delayed_ack_ms: 10,
             keepalive_s: 0,
