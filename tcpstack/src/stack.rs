@@ -653,14 +653,8 @@ fn trim_to_window(ip: &mut [u8], edge: u32) -> bool {
     }
     ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
     checksum::fill_ipv4(&mut ip[..ihl]);
-    let (head, seg) = ip.split_at_mut(ihl);
-    let seg = &mut seg[..doff + keep];
-    seg[13] &= !0x01;
-    seg[16] = 0;
-    seg[17] = 0;
-    let pseudo = checksum::pseudo_ipv4(&head[12..20], 6, (doff + keep) as u16);
-    let sum = checksum::add(pseudo, checksum::sum(seg));
-    seg[16..18].copy_from_slice(&(!sum).to_be_bytes());
+    ip[ihl + 13] &= !0x01;
+    fill_tcp_checksum(ip);
     true
 }
 
