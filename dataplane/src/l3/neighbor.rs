@@ -20,7 +20,9 @@ pub const RESOLVE_TIMEOUT_MS: u64 = 3_000;
 pub const REQUEST_INTERVAL_MS: u64 = 1_000;
 /// Packets held per unresolved next hop (Linux's unres_qlen is 101; VPP holds
 /// none: a small queue keeps the first packets of a flow without letting one
-/// dead neighbour eat the mempool).
+/// dead neighbour eat the mempool). When it is full the oldest goes, as in
+/// Linux: retries of old packets (a health check's SYNs sent while the
+/// neighbour was away) must not crowd out what arrives just before it answers.
 pub const HOLD_PER_NEIGHBOUR: usize = 4;
 /// Unresolved next hops tracked at once.
 pub const MAX_PENDING: usize = 256;
@@ -44,9 +46,11 @@ pub enum Hold<B> {
         /// An ARP request is due for this next hop.
         request: bool,
     },
-    /// Not held (queue or table full); the caller drops it, and still
-    /// sends an ARP request if `request` is true (a lost reply must not
-    /// blackhole the next hop until the queue expires).
+    /// A packet to drop: the oldest held one when the next hop's queue is
+    /// full (the new one took its place), or the new one when the pending
+    /// table is full. The caller drops it, and still sends an ARP request if
+    /// `request` is true (a lost reply must not blackhole the next hop until
+    /// the queue expires).
     Overflow(Packet<B>, bool),
 }
 
@@ -115,7 +119,8 @@ impl<B> NeighbourTable<B> {
             .unwrap_or_default()
     }
 
-    /// Hold `pkt` until `ip` on `port` resolves.
+    /// Hold `pkt` until `ip` on `port` resolves, dropping the oldest held
+    /// packet if the queue is full.
     pub fn hold(&mut self, port: u16, ip: [u8; 4], pkt: Packet<B>, now_ms: u64) -> Hold<B> {
         if !self.pending.contains_key(&(port, ip)) && self.pending.len() >= MAX_PENDING {
             return Hold::Overflow(pkt, false);
@@ -131,7 +136,9 @@ impl<B> NeighbourTable<B> {
             p.last_request_ms = now_ms.max(1);
         }
         if p.packets.len() >= HOLD_PER_NEIGHBOUR {
-            return Hold::Overflow(pkt, request);
+            let oldest = p.packets.remove(0);
+            p.packets.push(pkt);
+            return Hold::Overflow(oldest, request);
         }
         p.packets.push(pkt);
         Hold::Queued { request }
@@ -235,10 +242,18 @@ impl NeighbourSync {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::buffer::Buffer;
     use crate::testing::HeapBuffer;
 
     fn pkt() -> Packet<HeapBuffer> {
         Packet::new(HeapBuffer::from(&[0u8; 60][..]), 0)
+    }
+
+    /// A packet whose first byte is `tag`, to tell held packets apart.
+    fn tagged(tag: u8) -> Packet<HeapBuffer> {
+        let mut data = [0u8; 60];
+        data[0] = tag;
+        Packet::new(HeapBuffer::from(&data[..]), 0)
     }
 
     #[test]
@@ -267,20 +282,41 @@ mod tests {
         let mut t = NeighbourTable::new(1000);
         let ip = [10, 0, 0, 9];
         for i in 0..HOLD_PER_NEIGHBOUR {
-            let r = t.hold(0, ip, pkt(), 10 + i as u64);
+            let r = t.hold(0, ip, tagged(i as u8), 10 + i as u64);
             assert!(matches!(r, Hold::Queued { request } if request == (i == 0)));
         }
-        assert!(matches!(t.hold(0, ip, pkt(), 20), Hold::Overflow(_, false)));
+        // Full: the oldest makes way for the newest.
+        let n = HOLD_PER_NEIGHBOUR as u8;
+        match t.hold(0, ip, tagged(n), 20) {
+            Hold::Overflow(p, false) => assert_eq!(p.buf.data()[0], 0, "oldest dropped"),
+            _ => panic!("want the oldest back, no request"),
+        }
+        assert_eq!(t.held(), HOLD_PER_NEIGHBOUR);
         // A full queue still asks again once the interval has passed.
-        assert!(matches!(
-            t.hold(0, ip, pkt(), 10 + REQUEST_INTERVAL_MS),
-            Hold::Overflow(_, true)
-        ));
-        // Timed out: dropped, and a later packet asks again.
+        match t.hold(0, ip, tagged(n + 1), 10 + REQUEST_INTERVAL_MS) {
+            Hold::Overflow(p, true) => assert_eq!(p.buf.data()[0], 1),
+            _ => panic!("want the next oldest back, and a request"),
+        }
+        let kept: Vec<u8> = t
+            .learn(0, ip, [2; 6], 11 + REQUEST_INTERVAL_MS)
+            .iter()
+            .map(|p| p.buf.data()[0])
+            .collect();
+        assert_eq!(
+            kept,
+            (2..n + 2).collect::<Vec<_>>(),
+            "newest kept, in order"
+        );
+        // Another next hop that never answers: timed out, its packets are
+        // dropped, and a later packet asks again.
+        let dead = [10, 0, 0, 10];
+        for i in 0..HOLD_PER_NEIGHBOUR {
+            t.hold(0, dead, pkt(), 10 + i as u64);
+        }
         assert_eq!(t.expire(10 + RESOLVE_TIMEOUT_MS), HOLD_PER_NEIGHBOUR);
         assert_eq!(t.held(), 0);
         assert!(matches!(
-            t.hold(0, ip, pkt(), 20 + RESOLVE_TIMEOUT_MS),
+            t.hold(0, dead, pkt(), 20 + RESOLVE_TIMEOUT_MS),
             Hold::Queued { request: true }
         ));
     }
