@@ -684,3 +684,97 @@ fn bytes_beyond_the_advertised_window_do_not_crash_the_stack() {
     let got = net.b.app.received[&server_conn].len();
     assert!(got >= queued + 1000, "{got} of {}", queued + 1000);
 }
+
+/// The acknowledgment number of the IPv4/TCP segment `p`, if it is a pure
+/// ACK (no payload, no SYN, FIN or RST).
+fn pure_ack(p: &Packet<HeapBuffer>) -> Option<u32> {
+    let ip = &p.buf.data()[ETH_HEADROOM..];
+    let ihl = usize::from(ip[0] & 0xf) * 4;
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let t = &ip[ihl..];
+    let doff = usize::from(t[12] >> 4) * 4;
+    (t[13] & 0x07 == 0 && t[13] & 0x10 != 0 && total == ihl + doff)
+        .then(|| u32::from_be_bytes([t[8], t[9], t[10], t[11]]))
+}
+
+/// A connection with a quiet wire, and the client's segments carrying
+/// `bytes` (not delivered yet).
+fn client_burst(params: TcpParams, bytes: usize) -> (Net, Vec<Packet<HeapBuffer>>) {
+    let mut net = Net::new(params);
+    let c = net.a.stack.connect(server()).expect("connect");
+    net.run(100);
+    assert_eq!(net.a.stack.send(c, &vec![5u8; bytes]), bytes);
+    let segs = flush(&mut net.a, net.now);
+    assert!(segs.len() >= 8, "{} segments", segs.len());
+    (net, segs)
+}
+
+/// Segments that keep arriving get one ACK, once they stop: the server's
+/// stack puts off the flush of a connection with only an ACK to send while
+/// its data keeps coming (each `advance` is a worker loop's pass).
+#[test]
+fn acks_of_segments_arriving_back_to_back_are_coalesced() {
+    let (mut net, mut segs) = client_burst(TcpParams::default(), 8 * 1400);
+    let end = seq_of(&segs[0]) + 8 * 1400;
+    let second = segs.split_off(segs.len() / 2);
+    let b = &mut net.b;
+    for half in [segs, second] {
+        assert!(deliver(b, half, net.now).is_empty());
+        assert!(flush(b, net.now).is_empty(), "no ACK while data arrives");
+        b.stack.advance(net.now, &mut b.app);
+        assert!(!b.stack.has_work(), "data came since the last pass");
+    }
+    // A pass with nothing new: the ACK goes, for everything.
+    b.stack.advance(net.now, &mut b.app);
+    let acks: Vec<u32> = flush(b, net.now).iter().filter_map(pure_ack).collect();
+    assert_eq!(acks, vec![end]);
+    assert_eq!(b.stack.stats().acks_coalesced.get(), 2);
+    let server_conn = b.app.accepted[0];
+    assert_eq!(b.app.received[&server_conn].len(), 8 * 1400);
+}
+
+/// A quarter of the receive buffer unacknowledged is acknowledged at once,
+/// and a waiting ACK goes in the next millisecond even if data keeps
+/// coming.
+#[test]
+fn coalescing_is_bounded_by_bytes_and_by_time() {
+    let params = TcpParams {
+        rx_buffer: 32 * 1024,
+        ..TcpParams::default()
+    };
+    let (mut net, segs) = client_burst(params, 8 * 1400);
+    let b = &mut net.b;
+    deliver(b, segs, net.now);
+    let acks: Vec<u32> = flush(b, net.now).iter().filter_map(pure_ack).collect();
+    assert_eq!(acks.len(), 1, "over 8 KiB unacknowledged: at once");
+    assert_eq!(b.stack.stats().acks_coalesced.get(), 0);
+
+    let (mut net, mut segs) = client_burst(TcpParams::default(), 8 * 1400);
+    let b = &mut net.b;
+    let now = net.now;
+    let rest = segs.split_off(1);
+    deliver(b, segs, now);
+    assert!(flush(b, now).is_empty());
+    b.stack.advance(now, &mut b.app);
+    deliver(b, rest, now);
+    assert!(flush(b, now).is_empty());
+    // Data came since the last pass, but the clock moved on.
+    b.stack.advance(now + 1, &mut b.app);
+    let acks: Vec<u32> = flush(b, now + 1).iter().filter_map(pure_ack).collect();
+    assert_eq!(acks.len(), 1, "the ACK waited past the next millisecond");
+}
+
+/// `delayed_ack_ms: 0` acknowledges as smoltcp does, nothing coalesced.
+#[test]
+fn no_coalescing_without_delayed_acks() {
+    let params = TcpParams {
+        delayed_ack_ms: 0,
+        ..TcpParams::default()
+    };
+    let (mut net, segs) = client_burst(params, 8 * 1400);
+    let b = &mut net.b;
+    deliver(b, segs, net.now);
+    let acks: Vec<u32> = flush(b, net.now).iter().filter_map(pure_ack).collect();
+    assert_eq!(acks.len(), 1);
+    assert_eq!(b.stack.stats().acks_coalesced.get(), 0);
+}
