@@ -61,7 +61,7 @@
 //!     max_connections: 65536       # flow-table capacity, downstream + upstream
 //!     rx_buffer: 65535             # bytes per connection (65535: no window scaling)
 //!     tx_buffer: 65536
-//!     delayed_ack_ms: 10           # 0 acks at once (and coalesces none)
+//!     delayed_ack_ms: 10           # 0 acks at once
 //!     keepalive_s: 0               # 0 = off
 //!     time_wait_ms: 2000
 //!     idle_release_ms: 1000        # idle connections give buffer pages back; 0 = never
@@ -333,8 +333,7 @@ pub struct TcpSettings {
     #[serde(default = "default_tcp_buffer")]
     pub tx_buffer: u32,
     /// How long an ACK may wait for data to ride on, in milliseconds; 0 acknowledges
-    /// every segment at once. Above 0, the ACKs of segments arriving back to back are
-    /// also coalesced (one per quarter receive buffer, or when the data pauses).
+    /// every segment at once.
     #[serde(default = "default_delayed_ack_ms")]
     pub delayed_ack_ms: u32,
     /// Idle time after which a connection sends keepalive probes, in seconds; 0 turns

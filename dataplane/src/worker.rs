@@ -100,10 +100,6 @@ pub struct Worker<Q: PortQueue> {
     l3: Option<L3Stage<Q::Buffer>>,
     epoch: Instant,
     until_clock: u32,
-    /// The previous loop received frames.
-    was_busy: bool,
-    /// The next tick is one busy loops asked for (its cycles are work).
-    busy_tick: bool,
     last_housekeeping_ms: u64,
     /// Tick (clock, timers, polling nodes) on every loop, not every
     /// [`CLOCK_EVERY`] idle loops.
@@ -138,8 +134,6 @@ impl<Q: PortQueue> Worker<Q> {
             l3,
             epoch: Instant::now(),
             until_clock: 0,
-            was_busy: false,
-            busy_tick: false,
             last_housekeeping_ms: 0,
             tick_every_loop: false,
         }
@@ -256,18 +250,12 @@ impl<Q: PortQueue> Worker<Q> {
 
     /// Run one iteration over every port; return the frames received.
     pub fn poll_once(&mut self) -> usize {
-        let clock = self.l3.as_ref().map(|l3| l3.graph.cycle_counter());
         if self.until_clock == 0 {
             self.until_clock = CLOCK_EVERY;
-            // A tick that busy loops asked for is part of their work (it
-            // flushes what they queued); the idle countdown's is not.
-            let start = clock.filter(|_| self.busy_tick).map(|c| (c, c()));
             self.tick();
-            if let Some((c, start)) = start {
-                self.stats.busy_cycles.add(c().saturating_sub(start));
-            }
         }
         self.until_clock -= 1;
+        let clock = self.l3.as_ref().map(|l3| l3.graph.cycle_counter());
         let start = clock.map_or(0, |c| c());
         let mut received = 0;
         for port in 0..self.queues.len() {
@@ -304,22 +292,15 @@ impl<Q: PortQueue> Worker<Q> {
             if let Some(c) = clock {
                 self.stats.busy_cycles.add(c().saturating_sub(start));
             }
-        }
-        // Timers must not wait 1024 busy iterations (milliseconds); and the
-        // polling nodes hear of the first idle loop after busy ones at once
-        // (tcp-input sends the ACKs it coalesced while data kept coming).
-        if (received > 0 || self.was_busy)
-            && self
+            // Timers must not wait 1024 busy iterations (milliseconds).
+            if self
                 .l3
                 .as_ref()
                 .is_some_and(|l3| l3.graph.has_polling_nodes())
-        {
-            self.until_clock = 0;
-            self.busy_tick = true;
-        } else {
-            self.busy_tick = false;
+            {
+                self.until_clock = 0;
+            }
         }
-        self.was_busy = received > 0;
         received
     }
 

@@ -57,11 +57,6 @@
 //!    only the connections whose timers fired (retransmission, delayed ACK,
 //!    keep-alive, TIME-WAIT, idle timeout). `poll_at` saying "now" means
 //!    poll again before the vector ends, not a timer.
-//!    One exception: a connection whose only output would be the ACK of
-//!    data still arriving is not polled after its vector; it waits until a
-//!    loop brings it nothing (or a quarter of its buffer, or the next
-//!    millisecond), so a bulk sender gets one ACK per burst, as from Linux
-//!    (see [`Stack::advance`]).
 //! 4. What smoltcp emits goes back through `ip4-lookup` → `ip4-rewrite` →
 //!    `port-tx`: one neighbour table, one FIB, one place that builds frames.
 //! 5. Active opens to upstreams take a local port from the worker's

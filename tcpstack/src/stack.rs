@@ -72,9 +72,7 @@ pub struct TcpParams {
     pub rx_buffer: usize,
     /// Send buffer per connection, bytes.
     pub tx_buffer: usize,
-    /// Delayed ACK; 0 acknowledges every segment at once. Above 0, the
-    /// ACKs of segments that arrive back to back are also coalesced (see
-    /// [`Stack::advance`]).
+    /// Delayed ACK; 0 acknowledges every segment at once.
     pub delayed_ack_ms: u32,
     /// Keep-alive probe interval; 0 turns keep-alive off.
     pub keepalive_s: u32,
@@ -225,9 +223,6 @@ pub struct TcpStats {
     /// advertised (smoltcp 0.12 would take the bytes beyond it and panic;
     /// see the crate documentation).
     pub beyond_window: Counter,
-    /// Flushes of a connection put off because all it had to send was the
-    /// ACK of data that kept arriving (see [`Stack::advance`]).
-    pub acks_coalesced: Counter,
 }
 
 impl TcpStats {
@@ -257,7 +252,6 @@ impl TcpStats {
             ("no_memory", self.no_memory.get()),
             ("buffers_released", self.buffers_released.get()),
             ("beyond_window", self.beyond_window.get()),
-            ("acks_coalesced", self.acks_coalesced.get()),
             ("malformed", self.malformed.get()),
             ("bad_checksum", self.bad_checksum.get()),
         ]
@@ -315,11 +309,6 @@ struct Conn {
     touched: bool,
     /// In `notify` already.
     notified: bool,
-    /// Data arrived since its last egress (or since the last pass over the
-    /// deferred ACKs, for a connection in it).
-    fresh_input: bool,
-    /// In `deferred` already: its ACK waits (see [`Stack::advance`]).
-    ack_deferred: bool,
     /// Highest sequence number sent + 1 (for counting retransmissions).
     snd_max: Option<u32>,
     /// The application was told it closed (TIME-WAIT belongs to the stack).
@@ -848,12 +837,6 @@ pub struct Stack {
     port_addrs: Vec<Option<Ipv4Addr>>,
     /// Connections to flush (egress, state check, timer).
     touched: Vec<ConnId>,
-    /// Connections whose ACK waits for their data to stop arriving, and
-    /// when the oldest began to wait (ms; see [`Stack::advance`]).
-    deferred: Vec<ConnId>,
-    deferred_since_ms: u64,
-    /// Scratch of [`Stack::advance`]'s pass over `deferred`.
-    deferred_scratch: Vec<ConnId>,
     /// Connections the application should look at.
     notify: VecDeque<ConnId>,
     /// Scratch for timers that fired.
@@ -937,9 +920,6 @@ impl Stack {
             fib,
             port_addrs,
             touched: Vec::new(),
-            deferred: Vec::new(),
-            deferred_since_ms: 0,
-            deferred_scratch: Vec::new(),
             notify: VecDeque::new(),
             fired: Vec::new(),
             warming: Vec::with_capacity(zerohop_dataplane::VECTOR_SIZE),
@@ -1208,8 +1188,6 @@ impl Stack {
             aborted: false,
             touched: false,
             notified: false,
-            fresh_input: false,
-            ack_deferred: false,
             snd_max: None,
             reported: false,
             peer_ack: PeerAck::default(),
@@ -1430,7 +1408,6 @@ impl Stack {
                     }
                     if seg.payload {
                         c.data_moved();
-                        c.fresh_input = true;
                     }
                     self.iface
                         .poll_ingress_single(now, &mut ingress, c.sock.set_mut());
@@ -1481,24 +1458,8 @@ impl Stack {
     /// Advance the timers to `now_ms`: connections whose time came are
     /// polled (retransmissions, delayed ACKs, keep-alives, TIME-WAIT) and
     /// the application hears of its deadlines. Call [`Stack::flush`] after.
-    ///
-    /// Coalesced ACKs: with delayed ACKs on, a connection that only has to
-    /// acknowledge data (established, nothing of its own to send, less than
-    /// a quarter of its receive buffer unacknowledged) is not flushed while
-    /// its data keeps arriving. smoltcp acknowledges every second segment,
-    /// and zerohop flushes once per vector, so a bulk sender got an ACK for
-    /// every 6 or so segments, each a wake-up and a transmission burst for
-    /// the sender's kernel; Linux, whose receive path sees whole GRO batches,
-    /// acknowledges every 50 to 100 (measured: 4,300 ACKs/s for 325,000
-    /// segments/s through HAProxy). Each call here is a pass over the
-    /// connections waiting: those that received nothing since the previous
-    /// pass are flushed, the rest wait for the next. The worker calls it on
-    /// every busy loop and on the first idle one after (see the dataplane
-    /// worker), so an ACK goes out at most two loops after the data stops,
-    /// a quarter of a buffer after it began, or at the next millisecond.
     pub fn advance(&mut self, now_ms: u64, app: &mut impl App) {
         self.now_ms = now_ms;
-        self.release_deferred_acks();
         let mut fired = std::mem::take(&mut self.fired);
         self.timers.advance(now_ms, |bits| fired.push(bits));
         for bits in fired.drain(..) {
@@ -1527,69 +1488,6 @@ impl Stack {
             self.notify(id);
         }
         self.fired = fired;
-    }
-
-    /// Put off the flush of `id` if all it would send is the ACK of data
-    /// still arriving (see [`Stack::advance`]); return true if it waits.
-    fn defer_ack(&mut self, id: ConnId) -> bool {
-        if self.params.delayed_ack_ms == 0 {
-            return false;
-        }
-        let threshold = (self.params.rx_buffer / 4).max(2 * usize::from(self.params.mtu)) as u32;
-        let Some(c) = self.flows.get_mut(id) else {
-            return false;
-        };
-        if !c.fresh_input || c.reset_in || c.aborted || c.state != State::Established {
-            return false;
-        }
-        let (Some(end), Some(acked)) = (c.rcv_end, c.ack_sent) else {
-            return false;
-        };
-        let s = c.socket();
-        if s.state() != State::Established
-            || s.send_queue() > 0
-            || end.wrapping_sub(acked) as i32 >= threshold as i32
-        {
-            return false;
-        }
-        c.touched = false;
-        if !c.ack_deferred {
-            c.ack_deferred = true;
-            if self.deferred.is_empty() {
-                self.deferred_since_ms = self.now_ms;
-            }
-            self.deferred.push(id);
-        }
-        self.stats.acks_coalesced.add(1);
-        true
-    }
-
-    /// One pass over the connections whose ACK waits: flush those that
-    /// received nothing since the previous pass, or all of them once the
-    /// oldest has waited into the next millisecond (see [`Stack::advance`]).
-    fn release_deferred_acks(&mut self) {
-        if self.deferred.is_empty() {
-            return;
-        }
-        let all = self.now_ms > self.deferred_since_ms;
-        let mut waiting = std::mem::take(&mut self.deferred_scratch);
-        for id in self.deferred.drain(..) {
-            let Some(c) = self.flows.get_mut(id) else {
-                continue;
-            };
-            if c.fresh_input && !all {
-                c.fresh_input = false;
-                waiting.push(id);
-                continue;
-            }
-            c.ack_deferred = false;
-            c.fresh_input = false;
-            if !c.touched {
-                c.touched = true;
-                self.touched.push(id);
-            }
-        }
-        self.deferred_scratch = std::mem::replace(&mut self.deferred, waiting);
     }
 
     /// Return true if connections wait to be flushed.
@@ -1628,9 +1526,7 @@ impl Stack {
             }
             let touched = std::mem::take(&mut self.touched);
             for &id in &touched {
-                if !self.defer_ack(id) {
-                    self.egress(id, now, dev, app);
-                }
+                self.egress(id, now, dev, app);
             }
             let mut t = touched;
             t.clear();
@@ -1656,7 +1552,6 @@ impl Stack {
             return;
         };
         c.touched = false;
-        c.fresh_input = false;
         let before = dev.out.len();
         let mut segments = 0;
         while segments < MAX_SEGMENTS_PER_FLUSH {
