@@ -193,6 +193,10 @@ bench_topology() {
   zh_if_quiet "$NS_P" "$IF_PU"
   zh_ns_gw "$NS_C" "$PROXY_DOWN"
   zh_ns_gw "$NS_U" "$PROXY_UP"
+  if ((FAR_NAPI)); then
+    bench_far_napi "$NS_C" "$IF_C" "$CLIENT_CPUS"
+    bench_far_napi "$NS_U" "$IF_U" "$UPSTREAM_CPUS"
+  fi
   # The direct pair, both ends addressed, kernel to kernel.
   ip -n "$NS_C" link add "$IF_DC" type veth peer name "$IF_DU" netns "$NS_U"
   zh_if_quiet "$NS_C" "$IF_DC"
@@ -201,6 +205,10 @@ bench_topology() {
   ip -n "$NS_U" addr add "$DIRECT_UPSTREAM/24" dev "$IF_DU"
   ip -n "$NS_C" link set "$IF_DC" up
   ip -n "$NS_U" link set "$IF_DU" up
+  if ((FAR_NAPI)); then
+    bench_far_napi "$NS_C" "$IF_DC" "$CLIENT_CPUS"
+    bench_far_napi "$NS_U" "$IF_DU" "$UPSTREAM_CPUS"
+  fi
   local ns
   for ns in "$NS_C" "$NS_U"; do
     in_ns "$ns" sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
@@ -211,6 +219,24 @@ bench_topology() {
   in_ns "$NS_P" sysctl -qw net.core.somaxconn=65535
   in_ns "$NS_P" sysctl -qw net.ipv4.tcp_max_syn_backlog=65535
   in_ns "$NS_P" sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
+}
+
+# bench_far_napi NS IF CPUS (--far-napi): veth IF in namespace NS receives through
+# NAPI with GRO, in a kernel thread of its own pinned to CPUS. By default a veth runs
+# the receiver's whole stack inside the sender's transmit, on the sender's CPU: every
+# frame a proxy sends to the upstream also costs, on the proxy's CPU, the upstream
+# kernel's TCP receive and the wake-up of its server, and every ACK it sends to the
+# client the client's ACK processing and the transmissions that ACK releases. On a
+# network those run on the other hosts. With this, the client's and the upstream's
+# receive work runs on their CPUs, for every proxy alike.
+bench_far_napi() {
+  local ns=$1 ifname=$2 cpus=$3 pids
+  in_ns "$ns" ethtool -K "$ifname" gro on >/dev/null
+  in_ns "$ns" sh -c "echo 1 > /sys/class/net/$ifname/threaded" ||
+    die "--far-napi: cannot turn on threaded NAPI on $ifname (kernel too old?)"
+  pids=$(pgrep -f "^\[?napi/$ifname-") || die "--far-napi: no NAPI thread for $ifname"
+  for pid in $pids; do taskset -pc "$cpus" "$pid" >/dev/null; done
+  say "far NAPI: $ifname receives with GRO in thread(s) $(paste -sd, - <<<"$pids") on CPU(s) $cpus"
 }
 
 # The file-descriptor limit: as high as this process may go (200,000 wanted; a

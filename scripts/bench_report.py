@@ -303,7 +303,9 @@ def markdown(results, setup, machine, tsc_hz):
             f"{m.get('cpu_model')}, {m.get('nproc')} CPUs, Linux {m.get('kernel')}; DPDK {m.get('dpdk')}; "
             f"zerohop {m.get('zerohop_git')}; {versions}. Proxy on CPUs {setup['proxy_cpus']}, "
             f"clients on {setup['client_cpus']}, upstreams on {setup['upstream_cpus']}. "
-            f"Each cell: {spread}, after {setup['warmup_s']} s of warm-up.",
+            f"Each cell: {spread}, after {setup['warmup_s']} s of warm-up."
+            + (" The client's and upstream's veth ends receive through threaded NAPI with GRO "
+               "on their own CPUs (--far-napi)." if setup.get("far_napi") else ""),
             "",
             "| metric | zerohop | HAProxy | nginx | direct (no proxy) | zerohop / HAProxy | zerohop / nginx |",
             "|---|---|---|---|---|---|---|",
