@@ -42,7 +42,7 @@
 //!     - name: down                 # an L3 port: it has an address
 //!       device: "net_af_packet1,iface=zhd0"
 //!       address: 10.90.0.2/24
-//!       mtu: 1500                  # 68 to 9000
+//!       mtu: 1500                  # 68 to 9000 (net_af_packet: see dpdk::af_packet)
 //!     - name: up
 //!       device: "net_af_packet2,iface=zhu0"
 //!       address: 10.91.0.2/24
@@ -630,6 +630,8 @@ pub struct PortConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<Ipv4Cidr>,
     /// Largest IP packet the port sends, in bytes, not counting the Ethernet header.
+    /// On `net_af_packet`, above 1,500 zerohop sizes the driver's ring slots and sets
+    /// the kernel interface's MTU itself ([`crate::dpdk::af_packet`]).
     #[serde(default = "default_mtu")]
     pub mtu: u16,
 }
@@ -1229,6 +1231,8 @@ pub enum Problem {
          such as `0000:3b:00.0`"
     )]
     BadDevice { device: String, reason: String },
+    #[error("{reason}")]
+    AfPacketSlot { reason: String },
     #[error("device `{device}` is already used by {first}; {hint}")]
     DuplicateDevice {
         device: String,
@@ -1992,6 +1996,9 @@ impl DataplaneConfig {
                 MAX_MTU.into(),
                 DEFAULT_MTU.into(),
             )?;
+            if let Err(reason) = crate::dpdk::af_packet::spec_for_mtu(&port.device, port.mtu) {
+                return Err((format!("{path}.device"), Problem::AfPacketSlot { reason }));
+            }
             if let Some(address) = port.address {
                 self.validate_port_address(i, address)?;
             }
@@ -3261,6 +3268,32 @@ dataplane:
         message(
             &with_ports("  trace_packets: -1\n", &[("p", "net_null0")]),
             &["dataplane.trace_packets: invalid type"],
+        );
+    }
+
+    #[test]
+    fn af_packet_ring_slots_must_hold_the_mtu() {
+        // zerohop sizes the slots itself when the device names none.
+        parse(L3).unwrap();
+        let small = L3.replace(
+            "net_af_packet1,iface=zhu0",
+            "net_af_packet1,iface=zhu0,framesz=8192,blocksz=8192",
+        );
+        message(
+            &small,
+            &[
+                "dataplane.ports[1].device: framesz=8192 cannot hold the frames of mtu 9000",
+                "framesz=9088 or more",
+            ],
+        );
+        parse(&small.replace("mtu: 9000", "mtu: 8000")).unwrap();
+        let bad = L3.replace(
+            "net_af_packet1,iface=zhu0",
+            "net_af_packet1,iface=zhu0,framesz=x",
+        );
+        message(
+            &bad,
+            &["dataplane.ports[1].device: framesz=x is not a number"],
         );
     }
 

@@ -34,7 +34,7 @@ use zerohop_tcpstack::{Handoff, Stack, TcpInput, TcpParams, TcpStats};
 
 use crate::admin::Admin;
 use crate::config::{self, Config, DataplaneConfig, Device, Hugepages};
-use crate::dpdk::{self, DpdkQueue, Eal, Mbuf, Mempool, Port, PortConfig};
+use crate::dpdk::{self, af_packet, DpdkQueue, Eal, Mbuf, Mempool, Port, PortConfig};
 use crate::introspect::{Process, View};
 
 /// Per-lcore mempool cache size (DPDK's maximum is 512).
@@ -75,13 +75,20 @@ pub fn mbufs_needed(dp: &DataplaneConfig, ports_on_socket: usize) -> u32 {
 }
 
 /// Mbuf data room: the default (2048 bytes of frame) unless a port's MTU
-/// needs more, so every frame fits one segment.
+/// needs more, so every frame fits one segment; an af_packet port needs its
+/// whole ring slot to fit (see [`af_packet`]).
 pub fn data_room(dp: &DataplaneConfig) -> u16 {
     let headroom = Mempool::DEFAULT_DATA_ROOM - 2048;
     let largest = dp.ports.iter().map(|p| p.mtu).max().unwrap_or(1500);
     // Ethernet header, one VLAN tag and the CRC a NIC may leave in place.
     let frame = largest.saturating_add(14 + 4 + 4);
-    Mempool::DEFAULT_DATA_ROOM.max(headroom.saturating_add(frame))
+    let slot = dp
+        .ports
+        .iter()
+        .filter_map(|p| af_packet::mbuf_data_needed(&p.device, p.mtu))
+        .max()
+        .map_or(0, |n| u16::try_from(n).unwrap_or(u16::MAX));
+    Mempool::DEFAULT_DATA_ROOM.max(headroom.saturating_add(frame.max(slot)))
 }
 
 /// Hugepage state of this machine, from /proc.
@@ -770,7 +777,16 @@ pub fn run(config: &Config, config_path: &Path, options: RunOptions) -> Result<(
     let mut ports = Vec::with_capacity(dp.ports.len());
     for p in &dp.ports {
         let port = match p.device() {
-            Device::Vdev { .. } => Port::probe_vdev(&p.name, &p.device),
+            Device::Vdev { .. } => {
+                let spec = af_packet::spec_for_mtu(&p.device, p.mtu).map_err(|e| anyhow!(e))?;
+                if spec != p.device.as_str() {
+                    info!(
+                        "port {}: device `{spec}` (ring slots sized for mtu {})",
+                        p.name, p.mtu
+                    );
+                }
+                Port::probe_vdev(&p.name, &spec)
+            }
             Device::Pci { addr } => Port::attach(&p.name, addr, &p.device),
         }
         .with_context(|| format!("dataplane.ports: device `{}` of port {}", p.device, p.name))?;
@@ -811,8 +827,23 @@ pub fn run(config: &Config, config_path: &Path, options: RunOptions) -> Result<(
             },
             pool,
         )?;
-        if dp.ports[i].mtu != DEFAULT_MTU {
-            port.set_mtu(dp.ports[i].mtu)
+        let mtu = dp.ports[i].mtu;
+        if let Some(ifname) = af_packet::is_af_packet(&dp.ports[i].device)
+            .then(|| af_packet::iface(&dp.ports[i].device))
+            .flatten()
+        {
+            // DPDK 22.11's ethdev caps this driver at MTU 1500; its frames are
+            // only as limited as their ring slots, which spec_for_mtu sized.
+            if mtu != DEFAULT_MTU {
+                af_packet::set_kernel_mtu(ifname, mtu).with_context(|| {
+                    format!(
+                        "port {}: set the MTU of interface {ifname} to {mtu}",
+                        port.name()
+                    )
+                })?;
+            }
+        } else if mtu != DEFAULT_MTU {
+            port.set_mtu(mtu)
                 .context("the device does not take this MTU; lower dataplane.ports[].mtu")?;
         }
         port.start().with_context(|| {
@@ -1047,7 +1078,7 @@ fn report(ports: &[Port], workers: &Workers) {
         let hw = port.stats().unwrap_or_default();
         info!(
             "port {}: rx_packets={} tx_packets={} rx_dropped={} tx_dropped={} imissed={} \
-             ierrors={} oerrors={} rx_nombuf={}",
+             ierrors={} oerrors={} rx_nombuf={} rx_bytes={} tx_bytes={}",
             port.name(),
             t.rx_packets,
             t.tx_packets,
@@ -1056,7 +1087,9 @@ fn report(ports: &[Port], workers: &Workers) {
             hw.imissed,
             hw.ierrors,
             hw.oerrors,
-            hw.rx_nombuf
+            hw.rx_nombuf,
+            hw.ibytes,
+            hw.obytes
         );
     }
     let hz = dpdk::cycles_hz().max(1) as f64;

@@ -10,6 +10,7 @@
 //! freed → EAL is cleaned up. An `Mbuf` does not borrow its pool; keeping that
 //! order is what makes its `Drop` sound.
 
+pub mod af_packet;
 pub mod eal;
 pub mod error;
 pub mod ffi;

@@ -372,6 +372,7 @@ impl Drop for Netns {
 pub struct Veth {
     proxy_if: String,
     proxy_ns: Option<String>,
+    ns_if: String,
 }
 
 impl Veth {
@@ -383,6 +384,7 @@ impl Veth {
         let veth = Veth {
             proxy_if: proxy_if.to_owned(),
             proxy_ns: proxy.map(|p| p.name().to_owned()),
+            ns_if: ns_if.to_owned(),
         };
         // A leftover from a killed run with a recycled pid would make `add` fail.
         best_effort("ip", &veth.ip_args(&["link", "del", proxy_if]));
@@ -414,6 +416,11 @@ impl Veth {
         must("ip", &veth.ip_args(&["link", "set", proxy_if, "up"]));
         ns.configure_if(ns_if, addr);
         veth
+    }
+
+    /// The end in the far namespace (addressed).
+    pub fn ns_if(&self) -> &str {
+        &self.ns_if
     }
 
     pub fn proxy_if(&self) -> &str {

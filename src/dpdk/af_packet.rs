@@ -1,0 +1,217 @@
+//! Jumbo frames on `net_af_packet` ports.
+//!
+//! DPDK 22.11's af_packet driver moves frames as large as its ring slots
+//! (`framesz`, 2,048 bytes by default), but its ethdev reports
+//! `max_rx_pktlen` 1,518, so `rte_eth_dev_set_mtu` refuses anything above
+//! 1,500. For a port with a larger MTU zerohop therefore:
+//!
+//! - sizes the ring slots itself: it appends `framesz` and `blocksz` (one
+//!   slot per block, a whole number of pages) to the device arguments unless
+//!   they are given, and rejects a given `framesz` too small for the MTU;
+//! - makes the mbufs large enough for a slot (the driver refuses a queue
+//!   whose slot would not fit one mbuf);
+//! - sets the kernel interface's MTU itself (`SIOCSIFMTU`), as the driver's
+//!   own MTU call would: the kernel drops larger frames on the way in (veth)
+//!   and refuses them on the way out.
+
+use std::borrow::Cow;
+use std::ffi::CString;
+
+/// The driver's name.
+pub const DRIVER: &str = "net_af_packet";
+
+/// The driver's default ring slot (`framesz`).
+pub const DEFAULT_FRAME_SIZE: u32 = 2048;
+
+/// Where the kernel puts a received frame in a `TPACKET_V2` slot of a
+/// `SOCK_RAW` socket: the 52-byte header and address, aligned to 16 with at
+/// least 16 bytes of link header (80), less the 14-byte Ethernet header.
+const RX_FRAME_OFFSET: u32 = 66;
+
+/// Slot bytes before the data that the driver neither receives nor sends
+/// (`TPACKET2_HDRLEN - sizeof(struct sockaddr_ll)`): a slot of `framesz`
+/// carries `framesz - 32` bytes in an mbuf.
+pub const SLOT_OVERHEAD: u32 = 32;
+
+/// The largest Ethernet frame of an MTU: header and one VLAN tag.
+fn frame_len(mtu: u16) -> u32 {
+    u32::from(mtu) + 14 + 4
+}
+
+/// Is `spec` (`net_af_packetN,args`) a device of this driver?
+pub fn is_af_packet(spec: &str) -> bool {
+    let name = spec.split(',').next().unwrap_or(spec);
+    name.strip_prefix(DRIVER)
+        .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
+        || name
+            .strip_prefix("eth_af_packet")
+            .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// The value of driver argument `key` in `spec`, if given.
+fn arg<'a>(spec: &'a str, key: &str) -> Option<&'a str> {
+    spec.split(',').skip(1).find_map(|kv| {
+        kv.split_once('=')
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    })
+}
+
+/// The smallest slot that receives a frame of `mtu` whole.
+pub fn min_frame_size(mtu: u16) -> u32 {
+    RX_FRAME_OFFSET + frame_len(mtu)
+}
+
+/// The slot zerohop asks for when the spec names none and the default is too
+/// small: whole pages, so one slot fills one block.
+fn frame_size_for(mtu: u16) -> u32 {
+    min_frame_size(mtu).div_ceil(4096) * 4096
+}
+
+/// The device arguments for `spec` at `mtu`: unchanged where the default slot
+/// (or the one given) holds the MTU's frames, else with `framesz` and
+/// `blocksz` appended.
+///
+/// # Errors
+/// The spec gives a `framesz` that is not a number or is too small for the
+/// MTU; the message says which value would do.
+pub fn spec_for_mtu(spec: &str, mtu: u16) -> Result<Cow<'_, str>, String> {
+    if !is_af_packet(spec) {
+        return Ok(Cow::Borrowed(spec));
+    }
+    let need = min_frame_size(mtu);
+    if let Some(given) = arg(spec, "framesz") {
+        let size: u32 = given
+            .parse()
+            .map_err(|_| format!("framesz={given} is not a number"))?;
+        if size < need {
+            return Err(format!(
+                "framesz={size} cannot hold the frames of mtu {mtu}: the kernel puts a frame \
+                 {RX_FRAME_OFFSET} bytes into its slot, so use framesz={} or more (or leave \
+                 framesz out and zerohop sizes it)",
+                need.div_ceil(16) * 16
+            ));
+        }
+        return Ok(Cow::Borrowed(spec));
+    }
+    if need <= DEFAULT_FRAME_SIZE {
+        return Ok(Cow::Borrowed(spec));
+    }
+    let size = frame_size_for(mtu);
+    Ok(Cow::Owned(format!("{spec},framesz={size},blocksz={size}")))
+}
+
+/// The mbuf data (less headroom) that a port of `spec` at `mtu` needs: the
+/// driver refuses a queue whose slot does not fit one mbuf. `None` for other
+/// drivers or a spec [`spec_for_mtu`] refuses.
+pub fn mbuf_data_needed(spec: &str, mtu: u16) -> Option<u32> {
+    let spec = spec_for_mtu(spec, mtu).ok()?;
+    if !is_af_packet(&spec) {
+        return None;
+    }
+    let slot = arg(&spec, "framesz")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_FRAME_SIZE);
+    Some(slot.saturating_sub(SLOT_OVERHEAD))
+}
+
+/// The kernel interface an af_packet `spec` drives (`iface=`).
+pub fn iface(spec: &str) -> Option<&str> {
+    arg(spec, "iface")
+}
+
+/// Set kernel interface `ifname`'s MTU (in this process's network namespace),
+/// as the driver's own MTU call does.
+///
+/// # Errors
+/// The name is not a valid interface name, or the kernel refuses (no such
+/// interface, a value out of its range, no `CAP_NET_ADMIN`).
+pub fn set_kernel_mtu(ifname: &str, mtu: u16) -> std::io::Result<()> {
+    let invalid = || std::io::Error::from_raw_os_error(libc::EINVAL);
+    let name = CString::new(ifname).map_err(|_| invalid())?;
+    let bytes = name.as_bytes_with_nul();
+    // SAFETY: an all-zero ifreq is a valid value of this plain C struct.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    if bytes.len() > req.ifr_name.len() {
+        return Err(invalid());
+    }
+    for (dst, &src) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_mtu = i32::from(mtu);
+    // SAFETY: a plain socket call; the descriptor is closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `req` is a valid ifreq with a NUL-terminated name, as
+    // SIOCSIFMTU reads; `fd` is an open socket.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCSIFMTU, &req) };
+    let result = if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    };
+    // SAFETY: `fd` is ours and closed once.
+    unsafe { libc::close(fd) };
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_slot_covers_the_default_mtu() {
+        let spec = "net_af_packet0,iface=zh0";
+        assert_eq!(spec_for_mtu(spec, 1500).unwrap(), spec);
+        assert_eq!(mbuf_data_needed(spec, 1500), Some(2048 - 32));
+        // 2,048 bytes hold frames up to MTU 1,964.
+        assert_eq!(spec_for_mtu(spec, 1964).unwrap(), spec);
+        assert_eq!(
+            spec_for_mtu(spec, 1965).unwrap(),
+            "net_af_packet0,iface=zh0,framesz=4096,blocksz=4096"
+        );
+    }
+
+    #[test]
+    fn jumbo_mtu_gets_whole_page_slots() {
+        let spec = "net_af_packet1,iface=zh1,qpairs=2";
+        let out = spec_for_mtu(spec, 9000).unwrap();
+        assert_eq!(out, format!("{spec},framesz=12288,blocksz=12288"));
+        assert!(min_frame_size(9000) <= 12288);
+        assert_eq!(mbuf_data_needed(spec, 9000), Some(12288 - 32));
+    }
+
+    #[test]
+    fn a_given_slot_is_checked_not_changed() {
+        let ok = "net_af_packet0,iface=zh0,framesz=16384,blocksz=16384";
+        assert_eq!(spec_for_mtu(ok, 9000).unwrap(), ok);
+        assert_eq!(mbuf_data_needed(ok, 9000), Some(16384 - 32));
+        let small = "net_af_packet0,iface=zh0,framesz=8192,blocksz=8192";
+        let err = spec_for_mtu(small, 9000).unwrap_err();
+        assert!(
+            err.contains("framesz=8192 cannot hold the frames of mtu 9000"),
+            "{err}"
+        );
+        assert!(err.contains("framesz=9088"), "{err}");
+        assert!(spec_for_mtu("net_af_packet0,iface=a,framesz=big", 1500)
+            .unwrap_err()
+            .contains("not a number"));
+    }
+
+    #[test]
+    fn other_drivers_are_left_alone() {
+        for spec in [
+            "net_tap0,iface=zh0",
+            "net_af_xdp0,iface=zh0",
+            "0000:3b:00.0",
+        ] {
+            assert_eq!(spec_for_mtu(spec, 9000).unwrap(), spec);
+            assert_eq!(mbuf_data_needed(spec, 9000), None);
+        }
+        assert!(is_af_packet("eth_af_packet3,iface=x"));
+        assert!(!is_af_packet("net_af_packetx"));
+        assert_eq!(iface("net_af_packet0,qpairs=2,iface=veth7"), Some("veth7"));
+    }
+}
