@@ -86,6 +86,8 @@
 #                           threaded NAPI with GRO on their own CPUs, as other hosts
 #                           would (by default a veth runs the receiver's stack on the
 #                           sender's CPU; see bench_far_napi in bench_lib.sh)
+#     --mtu N               every veth (and zerohop's ports) at MTU N instead of 1500,
+#                           e.g. 9000 for jumbo frames as in many data centres
 #     --plan                print the plan and its estimated duration, and exit
 #   ZEROHOP_BIN=PATH  use this zerohop binary instead of building target/release/zerohop
 #
@@ -109,7 +111,7 @@ ALL_PROXIES=(zerohop haproxy nginx)
 
 QUICK=0 ONLY='' WORKLOADS_ARG=all PROXY_CPUS='' CLIENT_CPUS='' UPSTREAM_CPUS=''
 RUNS='' SECS='' WARMUP='' RATES='10%,25%,50%,75%' CONNS=50 IDLE_COUNTS=1000,10000
-PROCS='' NAME=bench RESILIENCE=0 ACCESS_LOG=0 KERNEL_FREE=0 PLAN_ONLY=0 FAR_NAPI=0
+PROCS='' NAME=bench RESILIENCE=0 ACCESS_LOG=0 KERNEL_FREE=0 PLAN_ONLY=0 FAR_NAPI=0 MTU=1500
 while (($#)); do
   case $1 in
     --quick) QUICK=1 ;;
@@ -129,6 +131,7 @@ while (($#)); do
     --resilience) RESILIENCE=1 ;;
     --access-log) ACCESS_LOG=1 ;;
     --far-napi) FAR_NAPI=1 ;;
+    --mtu) MTU=${2:?--mtu needs a number}; shift ;;
     --plan) PLAN_ONLY=1 ;;
     --kernel-free) KERNEL_FREE=1; [[ $NAME == bench ]] && NAME=bench-kernel-free ;;
     -h | --help) bench_usage 0 ;;
@@ -223,11 +226,13 @@ if ((KERNEL_FREE)); then
   done
   [[ -z $ONLY || $ONLY == zerohop ]] || die "--kernel-free measures zerohop only"
   ((!FAR_NAPI)) || die "--far-napi: the kernel-free mode has no veths"
+  ((MTU == 1500)) || die "--mtu: the kernel-free mode has no veths"
   PROXIES=(zerohop)
 fi
 EST=$(bench_estimate)
-say "plan: ${WORKLOADS[*]}; proxies: ${PROXIES[*]}$( ((KERNEL_FREE)) && echo ' (kernel-free)')$( ((FAR_NAPI)) && echo ' (far NAPI)'); $RUNS × ${SECS} s per point, ${WARMUP} s warm-up; CPUs: proxy $PROXY_CPUS, client $CLIENT_CPUS, upstream $UPSTREAM_CPUS; estimated $((EST / 60)) min $((EST % 60)) s"
+say "plan: ${WORKLOADS[*]}; proxies: ${PROXIES[*]}$( ((KERNEL_FREE)) && echo ' (kernel-free)')$( ((FAR_NAPI)) && echo ' (far NAPI)')$( ((MTU != 1500)) && echo " (MTU $MTU)"); $RUNS × ${SECS} s per point, ${WARMUP} s warm-up; CPUs: proxy $PROXY_CPUS, client $CLIENT_CPUS, upstream $UPSTREAM_CPUS; estimated $((EST / 60)) min $((EST % 60)) s"
 ((PLAN_ONLY)) && exit 0
+[[ $MTU =~ ^[0-9]+$ ]] && ((MTU >= 576 && MTU <= 9000)) || die "--mtu: '$MTU' is not an MTU from 576 to 9000"
 [[ $EUID -eq 0 ]] || die "needs root (network namespaces, DPDK vdevs): sudo -E $0"
 
 # --- setup -----------------------------------------------------------------------------
@@ -840,7 +845,7 @@ json.dump({
     "connections": $CONNS, "connections_1mib": $CONNS_1M, "l4_cps_processes": $PROCS,
     "idle_counts": [int(n) for n in "$IDLE_COUNTS".split(",")], "body_1mib": $BODY_1M,
     "clk_tck": $CLK_TCK, "resilience": $RESILIENCE == 1, "access_log": $ACCESS_LOG == 1,
-    "far_napi": $FAR_NAPI == 1,
+    "far_napi": $FAR_NAPI == 1, "mtu": $MTU,
     "estimated_s": $EST, "elapsed_s": $(($(date +%s) - START_TIME)),
 }, open(sys.argv[1], "w"), indent=2)
 PY

@@ -210,6 +210,11 @@ bench_topology() {
     bench_far_napi "$NS_U" "$IF_DU" "$UPSTREAM_CPUS"
   fi
   local ns
+  if ((MTU != 1500)); then
+    bench_mtu "$NS_C" "$IF_C" "$IF_DC"
+    bench_mtu "$NS_U" "$IF_U" "$IF_DU"
+    bench_mtu "$NS_P" "$IF_PC" "$IF_PU"
+  fi
   for ns in "$NS_C" "$NS_U"; do
     in_ns "$ns" sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
     in_ns "$ns" sysctl -qw net.ipv4.tcp_max_tw_buckets=0
@@ -219,6 +224,17 @@ bench_topology() {
   in_ns "$NS_P" sysctl -qw net.core.somaxconn=65535
   in_ns "$NS_P" sysctl -qw net.ipv4.tcp_max_syn_backlog=65535
   in_ns "$NS_P" sysctl -qw net.ipv4.ip_local_port_range="1024 65535"
+}
+
+# bench_mtu NS IF... (--mtu): the interfaces' MTU. A veth drops frames larger than the
+# receiving end's MTU, so both ends of every pair get it (zerohop sets its own ends again,
+# from its config).
+bench_mtu() {
+  local ns=$1 ifname
+  shift
+  for ifname in "$@"; do
+    ip -n "$ns" link set "$ifname" mtu "$MTU" || die "--mtu: cannot set MTU $MTU on $ifname"
+  done
 }
 
 # bench_far_napi NS IF CPUS (--far-napi): veth IF in namespace NS receives through
@@ -363,6 +379,8 @@ EOF
 # (net_af_packet), one worker per proxy CPU. With N workers each af_packet port gets
 # N queue pairs (qpairs=N: N sockets in one PACKET_FANOUT group, the kernel hashes
 # frames over them; replies that land on another worker's queue are handed over).
+# With --mtu the ports get it too; ZH_TCP_EXTRA (optional) adds keys to its `tcp:`
+# section (e.g. other buffer sizes, for experiments).
 zh_dataplane_yaml() {
   local q=''
   ((N_PROXY > 1)) && q=",qpairs=$N_PROXY"
@@ -375,11 +393,13 @@ dataplane:
     - name: down
       device: "net_af_packet0,iface=$IF_PC$q"
       address: $PROXY_DOWN/24
+      mtu: $MTU
     - name: up
       device: "net_af_packet1,iface=$IF_PU$q"
       address: $PROXY_UP/24
+      mtu: $MTU
   tcp:
-    max_connections: 131072
+    max_connections: 131072${ZH_TCP_EXTRA:-}
 EOF
 }
 

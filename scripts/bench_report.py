@@ -305,7 +305,9 @@ def markdown(results, setup, machine, tsc_hz):
             f"clients on {setup['client_cpus']}, upstreams on {setup['upstream_cpus']}. "
             f"Each cell: {spread}, after {setup['warmup_s']} s of warm-up."
             + (" The client's and upstream's veth ends receive through threaded NAPI with GRO "
-               "on their own CPUs (--far-napi)." if setup.get("far_napi") else ""),
+               "on their own CPUs (--far-napi)." if setup.get("far_napi") else "")
+            + (f" Every veth, and zerohop's ports, at MTU {setup['mtu']} (--mtu)."
+               if setup.get("mtu", 1500) != 1500 else ""),
             "",
             "| metric | zerohop | HAProxy | nginx | direct (no proxy) | zerohop / HAProxy | zerohop / nginx |",
             "|---|---|---|---|---|---|---|",
