@@ -96,9 +96,11 @@
 //!   No malice is needed: it rounds a scaled window down, so the edge moves
 //!   back by up to 2^scale − 1 bytes as a stalled reader's buffer fills,
 //!   and segments sent against the earlier edge overshoot the later one.
-//!   The peer sends the cut bytes again, after its retransmission timeout
-//!   when the window is full. The default receive buffer (65,535 bytes)
-//!   needs no scaling, so its window never moves back.
+//!   Cut bytes that the retreat explains (under 2^scale past the edge) are
+//!   held and fed to smoltcp, acknowledged at once, as soon as a window it
+//!   advertises covers them (`beyond_window_held`), so the peer need not
+//!   send them again (it would, after its retransmission timeout: a few
+//!   hundred times a second with 256 KiB buffers at several Gbit/s).
 //! - **TIME-WAIT reuse.** A SYN for a connection in TIME-WAIT whose sequence
 //!   number lies beyond everything the peer sent on it replaces the old
 //!   connection (RFC 6191, as Linux): kernel clients reuse ports at once.

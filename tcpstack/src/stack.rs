@@ -23,7 +23,7 @@
 //! so a slow reader closes the fast writer's window (back-pressure) instead
 //! of growing memory.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::ops::RangeInclusive;
 use std::sync::{Arc, OnceLock};
@@ -223,6 +223,10 @@ pub struct TcpStats {
     /// advertised (smoltcp 0.12 would take the bytes beyond it and panic;
     /// see the crate documentation).
     pub beyond_window: Counter,
+    /// ... of which the bytes cut were held and fed to smoltcp once its
+    /// window covered them again, so the peer need not send them again (see
+    /// [`hold_beyond_window`]).
+    pub beyond_window_held: Counter,
 }
 
 impl TcpStats {
@@ -252,6 +256,7 @@ impl TcpStats {
             ("no_memory", self.no_memory.get()),
             ("buffers_released", self.buffers_released.get()),
             ("beyond_window", self.beyond_window.get()),
+            ("beyond_window_held", self.beyond_window_held.get()),
             ("malformed", self.malformed.get()),
             ("bad_checksum", self.bad_checksum.get()),
         ]
@@ -629,7 +634,9 @@ fn advertised_edge(ip: &[u8], wscale: u8) -> Option<u32> {
 /// it advertises can move back by up to 2^scale - 1 bytes as a stalled
 /// reader's buffer fills, and segments sent against the earlier edge land
 /// beyond the new one. Cutting them at the edge keeps the stack to the
-/// window it advertised; the peer sends the rest again once it opens.
+/// window it advertised; what the retreat explains is held and fed back
+/// once the window covers it ([`hold_beyond_window`]), and the peer sends
+/// anything else again.
 fn trim_to_window(ip: &mut [u8], edge: u32) -> bool {
     let Some((seq, end)) = sent_range(ip) else {
         return false;
@@ -656,6 +663,95 @@ fn trim_to_window(ip: &mut [u8], edge: u32) -> bool {
     ip[ihl + 13] &= !0x01;
     fill_tcp_checksum(ip);
     true
+}
+
+/// Received bytes that lay beyond the right edge of the window smoltcp last
+/// advertised, kept until its window covers them (see
+/// [`hold_beyond_window`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Held {
+    /// Sequence number of the first byte.
+    seq: u32,
+    data: Vec<u8>,
+    /// The segment's FIN came after them.
+    fin: bool,
+}
+
+/// The part of the received segment `ip` (IPv4/TCP) that lies beyond the
+/// right edge `edge`, if the window's retreat explains it: at most
+/// 2^`wscale` - 1 bytes past the edge.
+///
+/// smoltcp rounds its scaled window down to a multiple of 2^scale, so the
+/// edge it advertises moves back by up to 2^scale - 1 bytes as a stalled
+/// reader's buffer fills (the buffer's own end never moves back). A peer
+/// that filled the earlier window then sends bytes past the later edge,
+/// which [`trim_to_window`] must cut off (smoltcp 0.12 would panic), and
+/// without this the peer sends them again only after its retransmission
+/// timeout or tail-loss probe: with 256 KiB buffers a few hundred times a
+/// second at several Gbit/s. Held, they are fed to smoltcp as soon as a
+/// window it advertises covers them ([`Stack::feed_held`]). More than the
+/// retreat can explain is the peer's error and is only cut.
+fn hold_beyond_window(ip: &[u8], edge: u32, wscale: u8) -> Option<Held> {
+    if wscale == 0 {
+        return None;
+    }
+    let (seq, end) = sent_range(ip)?;
+    let ihl = usize::from(*ip.first()? & 0xf) * 4;
+    let tcp = ip.get(ihl..ihl + 20)?;
+    let doff = usize::from(tcp[12] >> 4) * 4;
+    let fin = tcp[13] & 0x01 != 0;
+    let payload = end.wrapping_sub(seq).wrapping_sub(u32::from(fin));
+    let over = seq.wrapping_add(payload).wrapping_sub(edge) as i32;
+    if over <= 0 || over >= 1 << wscale.min(30) {
+        return None;
+    }
+    let skip = (edge.wrapping_sub(seq) as i32).clamp(0, payload as i32) as u32;
+    let data = ip.get(ihl + doff + skip as usize..ihl + doff + payload as usize)?;
+    Some(Held {
+        seq: seq.wrapping_add(skip),
+        data: data.to_vec(),
+        fin,
+    })
+}
+
+/// Keep `h` for connection `bits`: after the bytes already held if it
+/// continues them, else instead of them (the peer sent again from
+/// elsewhere).
+fn hold(held: &mut HashMap<u64, Held>, bits: u64, h: Held) {
+    if let Some(old) = held.get_mut(&bits) {
+        if !old.fin && old.seq.wrapping_add(old.data.len() as u32) == h.seq {
+            old.data.extend_from_slice(&h.data);
+            old.fin = h.fin;
+            return;
+        }
+    }
+    held.insert(bits, h);
+}
+
+/// An IPv4/TCP segment from `key`'s peer to us carrying `data` at `seq`,
+/// acknowledging as the peer last did (`ack`), with valid checksums.
+fn peer_segment(key: &FlowKey, seq: u32, ack: &PeerAck, data: &[u8], fin: bool) -> Vec<u8> {
+    let total = 40 + data.len();
+    let mut ip = vec![0u8; total];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    ip[6] = 0x40; // DF
+    ip[8] = 64;
+    ip[9] = 6;
+    ip[12..16].copy_from_slice(&key.remote.ip().octets());
+    ip[16..20].copy_from_slice(&key.local.ip().octets());
+    checksum::fill_ipv4(&mut ip[..20]);
+    let tcp = &mut ip[20..];
+    tcp[0..2].copy_from_slice(&key.remote.port().to_be_bytes());
+    tcp[2..4].copy_from_slice(&key.local.port().to_be_bytes());
+    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&ack.ack.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x18 | u8::from(fin); // ACK, PSH (+ FIN)
+    tcp[14..16].copy_from_slice(&ack.window.to_be_bytes());
+    tcp[20..].copy_from_slice(data);
+    fill_tcp_checksum(&mut ip);
+    ip
 }
 
 /// The ones'-complement sum of the IPv4/TCP packet `ip`'s TCP segment and
@@ -847,6 +943,9 @@ pub struct Stack {
     empty: SocketSet<'static>,
     stats: Arc<TcpStats>,
     now_ms: u64,
+    /// Bytes received beyond a connection's window, by connection (see
+    /// [`hold_beyond_window`]); rarely more than a few entries.
+    held: HashMap<u64, Held>,
     /// The connections' buffer memory. Last: the sockets (in `flows`) are
     /// dropped before it.
     pool: BufPool,
@@ -926,6 +1025,7 @@ impl Stack {
             empty: SocketSet::new(Vec::new()),
             stats: Arc::new(TcpStats::default()),
             now_ms,
+            held: HashMap::new(),
             // One socket more than connections: a SYN's socket is made
             // before the table is found full.
             pool: BufPool::new(params_rx, params_tx, max_connections.saturating_add(1)),
@@ -1374,12 +1474,15 @@ impl Stack {
                     }
                     // Cheap test first: the segment ends (FIN included) past
                     // the edge.
-                    if !seg.syn
-                        && c.edge_known
-                        && (seg.end.wrapping_sub(c.rcv_edge) as i32) > 0
-                        && trim_to_window(ip, c.rcv_edge)
-                    {
-                        self.stats.beyond_window.add(1);
+                    if !seg.syn && c.edge_known && (seg.end.wrapping_sub(c.rcv_edge) as i32) > 0 {
+                        let held = hold_beyond_window(ip, c.rcv_edge, c.rcv_wscale);
+                        if trim_to_window(ip, c.rcv_edge) {
+                            self.stats.beyond_window.add(1);
+                            if let Some(h) = held.filter(|_| c.peer_ack.seen) {
+                                self.stats.beyond_window_held.add(1);
+                                hold(&mut self.held, id.to_bits(), h);
+                            }
+                        }
                     }
                     let beyond = c
                         .rcv_end
@@ -1548,11 +1651,15 @@ impl Stack {
         app: &mut impl App,
     ) {
         let now_ms = self.now_ms;
+        let before = dev.out.len();
+        if !self.held.is_empty() && self.feed_held(id, now, dev) {
+            // New bytes to read.
+            self.notify(id);
+        }
         let Some(c) = self.flows.get_mut(id) else {
             return;
         };
         c.touched = false;
-        let before = dev.out.len();
         let mut segments = 0;
         while segments < MAX_SEGMENTS_PER_FLUSH {
             let n = dev.out.len();
@@ -1630,7 +1737,13 @@ impl Stack {
         let Some(c) = self.flows.get_mut(id) else {
             return;
         };
-        if segments == MAX_SEGMENTS_PER_FLUSH {
+        // A window just advertised covers held bytes: feed them in the
+        // next round of this flush.
+        let feed = self
+            .held
+            .get(&id.to_bits())
+            .is_some_and(|h| c.edge_known && (c.rcv_edge.wrapping_sub(h.seq) as i32) > 0);
+        if segments == MAX_SEGMENTS_PER_FLUSH || feed {
             // More to send: again at the next poll.
             c.touched = true;
             self.touched.push(id);
@@ -1673,6 +1786,57 @@ impl Stack {
             }
             None => {}
         }
+    }
+
+    /// Feed smoltcp the bytes held for `id` (see [`hold_beyond_window`]) that
+    /// the window it last advertised covers, as a segment from the peer;
+    /// what it answers lands in `dev` like any other output. Return true if
+    /// bytes were fed.
+    fn feed_held<B: Buffer>(
+        &mut self,
+        id: ConnId,
+        now: SInstant,
+        dev: &mut SegmentDevice<'_, B>,
+    ) -> bool {
+        let bits = id.to_bits();
+        let (Some(key), Some(c)) = (self.flows.key(id), self.flows.get_mut(id)) else {
+            self.held.remove(&bits);
+            return false;
+        };
+        let Some(h) = self.held.get(&bits) else {
+            return false;
+        };
+        let room = c.rcv_edge.wrapping_sub(h.seq) as i32;
+        if !c.edge_known || room <= 0 {
+            return false;
+        }
+        let take = (room as usize).min(h.data.len());
+        let fin = h.fin && take == h.data.len();
+        let seg = peer_segment(&key, h.seq, &c.peer_ack, &h.data[..take], fin);
+        if take == h.data.len() {
+            self.held.remove(&bits);
+        } else if let Some(h) = self.held.get_mut(&bits) {
+            h.data.drain(..take);
+            h.seq = h.seq.wrapping_add(take as u32);
+        }
+        c.data_moved();
+        if let Some((_, end)) = sent_range(&seg) {
+            if c.rcv_end.map_or(true, |e| (end.wrapping_sub(e) as i32) > 0) {
+                c.rcv_end = Some(end);
+            }
+        }
+        let mut ingress = DeviceCall {
+            dev,
+            rx: Some(&seg),
+        };
+        // Acknowledged at once, not after the ACK delay: the peer sent
+        // them a while ago, and its retransmission timer runs.
+        let delay = c.socket().ack_delay();
+        c.socket_mut().set_ack_delay(None);
+        self.iface
+            .poll_ingress_single(now, &mut ingress, c.sock.set_mut());
+        c.socket_mut().set_ack_delay(delay);
+        true
     }
 
     /// Count the end of `id` and tell the application, once.
@@ -1719,6 +1883,9 @@ impl Stack {
     /// Remove `id` and give back its timer, listener slot or port (the
     /// application has been told it closed).
     fn release(&mut self, id: ConnId) {
+        if !self.held.is_empty() {
+            self.held.remove(&id.to_bits());
+        }
         let Some((key, c)) = self.flows.remove(id) else {
             return;
         };
@@ -1806,6 +1973,58 @@ mod tests {
         let sum = checksum::checksum(&pseudo(&p));
         p[36..38].copy_from_slice(&sum.to_be_bytes());
         p
+    }
+
+    #[test]
+    fn bytes_past_a_retreated_edge_are_held_and_fed_back_as_the_peer_sent_them() {
+        // 3 bytes past the edge, scale 2: the retreat explains them.
+        let p = data(u32::MAX - 1, 100, true);
+        let edge = (u32::MAX - 1).wrapping_add(97);
+        let h = hold_beyond_window(&p, edge, 2).expect("held");
+        assert_eq!(h.seq, edge);
+        assert_eq!(h.data, vec![97u8, 98, 99]);
+        assert!(h.fin, "the FIN after them is kept with them");
+        // 4 past it at scale 2, or any without scaling: the peer's error.
+        assert_eq!(hold_beyond_window(&p, edge - 1, 2), None);
+        assert_eq!(hold_beyond_window(&p, edge, 0), None);
+        // Within the window: nothing to hold.
+        assert_eq!(hold_beyond_window(&p, edge + 3, 2), None);
+        // A segment wholly past the edge, within the bound.
+        let h = hold_beyond_window(&data(1002, 1, false), 1000, 2).expect("held");
+        assert_eq!((h.seq, h.data.len(), h.fin), (1002, 1, false));
+
+        // Bytes that continue those held are appended; others replace them.
+        let mut held = HashMap::new();
+        let piece = |seq, data: &[u8]| Held {
+            seq,
+            data: data.to_vec(),
+            fin: false,
+        };
+        hold(&mut held, 1, piece(10, b"ab"));
+        hold(&mut held, 1, piece(12, b"c"));
+        assert_eq!(held[&1], piece(10, b"abc"));
+        hold(&mut held, 1, piece(20, b"z"));
+        assert_eq!(held[&1], piece(20, b"z"));
+
+        // Fed back: the peer's addresses and ports, its last ACK and window,
+        // valid checksums.
+        let key = FlowKey::new(
+            SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 80),
+            SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 40000),
+        );
+        let ack = PeerAck {
+            ack: 77,
+            window: 513,
+            seen: true,
+        };
+        let seg = peer_segment(&key, 5, &ack, b"xyz", true);
+        assert_eq!(checksum::sum(&seg[..20]), 0xffff, "IPv4 header checksum");
+        assert!(tcp_checksum_ok(&seg), "TCP checksum");
+        assert_eq!(Stack::key_of(&seg), Some(key));
+        assert_eq!(sent_range(&seg), Some((5, 9)), "3 bytes and a FIN");
+        assert_eq!(ack_of(&seg), Some(77));
+        assert_eq!(u16::from_be_bytes([seg[34], seg[35]]), 513);
+        assert_eq!(&seg[40..], b"xyz");
     }
 
     #[test]

@@ -684,3 +684,83 @@ fn bytes_beyond_the_advertised_window_do_not_crash_the_stack() {
     let got = net.b.app.received[&server_conn].len();
     assert!(got >= queued + 1000, "{got} of {}", queued + 1000);
 }
+
+/// The window's right edge moves back without any misbehaving peer: the
+/// window is the free space rounded down to the scale (2 for 128 KiB), so
+/// with 1,004 bytes free the edge is the buffer's end, and after one more
+/// byte it is 3 bytes short of it. A writer that had sent against the first
+/// edge has 3 bytes beyond the second; they are cut (smoltcp 0.12 would
+/// panic on them), held, and fed to smoltcp once the reader opens the
+/// window: the stream arrives intact and the writer never retransmits.
+#[test]
+fn bytes_cut_by_a_retreating_window_edge_are_held_and_delivered() {
+    const BUFFER: usize = 128 * 1024;
+    const FREE: usize = 1004;
+    let stream: Vec<u8> = (0..BUFFER as u32 + 10_000)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let (mut net, c) = stalled_reader(BUFFER);
+    let mut queued = 0;
+    while queued < BUFFER - FREE {
+        let n = (BUFFER - FREE - queued).min(1000);
+        queued += net.a.stack.send(c, &stream[queued..queued + n]);
+        net.run(1000);
+    }
+    // Past the delayed ACK: the reader acknowledged everything and
+    // advertised its 1,004 free bytes (a multiple of 4: the buffer's end).
+    net.run_for(50);
+    let server_conn = net.b.app.accepted[0];
+    assert_eq!(net.b.stack.queues(server_conn).expect("conn").0, queued);
+
+    // The writer sends 1 byte, then 1,003: both against that edge.
+    assert_eq!(net.a.stack.send(c, &stream[queued..queued + 1]), 1);
+    let first = flush(&mut net.a, net.now);
+    assert_eq!(
+        net.a.stack.send(c, &stream[queued + 1..queued + FREE]),
+        1003
+    );
+    let second = flush(&mut net.a, net.now);
+    assert_eq!((first.len(), second.len()), (1, 1), "one segment each");
+    queued += FREE;
+
+    // The first arrives; the reader's delayed ACK advertises 1,000 of its
+    // 1,003 free bytes: the edge moved back by 3.
+    let mut to_a = deliver(&mut net.b, first, net.now);
+    net.now += u64::from(net.b.stack.params().delayed_ack_ms) + 1;
+    net.b.stack.advance(net.now, &mut net.b.app);
+    to_a.extend(flush(&mut net.b, net.now));
+    assert!(!to_a.is_empty(), "the reader acknowledged the first byte");
+
+    // The second lands 3 bytes beyond the new edge.
+    to_a.extend(deliver(&mut net.b, second, net.now));
+    let stats = net.b.stack.stats();
+    assert_eq!(stats.beyond_window.get(), 1, "cut at the edge");
+    assert_eq!(stats.beyond_window_held.get(), 1, "and held");
+    assert_eq!(
+        net.b.stack.queues(server_conn).expect("conn").0,
+        queued - 3,
+        "smoltcp took the window it advertised, no more"
+    );
+
+    // The reader resumes: the held bytes go in with the window it opens.
+    let start = net.now;
+    net.b.app.stalled = false;
+    net.b.app.ready(&mut net.b.stack, server_conn);
+    net.a_pending.extend(to_a);
+    net.run(10_000);
+    let quiet = net.now - start;
+    let got = &net.b.app.received[&server_conn];
+    assert_eq!(got.len(), queued, "every byte arrived");
+    assert!(got[..] == stream[..queued], "in order and intact");
+    assert_eq!(
+        net.a.stack.queues(c).expect("conn").1,
+        0,
+        "the writer has nothing unacknowledged"
+    );
+    assert_eq!(
+        net.a.stack.stats().retransmitted_segments.get(),
+        0,
+        "the writer sent nothing twice"
+    );
+    assert!(quiet < 10, "all done in {quiet} ms: no timer waited for");
+}
