@@ -379,8 +379,9 @@ EOF
 # (net_af_packet), one worker per proxy CPU. With N workers each af_packet port gets
 # N queue pairs (qpairs=N: N sockets in one PACKET_FANOUT group, the kernel hashes
 # frames over them; replies that land on another worker's queue are handed over).
-# With --mtu the ports get it too; ZH_TCP_EXTRA (optional) adds keys to its `tcp:`
-# section (e.g. other buffer sizes, for experiments).
+# With --mtu the ports get it too. For experiments: ZH_TCP_EXTRA adds keys to its
+# `tcp:` section (e.g. other buffer sizes), ZH_DEV_EXTRA driver arguments to both
+# devices (e.g. `,framecnt=4096`, af_packet's ring size).
 zh_dataplane_yaml() {
   local q=''
   ((N_PROXY > 1)) && q=",qpairs=$N_PROXY"
@@ -391,11 +392,11 @@ dataplane:
   eal_args: ["--no-pci"]
   ports:
     - name: down
-      device: "net_af_packet0,iface=$IF_PC$q"
+      device: "net_af_packet0,iface=$IF_PC$q${ZH_DEV_EXTRA:-}"
       address: $PROXY_DOWN/24
       mtu: $MTU
     - name: up
-      device: "net_af_packet1,iface=$IF_PU$q"
+      device: "net_af_packet1,iface=$IF_PU$q${ZH_DEV_EXTRA:-}"
       address: $PROXY_UP/24
       mtu: $MTU
   tcp:
