@@ -706,3 +706,86 @@ fn jumbo_frames_on_af_packet() {
         );
     }
 }
+
+/// The value of `name=N` on the exit log's `worker 0 tcp:` line.
+fn tcp_counter(log: &str, name: &str) -> u64 {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("worker 0 tcp: "))
+        .unwrap_or_else(|| panic!("no `worker 0 tcp:` line in the exit log:\n{log}"));
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name}= on `{line}`"))
+}
+
+/// 256 KiB buffers scale the window (by 4), whose right edge can then move back by up
+/// to 3 bytes as a slow reader's buffer fills, and an upstream sending flat out may
+/// overshoot it (how often depends on timing: none to a few per run here; the
+/// two-stack test in tcpstack/tests/stack.rs makes it happen). 64 MiB arrive intact
+/// and in order, and every segment cut at the edge has its bytes held and fed back.
+#[test]
+fn scaled_windows_hold_every_byte_they_cut() {
+    if !require_root() {
+        return;
+    }
+    const TOTAL: u64 = 64 * MIB;
+    let _heavy = one_at_a_time();
+    let topo = ProxyTopology::new();
+    let zerohop = topo.start_zerohop(
+        &[SERVER_PORT],
+        "  tcp:\n    rx_buffer: 262144\n    tx_buffer: 262144\n",
+    );
+    // The client's kernel keeps a small window, so zerohop's buffers fill.
+    topo.ns_c
+        .must("sysctl", &["-qw", "net.ipv4.tcp_rmem=4096 16384 65536"]);
+    // Odd-sized sends and reads keep the window's free space moving through every
+    // remainder of 4: the sender's segments end at its odd chunks; 3 s of slow reads,
+    // then the rest at full speed.
+    let server = topo.server(
+        "stream",
+        &[
+            "--port",
+            "9001",
+            "--bytes",
+            &TOTAL.to_string(),
+            "--chunk",
+            "65537",
+        ],
+    );
+    let r = topo.client(
+        &zerohop,
+        "slow",
+        LISTENER_PORT,
+        &[
+            "--chunk",
+            "4001",
+            "--interval",
+            "0.01",
+            "--slow-secs",
+            "3",
+            "--timeout",
+            "30",
+        ],
+        Duration::from_secs(120),
+    );
+    let why = || {
+        format!(
+            "client:\n{}server:\n{}zerohop log:\n{}",
+            r.stdout,
+            server.output(),
+            zerohop.log()
+        )
+    };
+    assert_eq!(r.num("read") as u64, TOTAL, "every byte\n{}", why());
+    assert_eq!(r.get("ok"), "1", "the stream arrived in order\n{}", why());
+    let log = stop(zerohop, &["down", "up"]);
+    let (cut, held) = (
+        tcp_counter(&log, "beyond_window"),
+        tcp_counter(&log, "beyond_window_held"),
+    );
+    eprintln!("64 MiB to a slow reader, 256 KiB buffers: {cut} segments cut at the window's edge, {held} held");
+    assert_eq!(held, cut, "every cut should be held and fed back\n{log}");
+    assert_stat_eq(&log, "tcp.l4.downstream_cx_tx_bytes_total", TOTAL);
+}
