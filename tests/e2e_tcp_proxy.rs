@@ -122,6 +122,16 @@ fn stop(zerohop: Zerohop, ports: &[&str]) -> String {
     log
 }
 
+/// What a failed check shows: the client's output, the server's and zerohop's log.
+fn context(r: &ClientResult, server: &LoggedProcess, zerohop: &Zerohop) -> String {
+    format!(
+        "client:\n{}server:\n{}zerohop log:\n{}",
+        r.stdout,
+        server.output(),
+        zerohop.log()
+    )
+}
+
 /// The reply line server.py sink sends before its tail: `bytes=N sha256=HEX\n`.
 fn sink_reply_len(bytes: u64, sha256: &str) -> u64 {
     format!("bytes={bytes} sha256={sha256}\n").len() as u64
@@ -155,14 +165,7 @@ fn one_gib_arrives_intact() {
         ],
         Duration::from_secs(300),
     );
-    let why = || {
-        format!(
-            "client:\n{}server:\n{}zerohop log:\n{}",
-            r.stdout,
-            server.output(),
-            zerohop.log()
-        )
-    };
+    let why = || context(&r, &server, &zerohop);
     r.assert_send_intact(&bytes, why);
     assert!(
         server.output().contains(&format!("peer={PROXY_UP}:")),
@@ -436,14 +439,7 @@ fn half_close_propagates() {
         ],
         Duration::from_secs(60),
     );
-    let why = || {
-        format!(
-            "client:\n{}server:\n{}zerohop log:\n{}",
-            r.stdout,
-            server.output(),
-            zerohop.log()
-        )
-    };
+    let why = || context(&r, &server, &zerohop);
     assert_eq!(r.get("error"), "<missing>", "exchange failed\n{}", why());
     assert_eq!(
         r.get("server_bytes"),
@@ -683,14 +679,7 @@ fn jumbo_frames_on_af_packet() {
         &["--bytes", &bytes, "--reply-bytes", "0", "--timeout", "30"],
         Duration::from_secs(120),
     );
-    r.assert_send_intact(&bytes, || {
-        format!(
-            "client:\n{}server:\n{}zerohop log:\n{}",
-            r.stdout,
-            server.output(),
-            zerohop.log()
-        )
-    });
+    r.assert_send_intact(&bytes, || context(&r, &server, &zerohop));
     let log = stop(zerohop, &["down", "up"]);
     assert_stat_eq(&log, "tcp.l4.downstream_cx_rx_bytes_total", 64 * MIB);
     // Frames in from the client and out to the upstream: mostly full 9,000-byte ones
@@ -770,14 +759,7 @@ fn scaled_windows_hold_every_byte_they_cut() {
         ],
         Duration::from_secs(120),
     );
-    let why = || {
-        format!(
-            "client:\n{}server:\n{}zerohop log:\n{}",
-            r.stdout,
-            server.output(),
-            zerohop.log()
-        )
-    };
+    let why = || context(&r, &server, &zerohop);
     assert_eq!(r.num("read") as u64, TOTAL, "every byte\n{}", why());
     assert_eq!(r.get("ok"), "1", "the stream arrived in order\n{}", why());
     let log = stop(zerohop, &["down", "up"]);
