@@ -1739,10 +1739,11 @@ impl Stack {
         };
         // A window just advertised covers held bytes: feed them in the
         // next round of this flush.
-        let feed = self
-            .held
-            .get(&id.to_bits())
-            .is_some_and(|h| c.edge_known && (c.rcv_edge.wrapping_sub(h.seq) as i32) > 0);
+        let feed = !self.held.is_empty()
+            && self
+                .held
+                .get(&id.to_bits())
+                .is_some_and(|h| c.edge_known && (c.rcv_edge.wrapping_sub(h.seq) as i32) > 0);
         if segments == MAX_SEGMENTS_PER_FLUSH || feed {
             // More to send: again at the next poll.
             c.touched = true;
