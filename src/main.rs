@@ -283,6 +283,15 @@ fn run_loadgen(args: &LoadgenArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(3));
     }
+    if report.requests() == 0 {
+        // Nothing failed, but nothing was measured either: a report of
+        // 0 requests/s must not pass for a result.
+        eprintln!(
+            "error: no request started in the measured window: the connections were not up \
+             (the proxy unreachable, or its address not resolved yet); lengthen --warmup"
+        );
+        return Ok(ExitCode::from(3));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -571,6 +571,11 @@ impl Report {
         self.responses
     }
 
+    /// Return the requests started in the measured window.
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
     /// Return the report as one JSON object (the benchmark scripts' keys).
     pub fn to_json(&self) -> String {
         let e = &self.errors;
