@@ -34,7 +34,7 @@
 mod common;
 
 use common::*;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -276,32 +276,6 @@ fn wait_log(z: &Zerohop, from: usize, needles: &[&str], timeout: Duration) -> (S
 /// The endpoint part of zerohop's health log lines: `cluster C: endpoint IP:PORT: `.
 fn endpoint_tag(cluster: &str, port: u16) -> String {
     format!("cluster {cluster}: endpoint {UPSTREAM}:{port}: ")
-}
-
-/// The TCP counters each worker logs at exit (`worker 0 tcp: passive_opens=3 …`), by
-/// worker number.
-fn tcp_counters(log: &str) -> BTreeMap<usize, HashMap<String, u64>> {
-    let mut workers = BTreeMap::new();
-    for line in log.lines() {
-        let Some(at) = line.find(" tcp: ") else {
-            continue;
-        };
-        let Some(w) = line[..at].rfind("worker ") else {
-            continue;
-        };
-        let Ok(worker) = line[w + "worker ".len()..at].parse::<usize>() else {
-            continue;
-        };
-        let counters = line[at + " tcp: ".len()..]
-            .split_whitespace()
-            .filter_map(|kv| {
-                let (k, v) = kv.split_once('=')?;
-                Some((k.to_owned(), v.parse().ok()?))
-            })
-            .collect();
-        workers.insert(worker, counters);
-    }
-    workers
 }
 
 /// Each worker's `passive_opens` (downstream connections it accepted) from the exit log;

@@ -174,32 +174,6 @@ impl TapProxy {
     }
 }
 
-/// The TCP counters each worker logs at exit (`worker 0 tcp: passive_opens=3
-/// active_opens=3 … handed_off=1 …`), by worker number.
-fn tcp_counters(log: &str) -> BTreeMap<usize, HashMap<String, u64>> {
-    let mut workers = BTreeMap::new();
-    for line in log.lines() {
-        let Some(at) = line.find(" tcp: ") else {
-            continue;
-        };
-        let Some(w) = line[..at].rfind("worker ") else {
-            continue;
-        };
-        let Ok(worker) = line[w + "worker ".len()..at].parse::<usize>() else {
-            continue;
-        };
-        let counters = line[at + " tcp: ".len()..]
-            .split_whitespace()
-            .filter_map(|kv| {
-                let (k, v) = kv.split_once('=')?;
-                Some((k.to_owned(), v.parse().ok()?))
-            })
-            .collect();
-        workers.insert(worker, counters);
-    }
-    workers
-}
-
 /// Worker `w`'s TCP counter `key`; panic with the log if it was not logged.
 fn counter(tcp: &BTreeMap<usize, HashMap<String, u64>>, w: usize, key: &str, log: &str) -> u64 {
     tcp.get(&w)

@@ -696,17 +696,12 @@ fn jumbo_frames_on_af_packet() {
     }
 }
 
-/// The value of `name=N` on the exit log's `worker 0 tcp:` line.
+/// Worker 0's TCP counter `name` in the exit log; panic with the log if absent.
 fn tcp_counter(log: &str, name: &str) -> u64 {
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("worker 0 tcp: "))
-        .unwrap_or_else(|| panic!("no `worker 0 tcp:` line in the exit log:\n{log}"));
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name}= on `{line}`"))
+    tcp_counters(log)
+        .get(&0)
+        .and_then(|c| c.get(name).copied())
+        .unwrap_or_else(|| panic!("no `worker 0 tcp: … {name}=N` in the exit log:\n{log}"))
 }
 
 /// 256 KiB buffers scale the window (by 4), whose right edge can then move back by up

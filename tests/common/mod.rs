@@ -1478,3 +1478,29 @@ pub fn http_listener(name: &str, port: u16, hcm_extra: &str, routes: &str) -> St
 "#
     )
 }
+
+/// The TCP counters each worker logs at exit (`worker 0 tcp: passive_opens=3
+/// active_opens=3 … handed_off=1 …`), by worker number.
+pub fn tcp_counters(log: &str) -> std::collections::BTreeMap<usize, HashMap<String, u64>> {
+    let mut workers = std::collections::BTreeMap::new();
+    for line in log.lines() {
+        let Some(at) = line.find(" tcp: ") else {
+            continue;
+        };
+        let Some(w) = line[..at].rfind("worker ") else {
+            continue;
+        };
+        let Ok(worker) = line[w + "worker ".len()..at].parse::<usize>() else {
+            continue;
+        };
+        let counters = line[at + " tcp: ".len()..]
+            .split_whitespace()
+            .filter_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                Some((k.to_owned(), v.parse().ok()?))
+            })
+            .collect();
+        workers.insert(worker, counters);
+    }
+    workers
+}
