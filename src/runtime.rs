@@ -828,23 +828,21 @@ pub fn run(config: &Config, config_path: &Path, options: RunOptions) -> Result<(
             pool,
         )?;
         let mtu = dp.ports[i].mtu;
-        if let Some(ifname) = af_packet::is_af_packet(&dp.ports[i].device)
-            .then(|| af_packet::iface(&dp.ports[i].device))
-            .flatten()
-        {
-            // DPDK 22.11's ethdev caps this driver at MTU 1500; its frames are
-            // only as limited as their ring slots, which spec_for_mtu sized.
-            if mtu != DEFAULT_MTU {
+        if mtu != DEFAULT_MTU {
+            if let Some(ifname) = af_packet::iface(&dp.ports[i].device) {
+                // DPDK 22.11's ethdev caps this driver at MTU 1500; its frames
+                // are only as limited as their ring slots, which
+                // spec_for_mtu sized.
                 af_packet::set_kernel_mtu(ifname, mtu).with_context(|| {
                     format!(
                         "port {}: set the MTU of interface {ifname} to {mtu}",
                         port.name()
                     )
                 })?;
+            } else {
+                port.set_mtu(mtu)
+                    .context("the device does not take this MTU; lower dataplane.ports[].mtu")?;
             }
-        } else if mtu != DEFAULT_MTU {
-            port.set_mtu(mtu)
-                .context("the device does not take this MTU; lower dataplane.ports[].mtu")?;
         }
         port.start().with_context(|| {
             if port.device().starts_with("net_memif") && port.device().contains("role=client") {

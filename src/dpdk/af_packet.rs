@@ -38,14 +38,14 @@ fn frame_len(mtu: u16) -> u32 {
     u32::from(mtu) + 14 + 4
 }
 
-/// Is `spec` (`net_af_packetN,args`) a device of this driver?
+/// Is `spec` (`net_af_packetN,args`, or the alias `eth_af_packetN`) a device
+/// of this driver?
 pub fn is_af_packet(spec: &str) -> bool {
     let name = spec.split(',').next().unwrap_or(spec);
-    name.strip_prefix(DRIVER)
-        .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
-        || name
-            .strip_prefix("eth_af_packet")
+    [DRIVER, "eth_af_packet"].iter().any(|driver| {
+        name.strip_prefix(driver)
             .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
+    })
 }
 
 /// The value of driver argument `key` in `spec`, if given.
@@ -115,9 +115,10 @@ pub fn mbuf_data_needed(spec: &str, mtu: u16) -> Option<u32> {
     Some(slot.saturating_sub(SLOT_OVERHEAD))
 }
 
-/// The kernel interface an af_packet `spec` drives (`iface=`).
+/// The kernel interface `spec` drives (`iface=`), if it is an af_packet
+/// device (a `net_tap`'s `iface=` is no business of this module).
 pub fn iface(spec: &str) -> Option<&str> {
-    arg(spec, "iface")
+    arg(spec, "iface").filter(|_| is_af_packet(spec))
 }
 
 /// Set kernel interface `ifname`'s MTU (in this process's network namespace),
@@ -213,5 +214,6 @@ mod tests {
         assert!(is_af_packet("eth_af_packet3,iface=x"));
         assert!(!is_af_packet("net_af_packetx"));
         assert_eq!(iface("net_af_packet0,qpairs=2,iface=veth7"), Some("veth7"));
+        assert_eq!(iface("net_tap0,iface=zh0"), None);
     }
 }
