@@ -104,6 +104,12 @@
 //! - **TIME-WAIT reuse.** A SYN for a connection in TIME-WAIT whose sequence
 //!   number lies beyond everything the peer sent on it replaces the old
 //!   connection (RFC 6191, as Linux): kernel clients reuse ports at once.
+//! - **SYNs on a stale connection are challenged.** smoltcp drops a SYN
+//!   for a connection past its handshake; a peer that lost the connection
+//!   (its RST lost, a restart) and reuses the port would retry for minutes.
+//!   zerohop has smoltcp answer with a challenge ACK (RFC 5961 section 4,
+//!   as Linux; `syn_challenged`); the peer's RST to it ends the stale
+//!   connection and its next SYN opens a new one.
 //! - **Closes are reported after the last byte is read**: a connection that
 //!   reaches TIME-WAIT (or closes) with unread data stays until the
 //!   application has read it, so the proxy never drops a reply's tail.

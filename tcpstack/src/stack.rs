@@ -190,6 +190,12 @@ pub struct TcpStats {
     pub time_wait_reused: Counter,
     /// RSTs sent for segments of no connection (closed port, stale flow).
     pub rst_no_connection: Counter,
+    /// SYNs for the 4-tuple of a connection that is still open here (its
+    /// peer lost it: a RST that never arrived, a client that restarted)
+    /// answered with a challenge ACK (RFC 5961 section 4; smoltcp drops
+    /// them): the peer's RST then ends the stale connection and its next
+    /// SYN opens a new one (see [`challenge_for_syn`]).
+    pub syn_challenged: Counter,
     /// SYNs refused: the listener's connection limit.
     pub listener_overflow: Counter,
     /// SYNs or active opens refused: the connection table is full.
@@ -244,6 +250,7 @@ impl TcpStats {
             ("time_wait_cut", self.time_wait_cut.get()),
             ("time_wait_reused", self.time_wait_reused.get()),
             ("rst_no_connection", self.rst_no_connection.get()),
+            ("syn_challenged", self.syn_challenged.get()),
             ("listener_overflow", self.listener_overflow.get()),
             ("table_full", self.table_full.get()),
             ("ports_exhausted", self.ports_exhausted.get()),
@@ -747,11 +754,53 @@ fn peer_segment(key: &FlowKey, seq: u32, ack: &PeerAck, data: &[u8], fin: bool) 
     tcp[4..8].copy_from_slice(&seq.to_be_bytes());
     tcp[8..12].copy_from_slice(&ack.ack.to_be_bytes());
     tcp[12] = 5 << 4;
-    tcp[13] = 0x18 | u8::from(fin); // ACK, PSH (+ FIN)
+    // ACK (+ PSH with data) (+ FIN)
+    tcp[13] = 0x10 | if data.is_empty() { 0 } else { 0x08 } | u8::from(fin);
     tcp[14..16].copy_from_slice(&ack.window.to_be_bytes());
     tcp[20..].copy_from_slice(data);
     fill_tcp_checksum(&mut ip);
     ip
+}
+
+/// For a SYN (no ACK) on the 4-tuple of `c`, a synchronized connection: a
+/// segment from the peer that draws smoltcp's challenge ACK, to feed it in
+/// the SYN's place; `None` where the SYN goes to smoltcp as it is (a
+/// handshake in progress, or nothing known yet to build it from).
+///
+/// Such a SYN means the peer lost the connection (a RST that never arrived,
+/// a client that restarted) and reuses the port. smoltcp 0.12 drops any
+/// segment without ACK after the handshake, so the stale connection would
+/// swallow every retry (an idle one lives until the application's idle
+/// timeout): the client hangs in SYN-SENT for minutes. RFC 5961 section 4
+/// (and Linux) answers with an ACK carrying the connection's real sequence
+/// numbers; the peer, in SYN-SENT, answers that with a RST which ends the
+/// stale connection, and its next SYN opens a new one. The segment built
+/// here is a keep-alive shaped ACK one byte below the last acknowledgment
+/// sent, which smoltcp answers (at most once a second) with exactly that
+/// ACK; TIME-WAIT SYNs beyond the old sequence space never get here
+/// ([`Stack::time_wait_reusable`]).
+fn challenge_for_syn(key: &FlowKey, c: &Conn) -> Option<Vec<u8>> {
+    let synchronized = matches!(
+        c.socket().state(),
+        State::Established
+            | State::FinWait1
+            | State::FinWait2
+            | State::CloseWait
+            | State::Closing
+            | State::LastAck
+            | State::TimeWait
+    );
+    if !synchronized || !c.peer_ack.seen {
+        return None;
+    }
+    let ack_sent = c.ack_sent?;
+    Some(peer_segment(
+        key,
+        ack_sent.wrapping_sub(1),
+        &c.peer_ack,
+        &[],
+        false,
+    ))
 }
 
 /// The ones'-complement sum of the IPv4/TCP packet `ip`'s TCP segment and
@@ -1455,6 +1504,8 @@ impl Stack {
         }
         self.stats.segments_in.add(1);
         let fresh_syn = seg.syn && !seg.ack && !seg.rst;
+        // What smoltcp is fed instead of a SYN for an open connection.
+        let mut challenge = None;
         let id = match self.flows.lookup(&seg.key) {
             Some(id) if fresh_syn && self.time_wait_reusable(id, seg.seq) => {
                 // The peer reuses the 4-tuple (a kernel client that closed
@@ -1469,26 +1520,34 @@ impl Stack {
             }
             Some(id) => {
                 if let Some(c) = self.flows.get_mut(id) {
-                    if mark_dup_ack(ip, &mut c.peer_ack) {
-                        self.stats.dup_acks_marked.add(1);
-                    }
-                    // Cheap test first: the segment ends (FIN included) past
-                    // the edge.
-                    if !seg.syn && c.edge_known && (seg.end.wrapping_sub(c.rcv_edge) as i32) > 0 {
-                        let held = hold_beyond_window(ip, c.rcv_edge, c.rcv_wscale);
-                        if trim_to_window(ip, c.rcv_edge) {
-                            self.stats.beyond_window.add(1);
-                            if let Some(h) = held.filter(|_| c.peer_ack.seen) {
-                                self.stats.beyond_window_held.add(1);
-                                hold(&mut self.held, id.to_bits(), h);
+                    challenge = fresh_syn.then(|| challenge_for_syn(&seg.key, c)).flatten();
+                    if challenge.is_some() {
+                        // Nothing of the SYN (another connection's sequence
+                        // space) is the stale connection's.
+                        self.stats.syn_challenged.add(1);
+                    } else {
+                        if mark_dup_ack(ip, &mut c.peer_ack) {
+                            self.stats.dup_acks_marked.add(1);
+                        }
+                        // Cheap test first: the segment ends (FIN included) past
+                        // the edge.
+                        if !seg.syn && c.edge_known && (seg.end.wrapping_sub(c.rcv_edge) as i32) > 0
+                        {
+                            let held = hold_beyond_window(ip, c.rcv_edge, c.rcv_wscale);
+                            if trim_to_window(ip, c.rcv_edge) {
+                                self.stats.beyond_window.add(1);
+                                if let Some(h) = held.filter(|_| c.peer_ack.seen) {
+                                    self.stats.beyond_window_held.add(1);
+                                    hold(&mut self.held, id.to_bits(), h);
+                                }
                             }
                         }
-                    }
-                    let beyond = c
-                        .rcv_end
-                        .map_or(true, |e| (seg.end.wrapping_sub(e) as i32) > 0);
-                    if beyond {
-                        c.rcv_end = Some(seg.end);
+                        let beyond = c
+                            .rcv_end
+                            .map_or(true, |e| (seg.end.wrapping_sub(e) as i32) > 0);
+                        if beyond {
+                            c.rcv_end = Some(seg.end);
+                        }
                     }
                 }
                 Some(id)
@@ -1496,14 +1555,14 @@ impl Stack {
             None if fresh_syn => self.passive_open(seg.key),
             None => None,
         };
-        let ip: &[u8] = ip;
+        let ip: &[u8] = challenge.as_deref().unwrap_or(ip);
         let before = dev.out.len();
         let mut ingress = DeviceCall { dev, rx: Some(ip) };
         match id {
             Some(id) => {
                 if let Some(c) = self.flows.get_mut(id) {
                     c.reset_in |= seg.rst;
-                    if seg.syn {
+                    if seg.syn && challenge.is_none() {
                         c.rx_origin = seg.seq.wrapping_add(1);
                         if offers_window_scale(ip) {
                             c.rcv_wscale = window_shift(self.params.rx_buffer);

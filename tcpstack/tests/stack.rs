@@ -427,6 +427,11 @@ fn seq_of(p: &Packet<HeapBuffer>) -> u32 {
     u32::from_be_bytes([t[4], t[5], t[6], t[7]])
 }
 
+/// The TCP flags of the IPv4/TCP segment `p`.
+fn flags_of(p: &Packet<HeapBuffer>) -> u8 {
+    p.buf.data()[ETH_HEADROOM + 20 + 13]
+}
+
 /// Rewrite the sequence number of `p`, fixing the TCP checksum.
 fn set_seq(p: &mut Packet<HeapBuffer>, seq: u32) {
     use zerohop_dataplane::l3::checksum::update;
@@ -441,8 +446,8 @@ fn set_seq(p: &mut Packet<HeapBuffer>, seq: u32) {
 
 /// A kernel client that closed second keeps no TIME-WAIT and may reuse its
 /// port at once; the server, in TIME-WAIT, takes a SYN beyond the old
-/// connection's sequence space as a new connection (RFC 6191), and ignores
-/// one that is not.
+/// connection's sequence space as a new connection (RFC 6191), and answers
+/// one that is not with a challenge ACK, not a SYN-ACK.
 #[test]
 fn a_new_syn_beyond_the_old_sequence_space_ends_time_wait() {
     let params = TcpParams {
@@ -467,13 +472,17 @@ fn a_new_syn_beyond_the_old_sequence_space_ends_time_wait() {
     );
     assert!(net.a.stack.state(c).is_none(), "client connection freed");
 
-    // Same 4-tuple, a SYN inside the old sequence space: ignored.
+    // Same 4-tuple, a SYN inside the old sequence space: a challenge ACK
+    // (not delivered here), no new connection.
     let c2 = net.a.stack.connect(server()).expect("connect again");
     assert_eq!(net.a.stack.key(c2).expect("key").local.port(), 40_000);
     let mut syn = flush(&mut net.a, net.now);
     set_seq(&mut syn[0], isn);
-    let answer = deliver(&mut net.b, syn, net.now);
-    assert!(flush(&mut net.b, net.now).is_empty() && answer.is_empty());
+    let mut answer = deliver(&mut net.b, syn, net.now);
+    answer.extend(flush(&mut net.b, net.now));
+    assert_eq!(answer.len(), 1);
+    assert_eq!(flags_of(&answer[0]) & 0x17, 0x10, "a bare ACK");
+    assert_eq!(net.b.stack.stats().syn_challenged.get(), 1);
     assert_eq!(net.b.stack.stats().time_wait_reused.get(), 0);
     assert_eq!(net.b.app.accepted.len(), 1);
 
@@ -496,7 +505,10 @@ fn a_new_syn_beyond_the_old_sequence_space_ends_time_wait() {
         if beyond {
             break c3;
         }
-        assert!(net.a_pending.is_empty() && flush(&mut net.b, net.now).is_empty());
+        // At most a challenge ACK (one a second), not delivered.
+        net.a_pending.clear();
+        assert!(flush(&mut net.b, net.now).is_empty());
+        assert_eq!(net.b.app.accepted.len(), 1);
         net.a.stack.abort(c3);
         let _rst = flush(&mut net.a, net.now);
     };
@@ -505,6 +517,52 @@ fn a_new_syn_beyond_the_old_sequence_space_ends_time_wait() {
     assert_eq!(net.b.app.accepted.len(), 2, "accepted anew");
     assert!(net.a.stack.is_established(c3));
     assert_eq!(net.b.stack.len(), 1, "the old connection is gone");
+}
+
+/// The client loses an open connection (its RST never arrives) and reuses
+/// the port: the server's stale connection answers the new SYN with a
+/// challenge ACK (smoltcp alone drops it, so the client would hang in
+/// SYN-SENT), the client's RST ends it, and the client's next SYN opens a
+/// new connection.
+#[test]
+fn a_syn_on_a_stale_open_connection_is_challenged_and_the_port_reopens() {
+    let params = TcpParams {
+        ephemeral_ports: 40_000..=40_000,
+        ..TcpParams::default()
+    };
+    let mut net = Net::new(params);
+    net.b.app.echo = true;
+    let c = net.a.stack.connect(server()).expect("connect");
+    net.run(100);
+    assert!(net.a.stack.send(c, b"hello") == 5);
+    net.run(100);
+    assert_eq!(net.a.app.received[&c], b"hello");
+    let s = net.b.app.accepted[0];
+    assert_eq!(
+        net.b.stack.state(s),
+        Some(smoltcp::socket::tcp::State::Established)
+    );
+
+    // The client aborts; its RST is lost.
+    net.a.stack.abort(c);
+    let rst = flush(&mut net.a, net.now);
+    assert!(rst.iter().any(|p| flags_of(p) & 0x04 != 0), "a RST sent");
+    net.run(100);
+    assert!(net.a.stack.state(c).is_none(), "client connection freed");
+
+    // Same 4-tuple again.
+    let c2 = net.a.stack.connect(server()).expect("connect again");
+    assert_eq!(net.a.stack.key(c2).expect("key").local.port(), 40_000);
+    net.run_for(5_000);
+    assert!(net.a.stack.is_established(c2), "the port opened again");
+    assert_eq!(net.b.stack.stats().syn_challenged.get(), 1);
+    assert_eq!(net.b.stack.stats().resets_received.get(), 1);
+    assert_eq!(net.b.app.closed, vec![(s, Close::Reset)]);
+    assert_eq!(net.b.app.accepted.len(), 2, "accepted anew");
+    assert_eq!(net.b.stack.len(), 1, "the stale connection is gone");
+    assert!(net.a.stack.send(c2, b"again") == 5);
+    net.run(100);
+    assert_eq!(net.a.app.received[&c2], b"again");
 }
 
 #[test]
