@@ -618,6 +618,43 @@ fn closed_port_gets_reset() {
     assert_stat_eq(&log, "cluster.backend.upstream_cx_total", 0);
 }
 
+/// A client aborts a proxied connection and its RST is lost (a tc filter in C drops
+/// it), so zerohop still holds the connection open; the client then connects again
+/// from the same port, as kernels do at once after a RST. zerohop answers that SYN
+/// with a challenge ACK, the client's RST in reply ends the stale connection, and the
+/// client's next SYN (a second later) is proxied: it must not hang in SYN-SENT.
+#[test]
+fn a_lost_reset_does_not_block_the_port() {
+    if !require_root() {
+        return;
+    }
+    let topo = ProxyTopology::new();
+    let zerohop = topo.start_zerohop(&[SERVER_PORT], "");
+    let server = topo.server("echo", &["--port", "9001"]);
+    let r = topo.client(
+        &zerohop,
+        "lost-rst",
+        LISTENER_PORT,
+        &["--dev", topo.veth_c.ns_if(), "--timeout", "10"],
+        Duration::from_secs(60),
+    );
+    eprintln!(
+        "reconnect from port {} after a lost RST: {} in {} s",
+        r.get("port"),
+        r.get("outcome"),
+        r.get("reconnect_secs")
+    );
+    assert_eq!(r.get("outcome"), "ok", "{}", context(&r, &server, &zerohop));
+    assert!(
+        r.stdout.contains(" 1 pkt "),
+        "the tc filter should have taken the one RST:\n{}",
+        r.stdout
+    );
+    let log = stop(zerohop, &["down", "up"]);
+    assert!(tcp_counter(&log, "syn_challenged") >= 1, "{log}");
+    assert_stat_eq(&log, "tcp.l4.downstream_cx_total", 2);
+}
+
 /// Jumbo frames on af_packet ports: with `mtu: 9000` zerohop sizes the driver's ring
 /// slots and sets its interfaces' MTU itself (DPDK 22.11 caps this driver's MTU at
 /// 1500). A 9,000-byte ping is answered whole, and 64 MiB through the proxy arrive
