@@ -609,8 +609,22 @@ impl Drop for Zerohop {
         if let Some(mut child) = self.child.take() {
             // SIGTERM first: a SIGKILLed EAL can leave hugepage files behind.
             let _ = stop(&mut child, Duration::from_secs(5));
+            // A failing test (a client that hung, an assertion on the traffic)
+            // says why only with zerohop's view: its exit stats and counters.
+            if thread::panicking() {
+                eprintln!("zerohop log (test failed):\n{}", log_tail(&self.log(), 200));
+            }
         }
     }
+}
+
+/// The last `lines` lines of `log`, leaving out stats that are zero (most of them).
+fn log_tail(log: &str, lines: usize) -> String {
+    let kept: Vec<&str> = log
+        .lines()
+        .filter(|l| !(l.contains(" stat ") && l.ends_with(": 0")))
+        .collect();
+    kept[kept.len().saturating_sub(lines)..].join("\n")
 }
 
 /// SIGTERM `child` and wait up to `grace`; then SIGKILL. `Ok` if it exited by itself.
