@@ -655,6 +655,52 @@ fn a_lost_reset_does_not_block_the_port() {
     assert_stat_eq(&log, "tcp.l4.downstream_cx_total", 2);
 }
 
+/// DPDK's af_packet driver reports no `imissed`; zerohop reads the kernel's drops on
+/// the driver's rings itself. With zerohop stopped (SIGSTOP) and a 16-frame ring, 100
+/// pings overflow it: at least 50 drops counted in `imissed`, and zerohop answers
+/// again once continued.
+#[test]
+fn kernel_ring_drops_count_as_imissed() {
+    if !require_root() {
+        return;
+    }
+    let topo = ProxyTopology::new();
+    let down = topo.veth_c.proxy_if();
+    let config = topo.config(&[SERVER_PORT], "").replace(
+        &format!("iface={down}\""),
+        &format!("iface={down},framecnt=16\""),
+    );
+    assert!(config.contains("framecnt=16"), "config:\n{config}");
+    let mut zerohop = Zerohop::start_in(Some(&topo.ns_p), &config);
+    zerohop.wait_ready(READY_TIMEOUT);
+    let ping = |count: &str, interval: &str| {
+        topo.ns_c.run(
+            "ping",
+            &[
+                "-n", "-q", "-c", count, "-i", interval, "-W", "1", PROXY_DOWN,
+            ],
+            Duration::from_secs(30),
+        )
+    };
+    let warm = ping("1", "0.2");
+    assert!(warm.success(), "{}{}", warm.stdout_str(), zerohop.log());
+    let pid = zerohop.pid().to_string();
+    must("kill", &["-STOP", &pid]);
+    let lost = ping("100", "0.002");
+    must("kill", &["-CONT", &pid]);
+    assert!(
+        !lost.success(),
+        "no answer while stopped: {}",
+        lost.stdout_str()
+    );
+    let after = ping("3", "0.2");
+    assert!(after.success(), "{}{}", after.stdout_str(), zerohop.log());
+    let log = stop(zerohop, &["down"]);
+    let missed = port_counters(&log, "down")["imissed"];
+    eprintln!("16-frame ring, 100 pings to a stopped zerohop: imissed={missed}");
+    assert!(missed >= 50, "imissed={missed}, want >= 50\n{log}");
+}
+
 /// Jumbo frames on af_packet ports: with `mtu: 9000` zerohop sizes the driver's ring
 /// slots and sets its interfaces' MTU itself (DPDK 22.11 caps this driver's MTU at
 /// 1500). A 9,000-byte ping is answered whole, and 64 MiB through the proxy arrive

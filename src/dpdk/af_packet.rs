@@ -13,9 +13,15 @@
 //! - sets the kernel interface's MTU itself (`SIOCSIFMTU`), as the driver's
 //!   own MTU call would: the kernel drops larger frames on the way in (veth)
 //!   and refuses them on the way out.
+//!
+//! The driver also reports no `imissed`: frames the kernel drops because a
+//! receive ring is full go uncounted. [`RingDrops`] reads them from the
+//! driver's sockets (`PACKET_STATISTICS`) for the port's stats.
 
 use std::borrow::Cow;
 use std::ffi::CString;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The driver's name.
 pub const DRIVER: &str = "net_af_packet";
@@ -158,6 +164,115 @@ pub fn set_kernel_mtu(ifname: &str, mtu: u16) -> std::io::Result<()> {
     result
 }
 
+/// Frames the kernel dropped because a receive ring of an af_packet port
+/// was full (`tp_drops`), which DPDK 22.11's driver does not report (its
+/// `imissed` stays 0): a burst larger than the ring (`framecnt`) is lost
+/// unseen otherwise, as 500 closing RSTs at once were.
+///
+/// The driver's queue sockets are found among this process's descriptors
+/// (packet sockets bound to the port's interface) and read with
+/// `getsockopt(PACKET_STATISTICS)`, which also resets the kernel's
+/// counters: nothing else reads them in this process (the driver does not),
+/// and the sum is kept here. The descriptors are the driver's: never closed
+/// here, read only while the port is open (the [`super::port::Port`] that
+/// holds this).
+#[derive(Debug)]
+pub struct RingDrops {
+    fds: Vec<RawFd>,
+    total: AtomicU64,
+}
+
+impl RingDrops {
+    /// The packet sockets of this process bound to interface `ifname` (in
+    /// this process's network namespace).
+    ///
+    /// # Errors
+    /// No such interface, `/proc/self/fd` unreadable, or no packet socket
+    /// bound to it (the driver made none: not an af_packet port).
+    pub fn find(ifname: &str) -> std::io::Result<RingDrops> {
+        let name =
+            CString::new(ifname).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: a valid NUL-terminated name.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if index == 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut fds = Vec::new();
+        for entry in std::fs::read_dir("/proc/self/fd")? {
+            let Ok(entry) = entry else { continue };
+            let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            let is_socket = std::fs::read_link(entry.path())
+                .is_ok_and(|t| t.to_string_lossy().starts_with("socket:"));
+            if is_socket && packet_socket_ifindex(fd) == Some(index as i32) {
+                fds.push(fd);
+            }
+        }
+        if fds.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no packet socket bound to {ifname} in this process"),
+            ));
+        }
+        fds.sort_unstable();
+        Ok(RingDrops {
+            fds,
+            total: AtomicU64::new(0),
+        })
+    }
+
+    /// The driver's sockets found.
+    pub fn sockets(&self) -> usize {
+        self.fds.len()
+    }
+
+    /// Frames dropped so far on the port's receive rings.
+    pub fn total(&self) -> u64 {
+        let new: u64 = self.fds.iter().map(|&fd| take_drops(fd)).sum();
+        self.total.fetch_add(new, Ordering::Relaxed) + new
+    }
+}
+
+/// The interface index that `fd` is bound to if it is a packet socket.
+fn packet_socket_ifindex(fd: RawFd) -> Option<i32> {
+    // SAFETY: an all-zero sockaddr_ll is a valid value of this C struct.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    // SAFETY: `addr` has `len` writable bytes; a descriptor that is not a
+    // socket (or was closed meanwhile) only makes the call fail.
+    let rc =
+        unsafe { libc::getsockname(fd, (&raw mut addr).cast::<libc::sockaddr>(), &raw mut len) };
+    (rc == 0 && i32::from(addr.sll_family) == libc::AF_PACKET && addr.sll_ifindex != 0)
+        .then_some(addr.sll_ifindex)
+}
+
+/// The drops counted on packet socket `fd` since the last read (the read
+/// resets them); 0 if the call fails.
+fn take_drops(fd: RawFd) -> u64 {
+    let mut st = libc::tpacket_stats {
+        tp_packets: 0,
+        tp_drops: 0,
+    };
+    let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: `st` has `len` writable bytes, the layout PACKET_STATISTICS
+    // writes for TPACKET_V1/V2 rings (the driver's is V2).
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&raw mut st).cast::<libc::c_void>(),
+            &raw mut len,
+        )
+    };
+    if rc == 0 {
+        u64::from(st.tp_drops)
+    } else {
+        0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +314,56 @@ mod tests {
         assert!(spec_for_mtu("net_af_packet0,iface=a,framesz=big", 1500)
             .unwrap_err()
             .contains("not a number"));
+    }
+
+    /// A packet socket on `lo` with a tiny receive buffer drops what it is
+    /// sent but does not read; [`RingDrops`] finds it and keeps the sum
+    /// across reads (each read resets the kernel's counter).
+    #[test]
+    fn ring_drops_are_read_and_summed() {
+        // SAFETY: plain calls.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: packet sockets need root");
+            return;
+        }
+        let all = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: a plain socket call, closed at the end.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(all)) };
+        assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+        // SAFETY: an all-zero sockaddr_ll is valid; bound to lo.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = all;
+        // SAFETY: a NUL-terminated name.
+        addr.sll_ifindex = unsafe { libc::if_nametoindex(c"lo".as_ptr()) } as i32;
+        let small: libc::c_int = 1; // the kernel's minimum: a few KB
+                                    // SAFETY: valid pointers and lengths.
+        unsafe {
+            assert_eq!(
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUF,
+                    (&raw const small).cast(),
+                    4
+                ),
+                0
+            );
+            let len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            assert_eq!(libc::bind(fd, (&raw const addr).cast(), len), 0);
+        }
+        let drops = RingDrops::find("lo").expect("found");
+        assert_eq!(drops.sockets(), 1);
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+        let to = udp.local_addr().expect("addr");
+        for _ in 0..64 {
+            udp.send_to(&[0u8; 1000], to).expect("send");
+        }
+        let first = drops.total();
+        assert!(first >= 32, "{first} drops");
+        assert_eq!(drops.total(), first, "kept across reads");
+        // SAFETY: ours, closed once.
+        unsafe { libc::close(fd) };
     }
 
     #[test]

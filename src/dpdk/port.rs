@@ -62,7 +62,9 @@ pub struct PortStats {
     pub ibytes: u64,
     /// Bytes sent.
     pub obytes: u64,
-    /// Frames dropped by the device because the rx ring was full.
+    /// Frames dropped by the device because the rx ring was full (on
+    /// af_packet ports, the kernel's drops on the driver's rings:
+    /// [`super::af_packet::RingDrops`]).
     pub imissed: u64,
     /// Erroneous received frames.
     pub ierrors: u64,
@@ -87,6 +89,9 @@ pub struct Port {
     queues_taken: bool,
     /// The device hashes with the key of [`PortConfig::rss_key`].
     rss_key_set: bool,
+    /// An af_packet port's kernel ring drops, which its driver leaves out
+    /// of `imissed`.
+    ring_drops: Option<super::af_packet::RingDrops>,
 }
 
 impl Port {
@@ -135,6 +140,16 @@ impl Port {
         let mut id = 0u16;
         // SAFETY: valid C string and a valid out-pointer.
         unsafe { ffi::rte_eth_dev_get_port_by_name(cname.as_ptr(), &mut id) }.rte_ok(what)?;
+        let ring_drops = super::af_packet::iface(spec).and_then(|ifname| {
+            super::af_packet::RingDrops::find(ifname)
+                .map_err(|e| {
+                    tracing::warn!(
+                        "port {name}: the kernel's drops on {ifname}'s rings will not be \
+                         counted in imissed: {e}"
+                    );
+                })
+                .ok()
+        });
         Ok(Port {
             id,
             name: name.to_owned(),
@@ -144,6 +159,7 @@ impl Port {
             alive: Arc::new(()),
             queues_taken: false,
             rss_key_set: false,
+            ring_drops,
         })
     }
 
@@ -458,7 +474,7 @@ impl Port {
             opackets: s.opackets,
             ibytes: s.ibytes,
             obytes: s.obytes,
-            imissed: s.imissed,
+            imissed: s.imissed + self.ring_drops.as_ref().map_or(0, |d| d.total()),
             ierrors: s.ierrors,
             oerrors: s.oerrors,
             rx_nombuf: s.rx_nombuf,
