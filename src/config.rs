@@ -369,9 +369,10 @@ pub const DEFAULT_TCP_BUFFER: u32 = 65_536;
 /// Default [`TcpSettings::rx_buffer`]: 65,535 bytes, the largest window TCP
 /// advertises without window scaling. Larger buffers work (the bytes a
 /// scaled window's retreating edge cuts are held and fed back: the stack's
-/// `beyond_window_held`) and carry one fast connection faster (iperf3 +28%
-/// at 256 KiB), but cost HTTP 1 MiB responses 30%: smoltcp then acknowledges
-/// the upstream about four times as often (README, "TCP proxy").
+/// `beyond_window_held`) and carry more per connection (with the larger
+/// af_packet ring zerohop then gives those ports, iperf3 and HTTP 1 MiB
+/// responses +22% at 256 KiB; README, "TCP proxy"); the default stays until
+/// the whole benchmark has been run against them.
 pub const DEFAULT_TCP_RX_BUFFER: u32 = 65_535;
 /// Smallest [`TcpSettings::rx_buffer`] and [`TcpSettings::tx_buffer`]: 1 KiB.
 pub const MIN_TCP_BUFFER: u32 = 1024;

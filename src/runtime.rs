@@ -779,10 +779,11 @@ pub fn run(config: &Config, config_path: &Path, options: RunOptions) -> Result<(
         let port = match p.device() {
             Device::Vdev { .. } => {
                 let spec = af_packet::spec_for_mtu(&p.device, p.mtu).map_err(|e| anyhow!(e))?;
+                let spec = af_packet::spec_for_ring(&spec, dp.tcp.rx_buffer).into_owned();
                 if spec != p.device.as_str() {
                     info!(
-                        "port {}: device `{spec}` (ring slots sized for mtu {})",
-                        p.name, p.mtu
+                        "port {}: device `{spec}` (ring sized for mtu {} and tcp rx_buffer {})",
+                        p.name, p.mtu, dp.tcp.rx_buffer
                     );
                 }
                 Port::probe_vdev(&p.name, &spec)
