@@ -371,8 +371,8 @@ pub const DEFAULT_TCP_BUFFER: u32 = 65_536;
 /// scaled window's retreating edge cuts are held and fed back: the stack's
 /// `beyond_window_held`) and carry more per connection (with the larger
 /// af_packet ring zerohop then gives those ports, iperf3 and HTTP 1 MiB
-/// responses +22% at 256 KiB; README, "TCP proxy"); the default stays until
-/// the whole benchmark has been run against them.
+/// responses +22% at 256 KiB), but cost keep-alive requests/s 5-9% (CPU
+/// per request +6-9%; README, "TCP proxy").
 pub const DEFAULT_TCP_RX_BUFFER: u32 = 65_535;
 /// Smallest [`TcpSettings::rx_buffer`] and [`TcpSettings::tx_buffer`]: 1 KiB.
 pub const MIN_TCP_BUFFER: u32 = 1024;
