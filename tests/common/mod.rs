@@ -872,13 +872,7 @@ pub fn worker_counters(log: &str) -> std::collections::BTreeMap<usize, HashMap<S
         let (Ok(worker), Ok(cpu)) = (worker.parse::<usize>(), cpu.parse::<u64>()) else {
             continue;
         };
-        let mut counters: HashMap<String, u64> = rest
-            .split_whitespace()
-            .filter_map(|kv| {
-                let (k, v) = kv.split_once('=')?;
-                Some((k.to_owned(), v.parse().ok()?))
-            })
-            .collect();
+        let mut counters = int_fields(rest);
         counters.insert("cpu".to_owned(), cpu);
         workers.insert(worker, counters);
     }
@@ -896,22 +890,32 @@ pub fn error_count_by_worker(
     let needle = format!(" error: node={node} reason={reason} count=");
     let mut counts = std::collections::BTreeMap::new();
     for line in log.lines() {
-        let Some(at) = line.find(&needle) else {
+        let Some((worker, rest)) = worker_line(line, &needle) else {
             continue;
         };
-        let Some(w) = line[..at].rfind("worker ") else {
-            continue;
-        };
-        let worker = line[w + "worker ".len()..at].parse::<usize>();
-        let count = line[at + needle.len()..]
-            .split_whitespace()
-            .next()
-            .map(str::parse::<u64>);
-        if let (Ok(worker), Some(Ok(count))) = (worker, count) {
+        if let Some(Ok(count)) = rest.split_whitespace().next().map(str::parse::<u64>) {
             *counts.entry(worker).or_insert(0) += count;
         }
     }
     counts
+}
+
+/// For a log line `… worker N{marker}REST`: N and REST.
+fn worker_line<'a>(line: &'a str, marker: &str) -> Option<(usize, &'a str)> {
+    let at = line.find(marker)?;
+    let w = line[..at].rfind("worker ")?;
+    let worker = line[w + "worker ".len()..at].parse().ok()?;
+    Some((worker, &line[at + marker.len()..]))
+}
+
+/// The `key=value` fields of `s` whose values are integers.
+fn int_fields(s: &str) -> HashMap<String, u64> {
+    s.split_whitespace()
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
 }
 
 impl Netns {
@@ -949,16 +953,10 @@ pub fn parallel_curl(
 pub fn runtime_vectors_by_worker(log: &str, node: &str) -> std::collections::BTreeMap<usize, u64> {
     let mut by_worker = std::collections::BTreeMap::new();
     for line in log.lines() {
-        let Some(at) = line.find(" runtime: ") else {
+        let Some((worker, rest)) = worker_line(line, " runtime: ") else {
             continue;
         };
-        let Some(w) = line[..at].rfind("worker ") else {
-            continue;
-        };
-        let Ok(worker) = line[w + "worker ".len()..at].parse::<usize>() else {
-            continue;
-        };
-        let mut cols = line[at + " runtime: ".len()..].split_whitespace();
+        let mut cols = rest.split_whitespace();
         if cols.next() != Some(node) {
             continue;
         }
@@ -1498,23 +1496,9 @@ pub fn http_listener(name: &str, port: u16, hcm_extra: &str, routes: &str) -> St
 pub fn tcp_counters(log: &str) -> std::collections::BTreeMap<usize, HashMap<String, u64>> {
     let mut workers = std::collections::BTreeMap::new();
     for line in log.lines() {
-        let Some(at) = line.find(" tcp: ") else {
-            continue;
-        };
-        let Some(w) = line[..at].rfind("worker ") else {
-            continue;
-        };
-        let Ok(worker) = line[w + "worker ".len()..at].parse::<usize>() else {
-            continue;
-        };
-        let counters = line[at + " tcp: ".len()..]
-            .split_whitespace()
-            .filter_map(|kv| {
-                let (k, v) = kv.split_once('=')?;
-                Some((k.to_owned(), v.parse().ok()?))
-            })
-            .collect();
-        workers.insert(worker, counters);
+        if let Some((worker, rest)) = worker_line(line, " tcp: ") {
+            workers.insert(worker, int_fields(rest));
+        }
     }
     workers
 }
