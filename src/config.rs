@@ -59,8 +59,8 @@
 //!     neighbour_timeout_s: 300
 //!   tcp:                           # the userspace TCP stack, per worker; defaults shown
 //!     max_connections: 65536       # flow-table capacity, downstream + upstream
-//!     rx_buffer: 65535             # bytes per connection (65535: no window scaling)
-//!     tx_buffer: 65536
+//!     rx_buffer: 262144            # bytes per connection (above 65535: scaled window)
+//!     tx_buffer: 262144
 //!     delayed_ack_ms: 10           # 0 acks at once
 //!     keepalive_s: 0               # 0 = off
 //!     time_wait_ms: 2000
@@ -364,16 +364,17 @@ pub struct TcpSettings {
 pub const DEFAULT_TCP_MAX_CONNECTIONS: u32 = 65_536;
 /// Largest [`TcpSettings::max_connections`]: a million flows per worker.
 pub const MAX_TCP_MAX_CONNECTIONS: u32 = 1_048_576;
-/// Default [`TcpSettings::tx_buffer`]: 64 KiB.
-pub const DEFAULT_TCP_BUFFER: u32 = 65_536;
-/// Default [`TcpSettings::rx_buffer`]: 65,535 bytes, the largest window TCP
-/// advertises without window scaling. Larger buffers work (the bytes a
+/// Default [`TcpSettings::tx_buffer`]: 256 KiB, as the receive buffer.
+pub const DEFAULT_TCP_BUFFER: u32 = 262_144;
+/// Default [`TcpSettings::rx_buffer`]: 256 KiB, a scaled window (the bytes a
 /// scaled window's retreating edge cuts are held and fed back: the stack's
-/// `beyond_window_held`) and carry more per connection (with the larger
-/// af_packet ring zerohop then gives those ports, iperf3 and HTTP 1 MiB
-/// responses +22% at 256 KiB), but cost keep-alive requests/s 5-9% (CPU
-/// per request +6-9%; README, "TCP proxy").
-pub const DEFAULT_TCP_RX_BUFFER: u32 = 65_535;
+/// `beyond_window_held`). 65,535, the largest window without scaling, caps
+/// one connection at 0.5 Gbit/s per millisecond of round trip; 256 KiB
+/// carried 20-30% more than it here (iperf3, HTTP 1 MiB responses, with the
+/// larger af_packet ring zerohop then gives those ports) for about 3% of
+/// keep-alive requests/s (README, "TCP proxy"). Buffers cost address space;
+/// their pages are resident only while data moves (`idle_release_ms`).
+pub const DEFAULT_TCP_RX_BUFFER: u32 = 262_144;
 /// Smallest [`TcpSettings::rx_buffer`] and [`TcpSettings::tx_buffer`]: 1 KiB.
 pub const MIN_TCP_BUFFER: u32 = 1024;
 /// Largest [`TcpSettings::rx_buffer`] and [`TcpSettings::tx_buffer`]: 16 MiB.
@@ -3597,8 +3598,8 @@ dataplane:
     fn tcp_defaults() {
         let tcp = parse(BASE).unwrap().dataplane.tcp;
         assert_eq!(tcp.max_connections, 65_536);
-        assert_eq!(tcp.rx_buffer, 65_535);
-        assert_eq!(tcp.tx_buffer, 65_536);
+        assert_eq!(tcp.rx_buffer, 262_144);
+        assert_eq!(tcp.tx_buffer, 262_144);
         assert_eq!(tcp.delayed_ack_ms, 10);
         assert_eq!(tcp.keepalive_s, 0);
         assert_eq!(tcp.time_wait_ms, 2000);
@@ -3665,13 +3666,13 @@ dataplane:
                 "rx_buffer",
                 &[0, 1023, 16_777_217],
                 &[1024, 16_777_216],
-                "use 1024 to 16777216, or leave it out for the default 65535",
+                "use 1024 to 16777216, or leave it out for the default 262144",
             ),
             (
                 "tx_buffer",
                 &[1023, 16_777_217],
                 &[1024, 16_777_216],
-                "use 1024 to 16777216, or leave it out for the default 65536",
+                "use 1024 to 16777216, or leave it out for the default 262144",
             ),
             (
                 "delayed_ack_ms",

@@ -241,7 +241,7 @@ fn unreachable_endpoint_names_yaml_path() {
 #[test]
 fn bad_tcp_setting_names_yaml_path() {
     assert_tcp_proxy_config_rejected(
-        "rx_buffer: 65535",
+        "rx_buffer: 262144",
         "rx_buffer: 512",
         &["dataplane.tcp.rx_buffer", "use 1024 to 16777216"],
         "rx_buffer below the minimum",
