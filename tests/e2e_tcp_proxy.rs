@@ -804,11 +804,11 @@ fn scaled_windows_hold_every_byte_they_cut() {
         &[SERVER_PORT],
         "  tcp:\n    rx_buffer: 262144\n    tx_buffer: 262144\n",
     );
-    // Scaled windows get a ring that holds their bursts (8 MiB of 2 KiB slots).
+    // Scaled windows get a ring that holds their bursts (4 MiB of 2 KiB slots).
     assert_eq!(
-        zerohop.log().matches(",framecnt=4096`").count(),
+        zerohop.log().matches(",framecnt=2048`").count(),
         2,
-        "both af_packet ports should get a 4,096-frame ring:\n{}",
+        "both af_packet ports should get a 2,048-frame ring:\n{}",
         zerohop.log()
     );
     // The client's kernel keeps a small window, so zerohop's buffers fill.
